@@ -1,0 +1,50 @@
+//! The sans-IO routing core of cidlb.
+//!
+//! A [`Router`] holds one listener's state: the backends, a flow table (client
+//! address → backend), a CID binding table (CID → backend that issued it) and a Maglev
+//! table for new flows. It reads no clock and touches no socket: every entry point takes
+//! `now`, so the same inputs always give the same decisions.
+//!
+//! Routing order for a client datagram (DESIGN.md):
+//!
+//! 1. With a CID (the first record that carries one): encoded (the CID format decodes a
+//!    server ID of a live backend), else a learned or seeded binding, else the client
+//!    address's flow (seeding a binding), else Maglev keyed by the CID, counted as
+//!    unknown.
+//! 2. Without a CID: the address's flow, else Maglev keyed by the address.
+//!
+//! Every outcome and drop reason is a variant of [`RouteOutcome`] / [`DropReason`] with
+//! a counter in [`Counters`].
+//!
+//! ```
+//! use std::time::Instant;
+//! use cidlb_core::{Backend, CidRouting, Router, RouterConfig, Verdict};
+//!
+//! let now = Instant::now();
+//! let mut r = Router::new(RouterConfig::new(CidRouting::fixed(4), [1, 2, 3, 4]), now);
+//! r.set_backends(vec![
+//!     Backend::new(0, "a", "127.0.0.1:5684".parse().unwrap()),
+//!     Backend::new(1, "b", "127.0.0.1:5685".parse().unwrap()),
+//! ]).unwrap();
+//! let client = "192.0.2.7:40000".parse().unwrap();
+//! // A plaintext handshake record (no CID): scheduled by Maglev on the address.
+//! let hello = [22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1];
+//! assert!(matches!(r.route(now, client, &hello), Verdict::Forward { .. }));
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod backend;
+mod keys;
+pub mod maglev;
+mod outcome;
+mod router;
+pub mod table;
+
+pub use backend::{Backend, BackendId, BackendState, ServerId};
+pub use keys::{Binding, BindingSource, CidKey, Flow, FlowKey};
+pub use outcome::{Counters, DropReason, Event, RouteOutcome};
+pub use router::{
+    BackendSetError, CidFormat, CidRouting, MultiCidPolicy, ReturnOutcome, Router, RouterConfig,
+    SplitPart, Verdict, MAX_SPLIT_RECORDS,
+};

@@ -1,0 +1,782 @@
+//! The router: one listener's routing state machine.
+//!
+//! Sans-IO and deterministic: datagrams, addresses and `now` go in, decisions come out;
+//! no clock is read and no socket touched, so a simulation can replay it exactly.
+//!
+//! Call order (one router per listener, used from one thread at a time):
+//!
+//! 1. [`Router::route`] for each client-to-balancer datagram; forward according to the
+//!    returned [`Verdict`] (for [`Verdict::Split`], read [`Router::split_parts`]).
+//! 2. [`Router::handle_backend_datagram`] for each backend-to-client datagram before
+//!    forwarding it: this is where CID bindings are learned from ServerHellos.
+//! 3. [`Router::sweep`] now and then (e.g. every 100 ms) to expire idle entries; each
+//!    call does bounded work.
+//! 4. Backend changes ([`Router::set_backends`], [`Router::set_backend_state`],
+//!    [`Router::set_backend_weight`]) at any time between calls.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cidlb_wire::{handshake, inspect, CidLength, Records};
+
+use crate::backend::{Backend, BackendId, BackendState, ServerId};
+use crate::keys::{Binding, BindingSource, CidKey, Flow, FlowKey};
+use crate::maglev::{MaglevBackend, MaglevTable};
+use crate::outcome::{Counters, DropReason, Event, RouteOutcome};
+use crate::table::{BoundedTable, Inserted, Tick};
+
+/// A CID format: reads routable CIDs (QUIC-LB, a server-ID prefix...). The hook for
+/// stateless "encoded" routing; formats themselves live elsewhere.
+pub trait CidFormat: Send + Sync + fmt::Debug {
+    /// The CID's length when the format describes it in the CID itself (QUIC-LB's
+    /// length self-description), else `None` (the listener's fixed length applies).
+    fn cid_len(&self, at: &[u8]) -> Option<usize>;
+    /// The server ID encoded in `cid`, or `None` when the CID does not decode (not
+    /// routable, unknown configuration, wrong length).
+    fn server_id(&self, cid: &[u8]) -> Option<ServerId>;
+}
+
+/// How the listener knows CID lengths and whether CIDs are routable.
+#[derive(Clone, Debug)]
+pub struct CidRouting {
+    /// Every CID has this length, unless the format says otherwise for a given CID.
+    /// `None` means the length comes from the format only.
+    pub fixed_len: Option<usize>,
+    /// The CID format for encoded routing, if any.
+    pub format: Option<Arc<dyn CidFormat>>,
+}
+
+impl CidRouting {
+    /// Fixed-length CIDs, no format: learned routing only.
+    pub fn fixed(len: usize) -> Self {
+        CidRouting {
+            fixed_len: Some(len),
+            format: None,
+        }
+    }
+}
+
+impl CidLength for &CidRouting {
+    #[inline]
+    fn cid_len(&self, at: &[u8]) -> Option<usize> {
+        if let Some(f) = &self.format {
+            if let Some(n) = f.cid_len(at) {
+                return Some(n);
+            }
+        }
+        self.fixed_len
+    }
+}
+
+/// What to do with a datagram whose records carry different CIDs (possible in
+/// DTLS 1.2; RFC 9147 forbids it in DTLS 1.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MultiCidPolicy {
+    /// Route the whole datagram by the first CID (counted).
+    First,
+    /// Split into one datagram per backend; records without CID go with the first CID.
+    Split,
+    /// Drop the datagram (counted).
+    Drop,
+}
+
+/// Router settings.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// CID lengths and format.
+    pub cid: CidRouting,
+    /// Mixed-CID datagrams.
+    pub multi_cid: MultiCidPolicy,
+    /// A flow (client address → backend) dies after this long without traffic.
+    pub flow_idle: Duration,
+    /// A CID binding dies after this long without traffic (hours: devices sleep).
+    pub binding_idle: Duration,
+    /// Most flows kept.
+    pub max_flows: usize,
+    /// Most CID bindings kept.
+    pub max_bindings: usize,
+    /// Maglev table size (a prime, larger than 100× the backend count for balance).
+    pub maglev_table_size: usize,
+    /// Seed of the Maglev flow/CID hash. Every balancer instance in front of the same
+    /// backends must use the same value so they agree on new flows.
+    pub hash_seed: u64,
+    /// Per-instance secret keying the tables' hash and eviction sampling, so that an
+    /// attacker cannot aim collisions or evictions. Use random bytes.
+    pub secret: [u64; 4],
+}
+
+impl RouterConfig {
+    /// Defaults: flows idle 10 min, bindings idle 24 h, 1M of each, Maglev 65537.
+    pub fn new(cid: CidRouting, secret: [u64; 4]) -> Self {
+        RouterConfig {
+            cid,
+            multi_cid: MultiCidPolicy::First,
+            flow_idle: Duration::from_secs(600),
+            binding_idle: Duration::from_secs(24 * 3600),
+            max_flows: 1 << 20,
+            max_bindings: 1 << 20,
+            maglev_table_size: crate::maglev::DEFAULT_TABLE_SIZE,
+            hash_seed: 0,
+            secret,
+        }
+    }
+}
+
+/// The decision for one client datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward the whole datagram to `backend`.
+    Forward {
+        /// Where to.
+        backend: BackendId,
+        /// Why.
+        outcome: RouteOutcome,
+    },
+    /// Forward the record groups listed by [`Router::split_parts`], one datagram per
+    /// backend (split policy, records with different CIDs).
+    Split,
+    /// Do not forward.
+    Drop(DropReason),
+}
+
+/// One record of a split datagram and where it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitPart {
+    /// Destination.
+    pub backend: BackendId,
+    /// Byte range of the record in the datagram.
+    pub start: usize,
+    /// End of that range (exclusive).
+    pub end: usize,
+}
+
+/// Most records a split datagram may have (more: dropped as
+/// [`DropReason::TooManyRecords`]).
+pub const MAX_SPLIT_RECORDS: usize = 64;
+
+/// What was learned from one backend datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReturnOutcome {
+    /// Nothing to learn; forward it.
+    Forward,
+    /// A ServerHello announced a CID now bound to the sending backend; forward it.
+    Learned,
+}
+
+/// Invalid backend set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendSetError {
+    /// Two backends share an id.
+    DuplicateId(BackendId),
+    /// Two backends share a name.
+    DuplicateName(String),
+    /// Two backends share a server ID.
+    DuplicateServerId(ServerId),
+    /// The Maglev table could not be built.
+    Maglev(String),
+}
+
+impl fmt::Display for BackendSetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendSetError::DuplicateId(id) => write!(f, "two backends have id {}", id.0),
+            BackendSetError::DuplicateName(n) => write!(f, "two backends are named {n:?}"),
+            BackendSetError::DuplicateServerId(s) => {
+                write!(f, "two backends have server ID {s:?}")
+            }
+            BackendSetError::Maglev(e) => write!(f, "cannot build the Maglev table: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BackendSetError {}
+
+/// How many bindings one flow may seed (a DTLS 1.3 peer may switch CIDs a few times).
+const MAX_SEEDS_PER_FLOW: u8 = 4;
+
+/// One listener's routing state.
+#[derive(Debug)]
+pub struct Router {
+    cfg: RouterConfig,
+    epoch: Instant,
+    backends: Vec<Backend>,
+    /// `slot[id]` = index into `backends`.
+    slot: Vec<Option<u16>>,
+    server_ids: Vec<(ServerId, BackendId)>,
+    /// Backends that take new flows, in Maglev's index order.
+    eligible: Vec<BackendId>,
+    maglev: MaglevTable,
+    flows: BoundedTable<FlowKey, Flow>,
+    bindings: BoundedTable<CidKey, Binding>,
+    counters: Counters,
+    split: Vec<SplitPart>,
+}
+
+fn secs(d: Duration) -> Tick {
+    d.as_secs().min(u64::from(Tick::MAX)) as Tick
+}
+
+impl Router {
+    /// A router with no backends; `now` is its epoch.
+    pub fn new(cfg: RouterConfig, now: Instant) -> Self {
+        let s = cfg.secret;
+        let flows = BoundedTable::new(cfg.max_flows, secs(cfg.flow_idle), s);
+        let bindings = BoundedTable::new(
+            cfg.max_bindings,
+            secs(cfg.binding_idle),
+            [s[3], s[2], s[1], s[0] ^ 0x5bd1_e995],
+        );
+        Router {
+            maglev: MaglevTable::new(&[], cfg.maglev_table_size).unwrap_or_else(|_| {
+                MaglevTable::new(&[], crate::maglev::DEFAULT_TABLE_SIZE)
+                    .expect("the default table size is valid")
+            }),
+            cfg,
+            epoch: now,
+            backends: Vec::new(),
+            slot: Vec::new(),
+            server_ids: Vec::new(),
+            eligible: Vec::new(),
+            flows,
+            bindings,
+            counters: Counters::default(),
+            split: Vec::with_capacity(MAX_SPLIT_RECORDS),
+        }
+    }
+
+    fn tick(&self, now: Instant) -> Tick {
+        secs(now.saturating_duration_since(self.epoch))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RouterConfig {
+        &self.cfg
+    }
+
+    /// All counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Flows stored (including idle ones not yet swept).
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// CID bindings stored (including idle ones not yet swept).
+    pub fn binding_count(&self) -> usize {
+        self.bindings.len()
+    }
+
+    /// Bytes allocated by the flow and binding tables.
+    pub fn table_bytes(&self) -> (usize, usize) {
+        (
+            self.flows.allocated_bytes(),
+            self.bindings.allocated_bytes(),
+        )
+    }
+
+    // ---------------------------------------------------------------- backends
+
+    /// Replaces the backend set. Flows and bindings that refer to backends still present
+    /// (by id) keep working; those of removed backends fall through to the next routing
+    /// step when next used.
+    pub fn set_backends(&mut self, backends: Vec<Backend>) -> Result<(), BackendSetError> {
+        let mut slot: Vec<Option<u16>> = Vec::new();
+        let mut server_ids = Vec::new();
+        for (i, b) in backends.iter().enumerate() {
+            let id = usize::from(b.id.0);
+            if slot.len() <= id {
+                slot.resize(id + 1, None);
+            }
+            if slot[id].is_some() {
+                return Err(BackendSetError::DuplicateId(b.id));
+            }
+            slot[id] = Some(i as u16);
+            if backends[..i].iter().any(|o| o.name == b.name) {
+                return Err(BackendSetError::DuplicateName(b.name.clone()));
+            }
+            if let Some(sid) = b.server_id {
+                if server_ids.iter().any(|(s, _)| *s == sid) {
+                    return Err(BackendSetError::DuplicateServerId(sid));
+                }
+                server_ids.push((sid, b.id));
+            }
+        }
+        let (eligible, maglev) = Self::build_maglev(&backends, self.cfg.maglev_table_size)?;
+        self.backends = backends;
+        self.slot = slot;
+        self.server_ids = server_ids;
+        self.eligible = eligible;
+        self.maglev = maglev;
+        Ok(())
+    }
+
+    fn build_maglev(
+        backends: &[Backend],
+        size: usize,
+    ) -> Result<(Vec<BackendId>, MaglevTable), BackendSetError> {
+        let eligible: Vec<&Backend> = backends.iter().filter(|b| b.takes_new_flows()).collect();
+        let input: Vec<MaglevBackend<'_>> = eligible
+            .iter()
+            .map(|b| MaglevBackend::new(b.name.as_bytes(), b.weight))
+            .collect();
+        let table =
+            MaglevTable::new(&input, size).map_err(|e| BackendSetError::Maglev(e.to_string()))?;
+        Ok((eligible.iter().map(|b| b.id).collect(), table))
+    }
+
+    fn rebuild_maglev(&mut self) {
+        // The backend set was valid when set, and eligibility changes cannot make it
+        // invalid; keep the old table if building somehow fails.
+        if let Ok((eligible, maglev)) =
+            Self::build_maglev(&self.backends, self.cfg.maglev_table_size)
+        {
+            self.eligible = eligible;
+            self.maglev = maglev;
+        }
+    }
+
+    /// Changes a backend's state; returns false if there is no such backend.
+    pub fn set_backend_state(&mut self, id: BackendId, state: BackendState) -> bool {
+        let Some(i) = self.index_of(id) else {
+            return false;
+        };
+        if self.backends[i].state != state {
+            self.backends[i].state = state;
+            self.rebuild_maglev();
+        }
+        true
+    }
+
+    /// Changes a backend's weight; returns false if there is no such backend.
+    pub fn set_backend_weight(&mut self, id: BackendId, weight: u32) -> bool {
+        let Some(i) = self.index_of(id) else {
+            return false;
+        };
+        if self.backends[i].weight != weight {
+            self.backends[i].weight = weight;
+            self.rebuild_maglev();
+        }
+        true
+    }
+
+    /// The backends.
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    /// One backend.
+    pub fn backend(&self, id: BackendId) -> Option<&Backend> {
+        self.index_of(id).map(|i| &self.backends[i])
+    }
+
+    #[inline]
+    fn index_of(&self, id: BackendId) -> Option<usize> {
+        self.slot
+            .get(usize::from(id.0))
+            .copied()
+            .flatten()
+            .map(usize::from)
+    }
+
+    /// Exists and is not down: existing flows and bindings may use it.
+    #[inline]
+    fn serves(&self, id: BackendId) -> bool {
+        self.index_of(id)
+            .is_some_and(|i| self.backends[i].state != BackendState::Down)
+    }
+
+    fn maglev_pick(&self, input: &[u8]) -> Option<BackendId> {
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(input, self.cfg.hash_seed);
+        self.maglev.lookup(h).map(|i| self.eligible[i])
+    }
+
+    // ---------------------------------------------------------------- client path
+
+    /// Routes one datagram from `client` (its source address) at `now`.
+    pub fn route(&mut self, now: Instant, client: SocketAddr, datagram: &[u8]) -> Verdict {
+        let t = self.tick(now);
+        let info = match inspect(datagram, &self.cfg.cid) {
+            Ok(info) => info,
+            Err(e) => return self.drop(e.into()),
+        };
+        if info.client_hello {
+            self.counters.add_event(Event::ClientHello);
+        }
+        let fkey = FlowKey::from(client);
+        let Some(cid) = info.first_cid else {
+            return self.route_by_address(t, fkey);
+        };
+        if info.mixed_cids {
+            match self.cfg.multi_cid {
+                MultiCidPolicy::Drop => return self.drop(DropReason::MixedCids),
+                MultiCidPolicy::Split if info.records > MAX_SPLIT_RECORDS => {
+                    return self.drop(DropReason::TooManyRecords)
+                }
+                MultiCidPolicy::Split => return self.route_split(t, fkey, datagram, cid),
+                MultiCidPolicy::First => self.counters.add_event(Event::MixedCidsRoutedByFirst),
+            }
+        }
+        self.route_cid(t, fkey, cid)
+    }
+
+    fn drop(&mut self, reason: DropReason) -> Verdict {
+        self.counters.add_drop(reason);
+        Verdict::Drop(reason)
+    }
+
+    fn forward(&mut self, backend: BackendId, outcome: RouteOutcome) -> Verdict {
+        self.counters.add_route(outcome);
+        Verdict::Forward { backend, outcome }
+    }
+
+    /// The live flow of `fkey`, refreshed; counts expiry.
+    fn touch_flow(&mut self, t: Tick, fkey: &FlowKey) -> Option<Flow> {
+        let (flow, expired) = self.flows.touch(fkey, t);
+        let flow = flow.map(|e| e.value);
+        if expired {
+            self.counters.add_event(Event::FlowExpired);
+        }
+        flow
+    }
+
+    fn insert_flow(&mut self, t: Tick, fkey: FlowKey, backend: BackendId) {
+        let r = self
+            .flows
+            .insert(fkey, Flow { backend, seeds: 0 }, t, |_| true);
+        match r {
+            Inserted::New => self.counters.add_event(Event::FlowCreated),
+            Inserted::Evicted(_) => {
+                self.counters.add_event(Event::FlowCreated);
+                self.counters.add_event(Event::FlowEvicted);
+            }
+            Inserted::Replaced | Inserted::Refused => {}
+        }
+    }
+
+    /// No CID: the address's flow, else Maglev over the address.
+    fn route_by_address(&mut self, t: Tick, fkey: FlowKey) -> Verdict {
+        if let Some(flow) = self.touch_flow(t, &fkey) {
+            if self.serves(flow.backend) {
+                return self.forward(flow.backend, RouteOutcome::Flow);
+            }
+            self.counters.add_event(Event::FlowRescheduled);
+        }
+        let Some(b) = self.maglev_pick(&fkey.hash_input()) else {
+            return self.drop(DropReason::NoBackend);
+        };
+        self.insert_flow(t, fkey, b);
+        self.forward(b, RouteOutcome::Hashed)
+    }
+
+    /// Encoded, then learned/seeded binding. No side effect on flows.
+    fn lookup_cid(&mut self, t: Tick, cid: &[u8]) -> Option<(BackendId, RouteOutcome)> {
+        if let Some(fmt) = &self.cfg.format_ref() {
+            if let Some(sid) = fmt.server_id(cid) {
+                let hit = self
+                    .server_ids
+                    .iter()
+                    .find(|(s, _)| *s == sid)
+                    .map(|&(_, b)| b);
+                match hit {
+                    Some(b) if self.serves(b) => return Some((b, RouteOutcome::Encoded)),
+                    _ => self.counters.add_event(Event::EncodedUnknownServer),
+                }
+            }
+        }
+        let key = CidKey::new(cid)?;
+        let (entry, expired) = self.bindings.touch(&key, t);
+        let binding = entry.map(|e| e.value);
+        if expired {
+            self.counters.add_event(Event::BindingExpired);
+        }
+        let binding = binding?;
+        if !self.serves(binding.backend) {
+            self.counters.add_event(Event::BindingBackendUnavailable);
+            return None;
+        }
+        let outcome = match binding.source {
+            BindingSource::Learned => RouteOutcome::Learned,
+            BindingSource::Seeded => RouteOutcome::Seeded,
+        };
+        Some((binding.backend, outcome))
+    }
+
+    fn route_cid(&mut self, t: Tick, fkey: FlowKey, cid: &[u8]) -> Verdict {
+        let flow = self.touch_flow(t, &fkey);
+        let flow_backend = flow.map(|f| f.backend).filter(|&b| self.serves(b));
+        if let Some((b, outcome)) = self.lookup_cid(t, cid) {
+            match flow {
+                None => {
+                    self.counters.add_event(Event::CidNewAddress);
+                    self.insert_flow(t, fkey, b);
+                }
+                Some(f) if f.backend != b => {
+                    if flow_backend.is_some() {
+                        //= https://www.rfc-editor.org/rfc/rfc9146#section-6
+                        //# the receiver MUST NOT replace the address it uses for
+                        //# sending records to its peer with the source address
+                        //# specified in the received datagram, unless [...] The
+                        //# received datagram has been cryptographically verified
+                        //
+                        // A balancer cannot verify records: the datagram goes where its
+                        // CID says, but the address's flow (the path replies take)
+                        // stays where it was.
+                        self.counters.add_event(Event::CidFlowConflict);
+                    } else {
+                        self.counters.add_event(Event::FlowRescheduled);
+                        self.insert_flow(t, fkey, b);
+                    }
+                }
+                Some(_) => {}
+            }
+            return self.forward(b, outcome);
+        }
+        if let (Some(b), Some(f)) = (flow_backend, flow) {
+            if f.seeds < MAX_SEEDS_PER_FLOW {
+                self.seed(t, fkey, cid, b);
+            }
+            return self.forward(b, RouteOutcome::CidByFlow);
+        }
+        let Some(b) = self.maglev_pick(cid) else {
+            return self.drop(DropReason::NoBackend);
+        };
+        if flow.is_some() {
+            self.counters.add_event(Event::FlowRescheduled);
+        }
+        self.insert_flow(t, fkey, b);
+        self.forward(b, RouteOutcome::UnknownCid)
+    }
+
+    fn seed(&mut self, t: Tick, fkey: FlowKey, cid: &[u8], b: BackendId) {
+        let Some(key) = CidKey::new(cid) else { return };
+        let binding = Binding {
+            backend: b,
+            source: BindingSource::Seeded,
+        };
+        // Seeded bindings may only evict other seeded bindings.
+        match self
+            .bindings
+            .insert(key, binding, t, |v| v.source == BindingSource::Seeded)
+        {
+            Inserted::Refused => self.counters.add_event(Event::BindingSeedRefused),
+            Inserted::Evicted(_) => {
+                self.counters.add_event(Event::BindingEvicted);
+                self.counters.add_event(Event::BindingSeeded);
+            }
+            _ => self.counters.add_event(Event::BindingSeeded),
+        }
+        if let (Some(e), _) = self.flows.touch(&fkey, t) {
+            e.value.seeds = e.value.seeds.saturating_add(1);
+        }
+    }
+
+    fn route_split(&mut self, t: Tick, fkey: FlowKey, datagram: &[u8], first: &[u8]) -> Verdict {
+        // The first CID decides the datagram's primary backend and the flow.
+        let (primary, primary_outcome) = match self.route_cid(t, fkey, first) {
+            Verdict::Forward { backend, outcome } => (backend, outcome),
+            other => return other,
+        };
+        let mut split = core::mem::take(&mut self.split);
+        split.clear();
+        // Distinct CIDs seen so far and their backends (few per datagram).
+        let mut seen: [(usize, usize, BackendId); 8] = [(0, 0, primary); 8];
+        let mut n_seen = 0;
+        let cid_cfg = self.cfg.cid.clone();
+        for rec in Records::new(datagram, &cid_cfg) {
+            let Ok(rec) = rec else { break };
+            let backend = match rec.cid {
+                None => primary,
+                Some(c) if c == first => primary,
+                Some(c) => {
+                    let off = c.as_ptr() as usize - datagram.as_ptr() as usize;
+                    let known = seen[..n_seen]
+                        .iter()
+                        .find(|(o, l, _)| datagram[*o..*o + *l] == *c)
+                        .map(|s| s.2);
+                    match known {
+                        Some(b) => b,
+                        None => {
+                            let b = match self.lookup_cid(t, c) {
+                                Some((b, _)) => {
+                                    self.counters.add_event(Event::SplitGroupKnown);
+                                    b
+                                }
+                                None => {
+                                    self.counters.add_event(Event::SplitGroupUnknown);
+                                    self.maglev_pick(c).unwrap_or(primary)
+                                }
+                            };
+                            if n_seen < seen.len() {
+                                seen[n_seen] = (off, c.len(), b);
+                                n_seen += 1;
+                            }
+                            b
+                        }
+                    }
+                }
+            };
+            split.push(SplitPart {
+                backend,
+                start: rec.offset,
+                end: rec.end(),
+            });
+        }
+        let all_primary = split.iter().all(|p| p.backend == primary);
+        self.split = split;
+        if all_primary {
+            return Verdict::Forward {
+                backend: primary,
+                outcome: primary_outcome,
+            };
+        }
+        self.counters.add_event(Event::DatagramSplit);
+        Verdict::Split
+    }
+
+    /// The records of the last [`Verdict::Split`] datagram and where each goes, in
+    /// datagram order. Concatenate the records of each backend, in order, into one
+    /// datagram for it.
+    pub fn split_parts(&self) -> &[SplitPart] {
+        &self.split
+    }
+
+    // ---------------------------------------------------------------- return path
+
+    /// Looks at one datagram from `backend` to `client` before it is forwarded: refreshes
+    /// the client's flow and learns a CID binding from a ServerHello.
+    pub fn handle_backend_datagram(
+        &mut self,
+        now: Instant,
+        backend: BackendId,
+        client: SocketAddr,
+        datagram: &[u8],
+    ) -> ReturnOutcome {
+        let t = self.tick(now);
+        let fkey = FlowKey::from(client);
+        if self.touch_flow(t, &fkey).is_none() {
+            self.counters.add_event(Event::ReturnWithoutFlow);
+        }
+        // Hellos are plaintext handshake records and come first in their datagram;
+        // anything else is forwarded without a look.
+        if datagram.first() != Some(&22) {
+            return ReturnOutcome::Forward;
+        }
+        let flight = handshake::scan_server_flight(datagram);
+        if flight.hello_verify_request {
+            self.counters.add_event(Event::HelloVerifyRequest);
+        }
+        if flight.fragmented_server_hello {
+            self.counters.add_event(Event::ServerHelloFragmented);
+        }
+        if flight.malformed {
+            self.counters.add_event(Event::ServerHelloMalformed);
+        }
+        let Some(hello) = flight.server_hello else {
+            return ReturnOutcome::Forward;
+        };
+        let cid = match hello.connection_id {
+            Some(c) if !c.cid.is_empty() => c.cid,
+            _ => {
+                self.counters.add_event(Event::ServerHelloWithoutCid);
+                return ReturnOutcome::Forward;
+            }
+        };
+        if self.learn(t, cid, backend) {
+            ReturnOutcome::Learned
+        } else {
+            ReturnOutcome::Forward
+        }
+    }
+
+    fn learn(&mut self, t: Tick, cid: &[u8], backend: BackendId) -> bool {
+        let Some(key) = CidKey::new(cid) else {
+            self.counters.add_event(Event::BindingLearnRefused);
+            return false;
+        };
+        if let Some(old) = self.bindings.peek(&key, t) {
+            if old.value.backend != backend {
+                self.counters.add_event(Event::BindingReplaced);
+            }
+        }
+        let binding = Binding {
+            backend,
+            source: BindingSource::Learned,
+        };
+        match self.bindings.insert(key, binding, t, |_| true) {
+            Inserted::Refused => {
+                self.counters.add_event(Event::BindingLearnRefused);
+                return false;
+            }
+            Inserted::Evicted(_) => self.counters.add_event(Event::BindingEvicted),
+            Inserted::New | Inserted::Replaced => {}
+        }
+        self.counters.add_event(Event::BindingLearned);
+        true
+    }
+
+    // ---------------------------------------------------------------- upkeep & lookups
+
+    /// Expires idle entries among the next `budget` entries of each table.
+    pub fn sweep(&mut self, now: Instant, budget: usize) {
+        let t = self.tick(now);
+        let f = self.flows.sweep(t, budget);
+        let b = self.bindings.sweep(t, budget);
+        self.counters.add_events(Event::FlowExpired, f);
+        self.counters.add_events(Event::BindingExpired, b);
+    }
+
+    /// The live binding of `cid`, without touching it.
+    pub fn binding(&self, now: Instant, cid: &[u8]) -> Option<Binding> {
+        let key = CidKey::new(cid)?;
+        self.bindings.peek(&key, self.tick(now)).map(|e| e.value)
+    }
+
+    /// The live flow of `client`, without touching it.
+    pub fn flow(&self, now: Instant, client: SocketAddr) -> Option<Flow> {
+        self.flows
+            .peek(&FlowKey::from(client), self.tick(now))
+            .map(|e| e.value)
+    }
+
+    /// Where a new flow from `client` would go (Maglev), ignoring existing state.
+    pub fn hashed_backend(&self, client: SocketAddr) -> Option<BackendId> {
+        self.maglev_pick(&FlowKey::from(client).hash_input())
+    }
+
+    /// Counts per backend: (flows, bindings). Walks both tables: for admin use only.
+    pub fn per_backend_counts(&self, now: Instant) -> Vec<(BackendId, usize, usize)> {
+        let t = self.tick(now);
+        let mut out: Vec<(BackendId, usize, usize)> =
+            self.backends.iter().map(|b| (b.id, 0, 0)).collect();
+        let pos = |id: BackendId| self.index_of(id);
+        for e in self.flows.iter() {
+            if now_alive(e.last_seen, t, self.flows.idle_timeout()) {
+                if let Some(i) = pos(e.value.backend) {
+                    out[i].1 += 1;
+                }
+            }
+        }
+        for e in self.bindings.iter() {
+            if now_alive(e.last_seen, t, self.bindings.idle_timeout()) {
+                if let Some(i) = pos(e.value.backend) {
+                    out[i].2 += 1;
+                }
+            }
+        }
+        out
+    }
+}
+
+fn now_alive(last_seen: Tick, now: Tick, idle: Tick) -> bool {
+    now.saturating_sub(last_seen) <= idle
+}
+
+impl RouterConfig {
+    fn format_ref(&self) -> Option<Arc<dyn CidFormat>> {
+        self.cid.format.clone()
+    }
+}
