@@ -103,4 +103,7 @@ pub struct Binding {
     pub backend: BackendId,
     /// Learned or seeded.
     pub source: BindingSource,
+    /// Keyed tag of the client address that last used this CID: a datagram from the
+    /// same address skips the flow table; another address is a rebinding to look at.
+    pub(crate) addr_tag: u32,
 }

@@ -89,6 +89,9 @@ pub struct RouterConfig {
     pub cid: CidRouting,
     /// Mixed-CID datagrams.
     pub multi_cid: MultiCidPolicy,
+    /// Route by CID (true, the point of cidlb) or by client address only (false: what
+    /// an address-hashing balancer does; for comparisons and for non-CID traffic).
+    pub route_by_cid: bool,
     /// A flow (client address → backend) dies after this long without traffic.
     pub flow_idle: Duration,
     /// A CID binding dies after this long without traffic (hours: devices sleep).
@@ -113,6 +116,7 @@ impl RouterConfig {
         RouterConfig {
             cid,
             multi_cid: MultiCidPolicy::First,
+            route_by_cid: true,
             flow_idle: Duration::from_secs(600),
             binding_idle: Duration::from_secs(24 * 3600),
             max_flows: 1 << 20,
@@ -385,8 +389,7 @@ impl Router {
     /// Exists and is not down: existing flows and bindings may use it.
     #[inline]
     fn serves(&self, id: BackendId) -> bool {
-        self.index_of(id)
-            .is_some_and(|i| self.backends[i].state != BackendState::Down)
+        serves(&self.slot, &self.backends, id)
     }
 
     fn maglev_pick(&self, input: &[u8]) -> Option<BackendId> {
@@ -399,6 +402,14 @@ impl Router {
     /// Routes one datagram from `client` (its source address) at `now`.
     pub fn route(&mut self, now: Instant, client: SocketAddr, datagram: &[u8]) -> Verdict {
         let t = self.tick(now);
+        if !self.cfg.route_by_cid {
+            // Address-only mode: any datagram, by address, like an address-hashing
+            // balancer (no DTLS validation either).
+            if datagram.is_empty() {
+                return self.drop(DropReason::Empty);
+            }
+            return self.route_by_address(t, FlowKey::from(client));
+        }
         let info = match inspect(datagram, &self.cfg.cid) {
             Ok(info) => info,
             Err(e) => return self.drop(e.into()),
@@ -449,9 +460,13 @@ impl Router {
             .insert(fkey, Flow { backend, seeds: 0 }, t, |_| true);
         match r {
             Inserted::New => self.counters.add_event(Event::FlowCreated),
-            Inserted::Evicted(_) => {
+            Inserted::Evicted { live, .. } => {
                 self.counters.add_event(Event::FlowCreated);
-                self.counters.add_event(Event::FlowEvicted);
+                self.counters.add_event(if live {
+                    Event::FlowEvicted
+                } else {
+                    Event::FlowExpired
+                });
             }
             Inserted::Replaced | Inserted::Refused => {}
         }
@@ -472,9 +487,17 @@ impl Router {
         self.forward(b, RouteOutcome::Hashed)
     }
 
-    /// Encoded, then learned/seeded binding. No side effect on flows.
-    fn lookup_cid(&mut self, t: Tick, cid: &[u8]) -> Option<(BackendId, RouteOutcome)> {
-        if let Some(fmt) = &self.cfg.format_ref() {
+    /// Encoded, then learned/seeded binding. No side effect on flows. With `tag` (the
+    /// client address's tag), the binding remembers the last address it was used from;
+    /// the third value says whether this datagram came from that same address (the
+    /// common case, which then needs no flow-table work).
+    fn lookup_cid(
+        &mut self,
+        t: Tick,
+        cid: &[u8],
+        tag: Option<u32>,
+    ) -> Option<(BackendId, RouteOutcome, bool)> {
+        if let Some(fmt) = self.cfg.cid.format.as_deref() {
             if let Some(sid) = fmt.server_id(cid) {
                 let hit = self
                     .server_ids
@@ -482,33 +505,55 @@ impl Router {
                     .find(|(s, _)| *s == sid)
                     .map(|&(_, b)| b);
                 match hit {
-                    Some(b) if self.serves(b) => return Some((b, RouteOutcome::Encoded)),
+                    Some(b) if serves(&self.slot, &self.backends, b) => {
+                        return Some((b, RouteOutcome::Encoded, false))
+                    }
                     _ => self.counters.add_event(Event::EncodedUnknownServer),
                 }
             }
         }
         let key = CidKey::new(cid)?;
         let (entry, expired) = self.bindings.touch(&key, t);
-        let binding = entry.map(|e| e.value);
         if expired {
             self.counters.add_event(Event::BindingExpired);
         }
-        let binding = binding?;
-        if !self.serves(binding.backend) {
+        let entry = entry?;
+        let binding = entry.value;
+        if !serves(&self.slot, &self.backends, binding.backend) {
             self.counters.add_event(Event::BindingBackendUnavailable);
             return None;
         }
+        let same_addr = match tag {
+            Some(tag) if binding.addr_tag == tag => true,
+            Some(tag) => {
+                entry.value.addr_tag = tag;
+                false
+            }
+            None => false,
+        };
         let outcome = match binding.source {
             BindingSource::Learned => RouteOutcome::Learned,
             BindingSource::Seeded => RouteOutcome::Seeded,
         };
-        Some((binding.backend, outcome))
+        Some((binding.backend, outcome, same_addr))
+    }
+
+    /// A keyed 32-bit tag of a client address (collisions only cost a skipped flow
+    /// refresh, never a wrong route).
+    fn addr_tag(&self, fkey: &FlowKey) -> u32 {
+        xxhash_rust::xxh3::xxh3_64_with_seed(&fkey.hash_input(), self.cfg.secret[1]) as u32
     }
 
     fn route_cid(&mut self, t: Tick, fkey: FlowKey, cid: &[u8]) -> Verdict {
+        let tag = self.addr_tag(&fkey);
+        let known = self.lookup_cid(t, cid, Some(tag));
+        if let Some((b, outcome, true)) = known {
+            // Same CID from the same address as last time: nothing else to check.
+            return self.forward(b, outcome);
+        }
         let flow = self.touch_flow(t, &fkey);
         let flow_backend = flow.map(|f| f.backend).filter(|&b| self.serves(b));
-        if let Some((b, outcome)) = self.lookup_cid(t, cid) {
+        if let Some((b, outcome, _)) = known {
             match flow {
                 None => {
                     self.counters.add_event(Event::CidNewAddress);
@@ -537,7 +582,7 @@ impl Router {
         }
         if let (Some(b), Some(f)) = (flow_backend, flow) {
             if f.seeds < MAX_SEEDS_PER_FLOW {
-                self.seed(t, fkey, cid, b);
+                self.seed(t, fkey, cid, b, tag);
             }
             return self.forward(b, RouteOutcome::CidByFlow);
         }
@@ -551,11 +596,12 @@ impl Router {
         self.forward(b, RouteOutcome::UnknownCid)
     }
 
-    fn seed(&mut self, t: Tick, fkey: FlowKey, cid: &[u8], b: BackendId) {
+    fn seed(&mut self, t: Tick, fkey: FlowKey, cid: &[u8], b: BackendId, tag: u32) {
         let Some(key) = CidKey::new(cid) else { return };
         let binding = Binding {
             backend: b,
             source: BindingSource::Seeded,
+            addr_tag: tag,
         };
         // Seeded bindings may only evict other seeded bindings.
         match self
@@ -563,8 +609,12 @@ impl Router {
             .insert(key, binding, t, |v| v.source == BindingSource::Seeded)
         {
             Inserted::Refused => self.counters.add_event(Event::BindingSeedRefused),
-            Inserted::Evicted(_) => {
-                self.counters.add_event(Event::BindingEvicted);
+            Inserted::Evicted { live, .. } => {
+                self.counters.add_event(if live {
+                    Event::BindingEvicted
+                } else {
+                    Event::BindingExpired
+                });
                 self.counters.add_event(Event::BindingSeeded);
             }
             _ => self.counters.add_event(Event::BindingSeeded),
@@ -600,8 +650,8 @@ impl Router {
                     match known {
                         Some(b) => b,
                         None => {
-                            let b = match self.lookup_cid(t, c) {
-                                Some((b, _)) => {
+                            let b = match self.lookup_cid(t, c, None) {
+                                Some((b, _, _)) => {
                                     self.counters.add_event(Event::SplitGroupKnown);
                                     b
                                 }
@@ -662,7 +712,7 @@ impl Router {
         }
         // Hellos are plaintext handshake records and come first in their datagram;
         // anything else is forwarded without a look.
-        if datagram.first() != Some(&22) {
+        if datagram.first() != Some(&22) || !self.cfg.route_by_cid {
             return ReturnOutcome::Forward;
         }
         let flight = handshake::scan_server_flight(datagram);
@@ -705,13 +755,19 @@ impl Router {
         let binding = Binding {
             backend,
             source: BindingSource::Learned,
+            // No client datagram has used it yet.
+            addr_tag: 0,
         };
         match self.bindings.insert(key, binding, t, |_| true) {
             Inserted::Refused => {
                 self.counters.add_event(Event::BindingLearnRefused);
                 return false;
             }
-            Inserted::Evicted(_) => self.counters.add_event(Event::BindingEvicted),
+            Inserted::Evicted { live, .. } => self.counters.add_event(if live {
+                Event::BindingEvicted
+            } else {
+                Event::BindingExpired
+            }),
             Inserted::New | Inserted::Replaced => {}
         }
         self.counters.add_event(Event::BindingLearned);
@@ -771,12 +827,16 @@ impl Router {
     }
 }
 
-fn now_alive(last_seen: Tick, now: Tick, idle: Tick) -> bool {
-    now.saturating_sub(last_seen) <= idle
+/// Whether backend `id` exists and is not down (a free function so that callers can
+/// hold a borrow of another field).
+#[inline]
+fn serves(slot: &[Option<u16>], backends: &[Backend], id: BackendId) -> bool {
+    slot.get(usize::from(id.0))
+        .copied()
+        .flatten()
+        .is_some_and(|i| backends[usize::from(i)].state != BackendState::Down)
 }
 
-impl RouterConfig {
-    fn format_ref(&self) -> Option<Arc<dyn CidFormat>> {
-        self.cid.format.clone()
-    }
+fn now_alive(last_seen: Tick, now: Tick, idle: Tick) -> bool {
+    now.saturating_sub(last_seen) <= idle
 }

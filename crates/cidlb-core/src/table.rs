@@ -38,13 +38,21 @@ pub struct Entry<K, V> {
 
 /// What [`BoundedTable::insert`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Inserted<K> {
+pub enum Inserted<K, V> {
     /// The key was new and there was room (or room was made by dropping dead entries).
     New,
     /// The key existed; its value was replaced.
     Replaced,
-    /// The table was full: this live entry was evicted to make room.
-    Evicted(K),
+    /// The table was full: this entry was removed to make room. `live` is false when it
+    /// had already expired (its removal was due anyway).
+    Evicted {
+        /// The removed key.
+        key: K,
+        /// Its value, for the owner to release what it holds.
+        value: V,
+        /// Whether it was still live.
+        live: bool,
+    },
     /// The table was full and no sampled entry could be evicted: nothing was stored.
     Refused,
 }
@@ -178,7 +186,7 @@ impl<K: Hash + Eq + Clone, V> BoundedTable<K, V> {
         value: V,
         now: Tick,
         may_evict: impl Fn(&V) -> bool,
-    ) -> Inserted<K> {
+    ) -> Inserted<K, V> {
         if let Some(i) = self.find(&key) {
             let e = &mut self.entries[i];
             e.value = value;
@@ -190,9 +198,11 @@ impl<K: Hash + Eq + Clone, V> BoundedTable<K, V> {
             match self.pick_victim(now, &may_evict) {
                 Some((i, dead)) => {
                     let gone = self.remove_at(i);
-                    if !dead {
-                        out = Inserted::Evicted(gone.key);
-                    }
+                    out = Inserted::Evicted {
+                        key: gone.key,
+                        value: gone.value,
+                        live: !dead,
+                    };
                 }
                 None => return Inserted::Refused,
             }
@@ -239,6 +249,16 @@ impl<K: Hash + Eq + Clone, V> BoundedTable<K, V> {
     /// Removes dead entries among the next `budget` entries (a cursor walks the table
     /// round-robin across calls). Returns how many were removed.
     pub fn sweep(&mut self, now: Tick, budget: usize) -> usize {
+        self.sweep_with(now, budget, |_| {})
+    }
+
+    /// [`Self::sweep`], handing each removed entry to `on_remove`.
+    pub fn sweep_with(
+        &mut self,
+        now: Tick,
+        budget: usize,
+        mut on_remove: impl FnMut(Entry<K, V>),
+    ) -> usize {
         let mut removed = 0;
         for _ in 0..budget {
             if self.entries.is_empty() {
@@ -249,7 +269,7 @@ impl<K: Hash + Eq + Clone, V> BoundedTable<K, V> {
             }
             if self.is_dead(&self.entries[self.cursor], now) {
                 // The last entry moved into `cursor`: look at it next, don't advance.
-                self.remove_at(self.cursor);
+                on_remove(self.remove_at(self.cursor));
                 removed += 1;
             } else {
                 self.cursor += 1;
@@ -306,7 +326,7 @@ mod tests {
         let mut evicted = 0;
         for k in 0..10_000u32 {
             match t.insert(k, k * 2, k, |_| true) {
-                Inserted::Evicted(_) => evicted += 1,
+                Inserted::Evicted { live: true, .. } => evicted += 1,
                 Inserted::New => {}
                 other => panic!("unexpected {other:?}"),
             }

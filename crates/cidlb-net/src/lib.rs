@@ -1,0 +1,174 @@
+//! cidlb's data plane: sockets, threads and NAT-mode forwarding around the sans-IO
+//! [`cidlb_core::Router`].
+//!
+//! **NAT mode.** Each client address:port gets its own upstream flow (its own balancer
+//! source port) towards the backend its datagrams route to. Replies that arrive on that
+//! upstream socket go back to that client address from the listener's address. A client
+//! that rebinds gets a *new* upstream flow to the same backend; the backend's DTLS stack
+//! authenticates the record and moves its peer to the new flow, and its replies then go
+//! to the new address. The balancer never redirects an existing path, so a spoofed record
+//! with a stolen CID reaches the backend, fails authentication, and changes nothing.
+//!
+//! **Threads.** `workers` threads each own one `SO_REUSEPORT` socket per listener, an
+//! epoll instance (mio) and their upstream sockets; the kernel spreads client 4-tuples
+//! over the workers, so one client address always lands on one worker. The routers (one
+//! per listener: flows, CID bindings, Maglev) are shared behind a mutex so that a
+//! binding learned on one worker routes a rebound client on another.
+//!
+//! All `unsafe` (batched syscalls) lives in [`sys`].
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod stats;
+pub mod sys;
+mod upstream;
+mod worker;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cidlb_core::{Backend, Router, RouterConfig};
+
+pub use stats::{ListenerStats, StatsSnapshot};
+
+/// One listener to serve.
+#[derive(Clone, Debug)]
+pub struct ListenerSpec {
+    /// Name, for logs and metrics.
+    pub name: String,
+    /// The address clients send to.
+    pub listen: SocketAddr,
+    /// Router settings (CID length and format, policies, timeouts, limits).
+    pub router: RouterConfig,
+    /// The backends.
+    pub backends: Vec<Backend>,
+    /// Source IP for upstream sockets (default: unspecified, the kernel picks).
+    pub upstream_source: Option<IpAddr>,
+}
+
+/// Data plane settings.
+#[derive(Clone, Debug)]
+pub struct DataPlaneConfig {
+    /// Worker threads (≥ 1).
+    pub workers: usize,
+    /// Socket receive/send buffer size requested for listener sockets.
+    pub socket_buffer: usize,
+}
+
+impl Default for DataPlaneConfig {
+    fn default() -> Self {
+        DataPlaneConfig {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            socket_buffer: 4 << 20,
+        }
+    }
+}
+
+/// A listener's shared state: its router and counters.
+#[derive(Debug)]
+pub struct ListenerShared {
+    /// Name.
+    pub name: String,
+    /// Bound address (the real port when 0 was asked for).
+    pub local_addr: SocketAddr,
+    /// The routing state, shared by all workers.
+    pub router: Mutex<Router>,
+    /// Data-plane counters.
+    pub stats: ListenerStats,
+    pub(crate) upstream_source: Option<IpAddr>,
+}
+
+/// The running data plane.
+#[derive(Debug)]
+pub struct DataPlane {
+    listeners: Vec<Arc<ListenerShared>>,
+    stop: Arc<AtomicBool>,
+    wakers: Vec<Arc<mio::Waker>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl DataPlane {
+    /// Binds every listener on every worker and starts the workers.
+    pub fn start(specs: Vec<ListenerSpec>, cfg: DataPlaneConfig) -> io::Result<DataPlane> {
+        let workers = cfg.workers.max(1);
+        let now = Instant::now();
+        let mut listeners = Vec::new();
+        // Worker 0's sockets are bound first; with port 0 the others reuse its port.
+        let mut sockets: Vec<Vec<std::net::UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
+        for spec in specs {
+            let first = sys::bind_reuseport(spec.listen, cfg.socket_buffer)?;
+            let local_addr = first.local_addr()?;
+            sockets[0].push(first);
+            for w in sockets.iter_mut().skip(1) {
+                w.push(sys::bind_reuseport(local_addr, cfg.socket_buffer)?);
+            }
+            let mut router = Router::new(spec.router, now);
+            router
+                .set_backends(spec.backends)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+            listeners.push(Arc::new(ListenerShared {
+                name: spec.name,
+                local_addr,
+                router: Mutex::new(router),
+                stats: ListenerStats::default(),
+                upstream_source: spec.upstream_source,
+            }));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut wakers = Vec::new();
+        let mut threads = Vec::new();
+        for (i, socks) in sockets.into_iter().enumerate() {
+            let w = worker::Worker::new(i, listeners.clone(), socks, stop.clone())?;
+            wakers.push(w.waker());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("cidlb-worker-{i}"))
+                    .spawn(move || w.run())?,
+            );
+        }
+        Ok(DataPlane {
+            listeners,
+            stop,
+            wakers,
+            threads,
+        })
+    }
+
+    /// The listeners (routers and counters), in spec order.
+    pub fn listeners(&self) -> &[Arc<ListenerShared>] {
+        &self.listeners
+    }
+
+    /// Asks every worker to stop.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+    }
+
+    /// Stops and waits for the workers.
+    pub fn join(mut self) {
+        self.shutdown();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        self.shutdown();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How often workers expire idle state.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(250);

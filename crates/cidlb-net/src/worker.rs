@@ -1,0 +1,368 @@
+//! One worker thread: an epoll loop over its listener sockets and upstream flows.
+
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use cidlb_core::{BackendId, FlowKey, Router, SplitPart, Verdict};
+use mio::{Events, Interest, Poll, Token, Waker};
+use tracing::{debug, warn};
+
+use crate::upstream::{UpKey, Upstream, Upstreams};
+use crate::{sys, ListenerShared, SWEEP_EVERY};
+
+const WAKER: Token = Token(usize::MAX);
+const LISTENER_BASE: usize = usize::MAX / 2;
+/// Datagrams read from one socket before others get a turn.
+const BUDGET: usize = 64;
+/// Largest UDP payload.
+const MAX_DATAGRAM: usize = 65_535;
+
+fn lock(m: &Mutex<Router>) -> MutexGuard<'_, Router> {
+    // A worker that panicked while holding the lock left a router that is still
+    // structurally valid (every mutation is a single table operation): keep serving.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) struct Worker {
+    id: usize,
+    poll: Poll,
+    waker: Arc<Waker>,
+    listeners: Vec<Arc<ListenerShared>>,
+    sockets: Vec<mio::net::UdpSocket>,
+    ups: Upstreams,
+    stop: Arc<AtomicBool>,
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+    parts: Vec<SplitPart>,
+    /// Sockets whose budget ran out before they were drained (edge-triggered epoll
+    /// will not tell us again).
+    pending: VecDeque<Token>,
+    last_open_error: Option<Instant>,
+}
+
+impl Worker {
+    pub fn new(
+        id: usize,
+        listeners: Vec<Arc<ListenerShared>>,
+        sockets: Vec<std::net::UdpSocket>,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<Worker> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut socks = Vec::new();
+        for (i, s) in sockets.into_iter().enumerate() {
+            let mut s = mio::net::UdpSocket::from_std(s);
+            poll.registry()
+                .register(&mut s, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            socks.push(s);
+        }
+        let (capacity, idle, seed) = {
+            let mut cap = 0usize;
+            let mut idle = Duration::ZERO;
+            let mut seed = [0u64; 4];
+            for l in &listeners {
+                let r = lock(&l.router);
+                cap = cap.saturating_add(r.config().max_flows);
+                idle = idle.max(r.config().flow_idle);
+                seed = r.config().secret;
+            }
+            let workers = 1; // each worker may hold every flow in the worst case
+            (
+                cap / workers,
+                idle.as_secs().min(u64::from(u32::MAX)) as u32,
+                seed,
+            )
+        };
+        Ok(Worker {
+            id,
+            poll,
+            waker,
+            listeners,
+            sockets: socks,
+            ups: Upstreams::new(
+                capacity.max(1),
+                idle,
+                [seed[0] ^ id as u64, seed[1], seed[2], seed[3] ^ 0xabcd],
+                Instant::now(),
+            ),
+            stop,
+            buf: vec![0; MAX_DATAGRAM],
+            scratch: Vec::with_capacity(MAX_DATAGRAM),
+            parts: Vec::with_capacity(cidlb_core::MAX_SPLIT_RECORDS),
+            pending: VecDeque::new(),
+            last_open_error: None,
+        })
+    }
+
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        debug!(worker = self.id, "worker started");
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let timeout = if self.pending.is_empty() {
+                next_sweep.saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != ErrorKind::Interrupted {
+                    warn!(worker = self.id, error = %e, "poll failed");
+                }
+                continue;
+            }
+            for ev in events.iter() {
+                self.service(ev.token());
+            }
+            for _ in 0..self.pending.len() {
+                if let Some(t) = self.pending.pop_front() {
+                    self.service(t);
+                }
+            }
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.sweep(now);
+                next_sweep = now + SWEEP_EVERY;
+            }
+        }
+        debug!(worker = self.id, "worker stopped");
+    }
+
+    fn service(&mut self, t: Token) {
+        let drained = match t {
+            WAKER => true,
+            Token(i) if i >= LISTENER_BASE => self.read_clients(i - LISTENER_BASE),
+            Token(slot) => self.read_backend(slot),
+        };
+        if !drained && !self.pending.contains(&t) {
+            self.pending.push_back(t);
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let registry = self.poll.registry();
+        let mut closed = 0u64;
+        let mut per_listener = vec![0u64; self.listeners.len()];
+        self.ups.sweep(now, 4096, |mut u: Upstream| {
+            let _ = registry.deregister(&mut u.socket);
+            closed += 1;
+            per_listener[usize::from(u.key.listener)] += 1;
+        });
+        for (l, n) in self.listeners.iter().zip(per_listener) {
+            if n > 0 {
+                l.stats.add(&l.stats.upstreams_expired, n);
+                l.stats
+                    .upstreams_open
+                    .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        if self.id == 0 {
+            for l in &self.listeners {
+                lock(&l.router).sweep(now, 4096);
+            }
+        }
+    }
+
+    /// Reads client datagrams from listener `li`; true when the socket is drained.
+    fn read_clients(&mut self, li: usize) -> bool {
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut drained = false;
+        for _ in 0..BUDGET {
+            match self.sockets[li].recv_from(&mut buf) {
+                Ok((n, client)) => self.on_client(li, client, &buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // ICMP errors surface here on some kernels; keep reading.
+                    debug!(error = %e, "listener recv error");
+                }
+            }
+        }
+        self.buf = buf;
+        drained
+    }
+
+    fn on_client(&mut self, li: usize, client: SocketAddr, data: &[u8]) {
+        let l = self.listeners[li].clone();
+        l.stats.add(&l.stats.client_datagrams, 1);
+        l.stats.add(&l.stats.client_bytes, data.len() as u64);
+        let now = Instant::now();
+        self.parts.clear();
+        let verdict = {
+            let mut r = lock(&l.router);
+            let v = r.route(now, client, data);
+            if v == Verdict::Split {
+                self.parts.extend_from_slice(r.split_parts());
+            }
+            v
+        };
+        match verdict {
+            Verdict::Forward { backend, .. } => self.forward(li, client, backend, data, now),
+            Verdict::Split => {
+                let parts = std::mem::take(&mut self.parts);
+                let mut done: Vec<BackendId> = Vec::with_capacity(4);
+                for p in &parts {
+                    if done.contains(&p.backend) {
+                        continue;
+                    }
+                    done.push(p.backend);
+                    let mut scratch = std::mem::take(&mut self.scratch);
+                    scratch.clear();
+                    for q in parts.iter().filter(|q| q.backend == p.backend) {
+                        scratch.extend_from_slice(&data[q.start..q.end]);
+                    }
+                    self.forward(li, client, p.backend, &scratch, now);
+                    self.scratch = scratch;
+                }
+                self.parts = parts;
+            }
+            Verdict::Drop(_) => {}
+        }
+    }
+
+    fn forward(
+        &mut self,
+        li: usize,
+        client: SocketAddr,
+        backend: BackendId,
+        data: &[u8],
+        now: Instant,
+    ) {
+        let key = UpKey {
+            listener: li as u16,
+            backend,
+            client: FlowKey::from(client),
+        };
+        let slot = match self.ups.get(&key, now) {
+            Some(s) => s,
+            None => match self.open(li, key, client, now) {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        let Some(up) = self.ups.slab.get(slot) else {
+            return;
+        };
+        let l = &self.listeners[li];
+        match up.socket.send(data) {
+            Ok(_) => {
+                l.stats.add(&l.stats.upstream_datagrams, 1);
+                l.stats.add(&l.stats.upstream_bytes, data.len() as u64);
+            }
+            Err(e) => {
+                l.stats.add(&l.stats.upstream_send_errors, 1);
+                debug!(backend = backend.0, error = %e, "send to backend failed");
+            }
+        }
+    }
+
+    fn open(&mut self, li: usize, key: UpKey, client: SocketAddr, now: Instant) -> Option<usize> {
+        let l = self.listeners[li].clone();
+        let addr = lock(&l.router).backend(key.backend)?.addr;
+        let sock = match sys::upstream_socket(l.upstream_source, addr) {
+            Ok(s) => s,
+            Err(e) => {
+                l.stats.add(&l.stats.upstream_open_errors, 1);
+                // One line per second at most: an fd exhaustion must not flood the log.
+                if self
+                    .last_open_error
+                    .is_none_or(|t| now.duration_since(t) > Duration::from_secs(1))
+                {
+                    warn!(listener = %l.name, backend = %addr, error = %e,
+                        "cannot open an upstream socket; datagram dropped (see upstream_open_errors)");
+                    self.last_open_error = Some(now);
+                }
+                return None;
+            }
+        };
+        let up = Upstream {
+            key,
+            client,
+            socket: mio::net::UdpSocket::from_std(sock),
+        };
+        let (slot, gone) = self.ups.insert(up, now);
+        if let Some((mut old, live)) = gone {
+            let _ = self.poll.registry().deregister(&mut old.socket);
+            let ol = &self.listeners[usize::from(old.key.listener)];
+            ol.stats.add(
+                if live {
+                    &ol.stats.upstreams_evicted
+                } else {
+                    &ol.stats.upstreams_expired
+                },
+                1,
+            );
+            ol.stats.upstreams_open.fetch_sub(1, Ordering::Relaxed);
+        }
+        let up = self.ups.slab.get_mut(slot)?;
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut up.socket, Token(slot), Interest::READABLE)
+        {
+            warn!(error = %e, "cannot register an upstream socket");
+        }
+        l.stats.add(&l.stats.upstreams_opened, 1);
+        l.stats.add(&l.stats.upstreams_open, 1);
+        Some(slot)
+    }
+
+    /// Reads backend datagrams from the upstream flow in `slot`; true when drained.
+    fn read_backend(&mut self, slot: usize) -> bool {
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut drained = false;
+        let now = Instant::now();
+        let mut got = false;
+        for _ in 0..BUDGET {
+            let Some(up) = self.ups.slab.get(slot) else {
+                drained = true; // closed meanwhile
+                break;
+            };
+            let (li, backend, client) = (usize::from(up.key.listener), up.key.backend, up.client);
+            match up.socket.recv(&mut buf) {
+                Ok(n) => {
+                    got = true;
+                    let data = &buf[..n];
+                    let l = &self.listeners[li];
+                    l.stats.add(&l.stats.backend_datagrams, 1);
+                    l.stats.add(&l.stats.backend_bytes, n as u64);
+                    lock(&l.router).handle_backend_datagram(now, backend, client, data);
+                    match self.sockets[li].send_to(data, client) {
+                        Ok(_) => l.stats.add(&l.stats.reply_datagrams, 1),
+                        Err(e) => {
+                            l.stats.add(&l.stats.reply_send_errors, 1);
+                            debug!(error = %e, %client, "send to client failed");
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // ECONNREFUSED after an ICMP port unreachable from the backend.
+                    let l = &self.listeners[li];
+                    l.stats.add(&l.stats.upstream_send_errors, 1);
+                    debug!(error = %e, "upstream recv error");
+                }
+            }
+        }
+        if got {
+            self.ups.touch_slot(slot, now);
+        }
+        self.buf = buf;
+        drained
+    }
+}

@@ -1,0 +1,85 @@
+//! Spawning the real `cidlb` binary for tests.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running `cidlb` process; stopped with SIGTERM (then SIGKILL) on drop.
+pub struct Balancer {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Balancer {
+    /// `cidlb run --listen 127.0.0.1:0 --backend ... --cid-len N --routing MODE`.
+    pub fn quick(backends: &[SocketAddr], cid_len: usize, routing: &str) -> Balancer {
+        let mut args: Vec<String> = vec!["run".into(), "--listen".into(), "127.0.0.1:0".into()];
+        for b in backends {
+            args.push("--backend".into());
+            args.push(b.to_string());
+        }
+        args.extend([
+            "--cid-len".into(),
+            cid_len.to_string(),
+            "--routing".into(),
+            routing.into(),
+        ]);
+        Balancer::spawn(&args)
+    }
+
+    /// Runs `cidlb` with `args` and waits (at most 10 s) for its ready line.
+    pub fn spawn(args: &[String]) -> Balancer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cidlb"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("cidlb starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line
+                    .rsplit(" ready on ")
+                    .next()
+                    .filter(|_| line.contains(" ready on "))
+                {
+                    let _ = tx.send(addr.parse::<SocketAddr>().expect("address in ready line"));
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("cidlb printed its ready line");
+        Balancer { child, addr }
+    }
+
+    /// Sends SIGTERM and waits (at most 5 s) for a clean exit; returns whether it was.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..50 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if !self.terminate() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! A DTLS 1.2 echo server that issues routable CIDs and follows its clients across
+//! address changes the RFC 9146 way.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::ffi::{self, Config, ConfigParams, Endpoint, Handshake, Read, RecordCheck, Ssl};
+use crate::{record, DEFAULT_PSK, DEFAULT_PSK_IDENTITY};
+
+/// Longest the server thread sleeps in `recv_from` before checking timers and `stop`.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// A session whose handshake has not completed after this long without traffic is
+/// forgotten (this also bounds the state kept for HelloVerifyRequest round trips).
+const HANDSHAKE_IDLE_LIMIT: Duration = Duration::from_secs(20);
+/// Bounds the work done on one datagram or timer expiry.
+const MAX_STEPS_PER_EVENT: usize = 64;
+/// Largest datagram the server reads.
+const MAX_DATAGRAM: usize = 65_535;
+
+/// How to run a [`DtlsServer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Address of the UDP socket; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// First bytes of every CID this server issues, so that a balancer can route by
+    /// prefix. At most `cid_len` bytes.
+    pub cid_prefix: Vec<u8>,
+    /// Total length of the CIDs this server issues: `cid_prefix` followed by at least
+    /// one random byte. At most 32; 0 means the server asks clients not to put a CID in their
+    /// records (it then demultiplexes by address only).
+    pub cid_len: usize,
+    /// PSK identity clients must present.
+    pub psk_identity: Vec<u8>,
+    /// The pre-shared key.
+    pub psk: Vec<u8>,
+}
+
+impl ServerConfig {
+    /// A server on `bind` issuing `cid_len`-byte CIDs that start with `cid_prefix`, using
+    /// [`DEFAULT_PSK_IDENTITY`] and [`DEFAULT_PSK`].
+    pub fn new(bind: SocketAddr, cid_prefix: impl Into<Vec<u8>>, cid_len: usize) -> Self {
+        Self {
+            bind,
+            cid_prefix: cid_prefix.into(),
+            cid_len,
+            psk_identity: DEFAULT_PSK_IDENTITY.to_vec(),
+            psk: DEFAULT_PSK.to_vec(),
+        }
+    }
+
+    fn validate(&self) -> io::Result<()> {
+        let invalid = |msg: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        if self.cid_len > ffi::CID_MAX_LEN {
+            return invalid("cid_len is larger than 32");
+        }
+        if self.cid_len > 0 && self.cid_prefix.len() >= self.cid_len {
+            return invalid("cid_prefix must leave at least one random byte in the CID");
+        }
+        if self.cid_len == 0 && !self.cid_prefix.is_empty() {
+            return invalid("cid_prefix must be empty when cid_len is 0");
+        }
+        if self.psk.is_empty() || self.psk_identity.is_empty() {
+            return invalid("psk and psk_identity must not be empty");
+        }
+        Ok(())
+    }
+}
+
+/// Counters kept by a [`DtlsServer`]; a snapshot is returned by [`DtlsServer::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Full handshakes completed (one per session, plus one per client that reconnected
+    /// from the same address and port).
+    pub handshakes: u64,
+    /// HelloVerifyRequests sent (one per cookie round trip).
+    pub hello_verify_requests: u64,
+    /// Handshakes that failed or timed out after the cookie exchange.
+    pub failed_handshakes: u64,
+    /// Sessions currently established.
+    pub active_sessions: u64,
+    /// Established sessions that ended (close_notify or a fatal error).
+    pub closed_sessions: u64,
+    /// Times a session's peer address changed, each after a record from the new
+    /// address was authenticated (RFC 9146 §6).
+    pub migrations: u64,
+    /// Datagrams with a known CID from a new address that did not move the session:
+    /// their first CID record failed authentication, was a replay or was malformed, or
+    /// they held no application data.
+    pub migrations_rejected: u64,
+    /// Datagrams for an established session, from any address, whose first CID record
+    /// failed authentication (bad AEAD tag / MAC); dropped.
+    pub auth_failures: u64,
+    /// Datagrams for an established session, from any address, whose first CID record
+    /// is authentic but was rejected as a replay (or is otherwise unexpected); dropped.
+    pub replays: u64,
+    /// Datagrams whose CID no session owns.
+    pub unknown_cid: u64,
+    /// Other datagrams dropped: unparsable, or not a ClientHello from an unknown
+    /// address, or during a handshake from an address other than the client's.
+    pub dropped: u64,
+    /// Application-data messages echoed.
+    pub echoed: u64,
+}
+
+/// A real Mbed TLS DTLS 1.2 server with RFC 9146 connection IDs, echoing application
+/// data, on its own thread.
+///
+/// It demultiplexes datagrams itself: a datagram holding a `tls12_cid` record goes to
+/// the session that issued that CID, any other datagram to the session of its source
+/// address, and a ClientHello from an unknown address starts a new session (after a
+/// HelloVerifyRequest cookie round trip). A session follows its client to a new
+/// address only once Mbed TLS has authenticated application data from there.
+///
+/// The thread stops on [`stop`](Self::stop) or drop.
+#[derive(Debug)]
+pub struct DtlsServer {
+    local_addr: SocketAddr,
+    counters: Counters,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DtlsServer {
+    /// Binds the socket and starts the server thread.
+    pub fn spawn(config: ServerConfig) -> io::Result<DtlsServer> {
+        config.validate()?;
+        let socket = UdpSocket::bind(config.bind)?;
+        socket.set_read_timeout(Some(POLL_INTERVAL))?;
+        let local_addr = socket.local_addr()?;
+        let ssl_config = Config::new(&ConfigParams {
+            endpoint: Endpoint::Server,
+            psk_identity: &config.psk_identity,
+            psk: &config.psk,
+            cid_len: config.cid_len,
+            retransmit_min: Duration::from_millis(200),
+            retransmit_max: Duration::from_secs(6),
+        })?;
+        let counters = Counters::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut server = Server {
+            socket,
+            ssl_config,
+            cid_prefix: config.cid_prefix,
+            cid_len: config.cid_len,
+            sessions: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_cid: HashMap::new(),
+            next_id: 0,
+            counters: counters.clone(),
+            stop: Arc::clone(&stop),
+        };
+        let thread = thread::Builder::new()
+            .name(format!("dtls-server-{local_addr}"))
+            .spawn(move || server.run())?;
+        Ok(DtlsServer {
+            local_addr,
+            counters,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address the server's socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> ServerStats {
+        self.counters.snapshot()
+    }
+
+    /// Polls [`stats`](Self::stats) until `done` holds or `timeout` passes; returns the
+    /// last snapshot either way. Useful for counters that no reply to the client
+    /// orders, such as rejected datagrams.
+    pub fn wait_for_stats(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&ServerStats) -> bool,
+    ) -> ServerStats {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stats = self.stats();
+            if done(&stats) || Instant::now() >= deadline {
+                return stats;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops the server thread and waits for it (at most about one poll interval).
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            // A panic on the server thread has already been reported on stderr; the
+            // tests see its effect through their own assertions.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for DtlsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+type SessionId = u64;
+
+/// One client's DTLS state.
+struct Session {
+    ssl: Ssl,
+    /// The CID this server issued for the session.
+    cid: Vec<u8>,
+    /// Where the client is now; replies go here.
+    peer: SocketAddr,
+    established: bool,
+    last_activity: Instant,
+}
+
+/// What handling one event did to a session.
+#[derive(Debug, Default)]
+struct Progress {
+    handshake_completed: bool,
+    hello_verify_request: bool,
+    /// The client restarted its handshake from the same address and port.
+    reconnected: bool,
+    echoed: u64,
+    closed: bool,
+}
+
+impl Session {
+    /// Runs Mbed TLS on the pending input (or timer expiry) until it wants more input,
+    /// echoing any application data read.
+    fn pump(&mut self, buf: &mut [u8]) -> Result<Progress, ffi::Error> {
+        let mut progress = Progress::default();
+        for _ in 0..MAX_STEPS_PER_EVENT {
+            if self.established {
+                match self.ssl.read(buf)? {
+                    Read::Data(0) => {}
+                    Read::Data(n) => {
+                        self.ssl.write(&buf[..n])?;
+                        progress.echoed += 1;
+                    }
+                    Read::WantInput if self.ssl.has_input() => {}
+                    Read::WantInput => break,
+                    Read::Closed => {
+                        progress.closed = true;
+                        break;
+                    }
+                    // The same address and port started a new handshake; Mbed TLS has
+                    // already reset the context, keeping that ClientHello.
+                    Read::Reconnect => {
+                        self.established = false;
+                        progress.reconnected = true;
+                    }
+                }
+            } else {
+                match self.ssl.handshake()? {
+                    Handshake::Done => {
+                        self.established = true;
+                        progress.handshake_completed = true;
+                    }
+                    // Mbed TLS checks the retransmission timer before reading, so the
+                    // pending datagram may still be waiting after a resend.
+                    Handshake::WantInput if self.ssl.has_input() => {}
+                    Handshake::WantInput => break,
+                    Handshake::HelloVerifyRequired => {
+                        progress.hello_verify_request = true;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(progress)
+    }
+}
+
+/// State of the server thread.
+struct Server {
+    socket: UdpSocket,
+    ssl_config: Arc<Config>,
+    cid_prefix: Vec<u8>,
+    cid_len: usize,
+    sessions: HashMap<SessionId, Session>,
+    by_addr: HashMap<SocketAddr, SessionId>,
+    by_cid: HashMap<Vec<u8>, SessionId>,
+    next_id: SessionId,
+    counters: Counters,
+    stop: Arc<AtomicBool>,
+}
+
+impl Server {
+    fn run(&mut self) {
+        let mut datagram = vec![0u8; MAX_DATAGRAM];
+        let mut scratch = vec![0u8; MAX_DATAGRAM];
+        while !self.stop.load(Ordering::Relaxed) {
+            let timeout = self.poll_timeout();
+            // Only fails for a zero duration, which `poll_timeout` never returns.
+            let _ = self.socket.set_read_timeout(Some(timeout));
+            // Errors are timeouts, or ICMP errors reported for earlier sends: nothing to
+            // do either way.
+            if let Ok((len, src)) = self.socket.recv_from(&mut datagram) {
+                self.on_datagram(&datagram[..len], src, &mut scratch);
+            }
+            self.on_timers(&mut scratch);
+            self.forget_stale_handshakes();
+        }
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        let now = Instant::now();
+        self.sessions
+            .values()
+            .filter_map(|s| s.ssl.timer_deadline())
+            .map(|deadline| deadline.saturating_duration_since(now))
+            .fold(POLL_INTERVAL, Duration::min)
+            .max(Duration::from_millis(1))
+    }
+
+    fn on_datagram(&mut self, datagram: &[u8], src: SocketAddr, scratch: &mut [u8]) {
+        if self.cid_len > 0 {
+            if let Some(cid_record) = record::first_cid_record(datagram, self.cid_len) {
+                match self.by_cid.get(cid_record.cid) {
+                    Some(&id) => self.on_cid_datagram(id, datagram, cid_record.bytes, src, scratch),
+                    None => self.counters.update(|s| s.unknown_cid += 1),
+                }
+                return;
+            }
+        }
+        match self.by_addr.get(&src) {
+            Some(&id) => self.deliver(id, datagram, src, scratch),
+            None if record::starts_with_client_hello(datagram) => {
+                self.new_session(datagram, src, scratch)
+            }
+            None => self.counters.update(|s| s.dropped += 1),
+        }
+    }
+
+    /// A datagram carrying the CID of session `id`, whose first CID record is `record`.
+    fn on_cid_datagram(
+        &mut self,
+        id: SessionId,
+        datagram: &[u8],
+        record: &[u8],
+        src: SocketAddr,
+        scratch: &mut [u8],
+    ) {
+        let session = self.sessions.get_mut(&id).expect("CID index is consistent");
+        let moving = src != session.peer;
+        if !session.established {
+            // The client's Finished is its first CID record. A handshake does not move
+            // between addresses.
+            if moving {
+                self.counters.update(|s| s.dropped += 1);
+            } else {
+                self.deliver(id, datagram, src, scratch);
+            }
+            return;
+        }
+        // Mbed TLS would drop a forged or replayed record silently; checking it first
+        // tells the cases apart for the counters, and RFC 9146 §6 wants a new address
+        // considered only for an authentic, fresh record.
+        let rejected = match session.ssl.check_record(record) {
+            RecordCheck::Fresh => return self.deliver(id, datagram, src, scratch),
+            RecordCheck::BadMac => |s: &mut ServerStats| s.auth_failures += 1,
+            RecordCheck::Unexpected => |s: &mut ServerStats| s.replays += 1,
+            RecordCheck::Invalid => |s: &mut ServerStats| s.dropped += 1,
+        };
+        self.counters.update(|s| {
+            rejected(s);
+            s.migrations_rejected += u64::from(moving);
+        });
+    }
+
+    fn new_session(&mut self, datagram: &[u8], src: SocketAddr, scratch: &mut [u8]) {
+        let cid = self.fresh_cid();
+        let ssl = Ssl::new(&self.ssl_config).and_then(|mut ssl| {
+            ssl.set_own_cid(&cid)?;
+            ssl.set_client_transport_id(&transport_id(src))?;
+            Ok(ssl)
+        });
+        let Ok(ssl) = ssl else {
+            self.counters.update(|s| s.dropped += 1);
+            return;
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        self.by_addr.insert(src, id);
+        if !cid.is_empty() {
+            self.by_cid.insert(cid.clone(), id);
+        }
+        self.sessions.insert(
+            id,
+            Session {
+                ssl,
+                cid,
+                peer: src,
+                established: false,
+                last_activity: Instant::now(),
+            },
+        );
+        self.deliver(id, datagram, src, scratch);
+    }
+
+    /// A CID not in use: the configured prefix, then random bytes.
+    fn fresh_cid(&self) -> Vec<u8> {
+        let mut cid = self.cid_prefix.clone();
+        cid.resize(self.cid_len, 0);
+        for _ in 0..1000 {
+            if getrandom::fill(&mut cid[self.cid_prefix.len()..]).is_ok()
+                && !self.by_cid.contains_key(&cid)
+            {
+                break;
+            }
+        }
+        cid
+    }
+
+    /// Feeds `datagram` from `src` to session `id`. If `src` is not the session's
+    /// current peer, the datagram has already passed `check_record`, and the session
+    /// moves to `src` if Mbed TLS then reads application data from it.
+    fn deliver(&mut self, id: SessionId, datagram: &[u8], src: SocketAddr, scratch: &mut [u8]) {
+        let session = self
+            .sessions
+            .get_mut(&id)
+            .expect("session index is consistent");
+        session.last_activity = Instant::now();
+        session.ssl.feed(datagram.to_vec());
+        let result = session.pump(scratch);
+        let migrate = src != session.peer;
+        if migrate {
+            match &result {
+                Ok(progress) if progress.echoed > 0 => {
+                    let old = session.peer;
+                    session.peer = src;
+                    if self.by_addr.get(&old) == Some(&id) {
+                        self.by_addr.remove(&old);
+                    }
+                    self.by_addr.insert(src, id);
+                    self.counters.update(|s| s.migrations += 1);
+                }
+                _ => self.counters.update(|s| s.migrations_rejected += 1),
+            }
+        }
+        self.after_pump(id, result);
+    }
+
+    fn on_timers(&mut self, scratch: &mut [u8]) {
+        let now = Instant::now();
+        let expired: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.ssl.timer_deadline().is_some_and(|d| d <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            let session = self.sessions.get_mut(&id).expect("id was just listed");
+            let result = session.pump(scratch);
+            self.after_pump(id, result);
+        }
+    }
+
+    /// Sends what the session queued, updates the counters, and ends the session if it
+    /// is over.
+    fn after_pump(&mut self, id: SessionId, result: Result<Progress, ffi::Error>) {
+        let session = self
+            .sessions
+            .get_mut(&id)
+            .expect("session index is consistent");
+        // Counters first: a client that sees the reply may look at them at once.
+        match &result {
+            Ok(p) => self.counters.update(|s| {
+                s.handshakes += u64::from(p.handshake_completed);
+                s.active_sessions += u64::from(p.handshake_completed);
+                s.active_sessions -= u64::from(p.reconnected);
+                s.hello_verify_requests += u64::from(p.hello_verify_request);
+                s.echoed += p.echoed;
+            }),
+            Err(_) if !session.established => self.counters.update(|s| s.failed_handshakes += 1),
+            Err(_) => {}
+        }
+        for datagram in session.ssl.take_output() {
+            // Best effort, as UDP is; a failure looks like loss to the peer.
+            let _ = self.socket.send_to(&datagram, session.peer);
+        }
+        match result {
+            Ok(p) if p.hello_verify_request => {
+                // Stay ready for the ClientHello with the cookie, from the same address.
+                let peer = session.peer;
+                let reset = session
+                    .ssl
+                    .session_reset()
+                    .and_then(|()| session.ssl.set_client_transport_id(&transport_id(peer)));
+                if reset.is_err() {
+                    self.remove(id);
+                }
+            }
+            Ok(p) if p.closed => self.remove(id),
+            Ok(_) => {}
+            Err(_) => self.remove(id),
+        }
+    }
+
+    fn remove(&mut self, id: SessionId) {
+        let Some(session) = self.sessions.remove(&id) else {
+            return;
+        };
+        if self.by_addr.get(&session.peer) == Some(&id) {
+            self.by_addr.remove(&session.peer);
+        }
+        if self.by_cid.get(&session.cid) == Some(&id) {
+            self.by_cid.remove(&session.cid);
+        }
+        if session.established {
+            self.counters.update(|s| {
+                s.active_sessions -= 1;
+                s.closed_sessions += 1;
+            });
+        }
+    }
+
+    fn forget_stale_handshakes(&mut self) {
+        let now = Instant::now();
+        let stale: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                !s.established && now.duration_since(s.last_activity) > HANDSHAKE_IDLE_LIMIT
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in stale {
+            self.remove(id);
+        }
+    }
+}
+
+/// The client identity bound into HelloVerifyRequest cookies: its IP address and port.
+fn transport_id(addr: SocketAddr) -> Vec<u8> {
+    let mut id = match addr.ip() {
+        IpAddr::V4(ip) => ip.octets().to_vec(),
+        IpAddr::V6(ip) => ip.octets().to_vec(),
+    };
+    id.extend_from_slice(&addr.port().to_be_bytes());
+    id
+}
+
+/// The shared counters: written by the server thread, read by [`DtlsServer::stats`].
+#[derive(Debug, Clone, Default)]
+struct Counters(Arc<Mutex<ServerStats>>);
+
+impl Counters {
+    fn update(&self, update: impl FnOnce(&mut ServerStats)) {
+        update(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    fn snapshot(&self) -> ServerStats {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
