@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the test-support crates need to build real DTLS stacks
-# (Mbed TLS through bindgen + cmake).
+# (Mbed TLS through bindgen + cmake; wolfSSL through autotools).
 need=()
-for p in clang libclang-dev cmake ninja-build; do
+for p in clang libclang-dev cmake ninja-build autoconf automake libtool; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -37,6 +37,8 @@ stats! {
     client_datagrams,
     /// Bytes received from clients.
     client_bytes,
+    /// Client datagrams larger than the receive slot (17 KiB), dropped.
+    oversized_datagrams,
     /// Datagrams sent to backends.
     upstream_datagrams,
     /// Bytes sent to backends.

@@ -1,4 +1,7 @@
-//! Socket setup (and, where it pays, batched syscalls). The only platform code.
+//! Socket setup and batched syscalls (`recvmmsg`, `sendmmsg`): the crate's only
+//! `unsafe` and platform code. Every syscall argument is annotated.
+
+#![allow(unsafe_code)]
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -39,4 +42,223 @@ pub fn upstream_socket(
     s.bind(&SocketAddr::new(ip, 0).into())?;
     s.connect(&backend.into())?;
     Ok(s.into())
+}
+
+/// Receives up to a batch of datagrams with one `recvmmsg(2)` call.
+///
+/// Buffers are allocated once; a datagram longer than a slot is reported as truncated
+/// (never forwarded cut short).
+pub struct RecvBatch {
+    slot: usize,
+    bufs: Vec<u8>,
+    iovs: Vec<libc::iovec>,
+    addrs: Vec<libc::sockaddr_storage>,
+    hdrs: Vec<libc::mmsghdr>,
+    n: usize,
+}
+
+// The raw pointers inside `iovs`/`hdrs` point into `bufs`/`addrs`, owned by the same
+// value and never reallocated after `new`.
+unsafe impl Send for RecvBatch {}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RecvBatch({} x {} bytes)", self.hdrs.len(), self.slot)
+    }
+}
+
+/// What one received datagram is.
+pub enum Received<'a> {
+    /// A whole datagram from `from`.
+    Datagram(SocketAddr, &'a [u8]),
+    /// A datagram longer than the slot (dropped, counted by the caller).
+    Truncated,
+}
+
+impl RecvBatch {
+    /// `batch` slots of `slot` bytes.
+    pub fn new(batch: usize, slot: usize) -> RecvBatch {
+        let batch = batch.max(1);
+        // SAFETY: all-zero bytes are a valid sockaddr_storage (plain integers).
+        let zero_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut b = RecvBatch {
+            slot,
+            bufs: vec![0; batch * slot],
+            iovs: Vec::with_capacity(batch),
+            addrs: vec![zero_addr; batch],
+            hdrs: Vec::with_capacity(batch),
+            n: 0,
+        };
+        for i in 0..batch {
+            b.iovs.push(libc::iovec {
+                iov_base: b.bufs[i * slot..].as_mut_ptr().cast(),
+                iov_len: slot,
+            });
+        }
+        for i in 0..batch {
+            // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_iov = &mut b.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            b.hdrs.push(h);
+        }
+        b
+    }
+
+    /// One `recvmmsg` on the non-blocking socket `fd`; returns how many datagrams
+    /// arrived (`WouldBlock` when none).
+    pub fn recv(&mut self, fd: std::os::fd::RawFd) -> io::Result<usize> {
+        for h in &mut self.hdrs {
+            h.msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: `fd` is a socket owned by the caller for the duration of the call;
+        // `hdrs` holds `hdrs.len()` headers whose name/iov pointers point into
+        // `addrs`/`iovs`/`bufs`, all alive and unaliased while `self` is borrowed
+        // mutably; MSG_DONTWAIT makes the call non-blocking; a null timeout means none.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,                              // socket
+                self.hdrs.as_mut_ptr(),          // msgvec
+                self.hdrs.len() as libc::c_uint, // vlen
+                libc::MSG_DONTWAIT,              // flags
+                std::ptr::null_mut(),            // timeout
+            )
+        };
+        if n < 0 {
+            self.n = 0;
+            return Err(io::Error::last_os_error());
+        }
+        self.n = n as usize;
+        Ok(self.n)
+    }
+
+    /// Datagram `i` of the last `recv` (`i < n`).
+    pub fn get(&self, i: usize) -> Received<'_> {
+        let h = &self.hdrs[i];
+        if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            return Received::Truncated;
+        }
+        let len = (h.msg_len as usize).min(self.slot);
+        // SAFETY: the kernel wrote a socket address of `msg_namelen` bytes into
+        // `addrs[i]` (a sockaddr_storage, large enough for any address family).
+        let from = unsafe { socket2::SockAddr::new(self.addrs[i], h.msg_hdr.msg_namelen) };
+        match from.as_socket() {
+            Some(a) => Received::Datagram(a, &self.bufs[i * self.slot..i * self.slot + len]),
+            None => Received::Truncated,
+        }
+    }
+}
+
+/// Sends a batch of datagrams to different destinations with one `sendmmsg(2)` call.
+pub struct SendBatch {
+    slot: usize,
+    bufs: Vec<u8>,
+    lens: Vec<usize>,
+    addrs: Vec<socket2::SockAddr>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+// See RecvBatch: the pointers are rebuilt from owned buffers before every call.
+unsafe impl Send for SendBatch {}
+
+impl std::fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SendBatch({} queued)", self.lens.len())
+    }
+}
+
+impl SendBatch {
+    /// Room for `batch` datagrams of up to `slot` bytes.
+    pub fn new(batch: usize, slot: usize) -> SendBatch {
+        let batch = batch.max(1);
+        SendBatch {
+            slot,
+            bufs: vec![0; batch * slot],
+            lens: Vec::with_capacity(batch),
+            addrs: Vec::with_capacity(batch),
+            iovs: Vec::with_capacity(batch),
+            hdrs: Vec::with_capacity(batch),
+        }
+    }
+
+    /// Whether another datagram fits.
+    pub fn is_full(&self) -> bool {
+        self.lens.len() == self.lens.capacity()
+    }
+
+    /// Queued datagrams.
+    pub fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.lens.is_empty()
+    }
+
+    /// Queues `data` for `to`; false (nothing queued) when full or `data` is larger
+    /// than a slot.
+    pub fn push(&mut self, to: SocketAddr, data: &[u8]) -> bool {
+        if self.is_full() || data.len() > self.slot {
+            return false;
+        }
+        let i = self.lens.len();
+        self.bufs[i * self.slot..i * self.slot + data.len()].copy_from_slice(data);
+        self.lens.push(data.len());
+        self.addrs.push(to.into());
+        true
+    }
+
+    /// Sends everything queued on the non-blocking socket `fd`; returns (sent, failed).
+    /// What the kernel refuses is dropped, never retried later.
+    pub fn flush(&mut self, fd: std::os::fd::RawFd) -> (usize, usize) {
+        let total = self.lens.len();
+        self.iovs.clear();
+        self.hdrs.clear();
+        for i in 0..total {
+            self.iovs.push(libc::iovec {
+                iov_base: self.bufs[i * self.slot..].as_mut_ptr().cast(),
+                iov_len: self.lens[i],
+            });
+        }
+        for i in 0..total {
+            // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = self.addrs[i].as_ptr() as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = self.addrs[i].len();
+            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            self.hdrs.push(h);
+        }
+        let (mut sent, mut failed) = (0usize, 0usize);
+        while sent + failed < total {
+            let start = sent + failed;
+            // SAFETY: `fd` is a socket owned by the caller; `hdrs[start..total]` are
+            // valid headers whose name/iov pointers point into `addrs`/`iovs`/`bufs`,
+            // alive and not moved during the call; MSG_DONTWAIT: non-blocking.
+            let n = unsafe {
+                libc::sendmmsg(
+                    fd,                              // socket
+                    self.hdrs[start..].as_mut_ptr(), // msgvec
+                    (total - start) as libc::c_uint, // vlen
+                    libc::MSG_DONTWAIT,              // flags
+                )
+            };
+            if n <= 0 {
+                // The first remaining datagram failed (e.g. EAGAIN, EHOSTUNREACH):
+                // drop it and go on with the rest.
+                failed += 1;
+            } else {
+                sent += n as usize;
+            }
+        }
+        self.lens.clear();
+        self.addrs.clear();
+        (sent, failed)
+    }
 }

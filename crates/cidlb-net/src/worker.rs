@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use cidlb_core::{BackendId, FlowKey, Router, SplitPart, Verdict};
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, warn};
 
+use crate::sys::{Received, RecvBatch, SendBatch};
 use crate::upstream::{UpKey, Upstream, Upstreams};
 use crate::{sys, ListenerShared, SWEEP_EVERY};
 
@@ -18,8 +20,15 @@ const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX / 2;
 /// Datagrams read from one socket before others get a turn.
 const BUDGET: usize = 64;
-/// Largest UDP payload.
-const MAX_DATAGRAM: usize = 65_535;
+/// Datagrams per `recvmmsg` on a listener socket.
+const RX_BATCH: usize = 32;
+/// Largest client datagram accepted (bigger ones are dropped and counted): DTLS
+/// records are at most 2^14 bytes of plaintext plus expansion.
+const RX_SLOT: usize = 17 * 1024;
+/// Datagrams per `recvmmsg` on an upstream socket (one client's replies).
+const UP_RX_BATCH: usize = 8;
+/// Replies per `sendmmsg`.
+const TX_BATCH: usize = 32;
 
 fn lock(m: &Mutex<Router>) -> MutexGuard<'_, Router> {
     // A worker that panicked while holding the lock left a router that is still
@@ -35,9 +44,15 @@ pub(crate) struct Worker {
     sockets: Vec<mio::net::UdpSocket>,
     ups: Upstreams,
     stop: Arc<AtomicBool>,
-    buf: Vec<u8>,
     scratch: Vec<u8>,
-    parts: Vec<SplitPart>,
+    /// Split plans of the current batch: (datagram index in the batch, part).
+    parts: Vec<(usize, SplitPart)>,
+    /// Verdicts of the current batch.
+    verdicts: Vec<Verdict>,
+    rx: Option<RecvBatch>,
+    up_rx: Option<RecvBatch>,
+    /// Replies queued per listener, flushed with one sendmmsg per round.
+    tx: Vec<SendBatch>,
     /// Sockets whose budget ran out before they were drained (edge-triggered epoll
     /// will not tell us again).
     pending: VecDeque<Token>,
@@ -52,6 +67,7 @@ impl Worker {
         stop: Arc<AtomicBool>,
     ) -> io::Result<Worker> {
         let poll = Poll::new()?;
+        let n_listeners = listeners.len();
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut socks = Vec::new();
         for (i, s) in sockets.into_iter().enumerate() {
@@ -90,9 +106,14 @@ impl Worker {
                 Instant::now(),
             ),
             stop,
-            buf: vec![0; MAX_DATAGRAM],
-            scratch: Vec::with_capacity(MAX_DATAGRAM),
-            parts: Vec::with_capacity(cidlb_core::MAX_SPLIT_RECORDS),
+            scratch: Vec::with_capacity(RX_SLOT),
+            parts: Vec::with_capacity(cidlb_core::MAX_SPLIT_RECORDS * RX_BATCH),
+            verdicts: Vec::with_capacity(RX_BATCH),
+            rx: Some(RecvBatch::new(RX_BATCH, RX_SLOT)),
+            up_rx: Some(RecvBatch::new(UP_RX_BATCH, RX_SLOT)),
+            tx: (0..n_listeners)
+                .map(|_| SendBatch::new(TX_BATCH, RX_SLOT))
+                .collect(),
             pending: VecDeque::new(),
             last_open_error: None,
         })
@@ -127,6 +148,7 @@ impl Worker {
                     self.service(t);
                 }
             }
+            self.flush_replies();
             let now = Instant::now();
             if now >= next_sweep {
                 self.sweep(now);
@@ -171,63 +193,131 @@ impl Worker {
         }
     }
 
-    /// Reads client datagrams from listener `li`; true when the socket is drained.
+    /// Reads client datagrams from listener `li` in batches; true when drained.
     fn read_clients(&mut self, li: usize) -> bool {
-        let mut buf = std::mem::take(&mut self.buf);
+        let Some(rx) = self.rx.take() else {
+            return true;
+        };
+        let mut rx = rx;
+        let fd = self.sockets[li].as_raw_fd();
         let mut drained = false;
-        for _ in 0..BUDGET {
-            match self.sockets[li].recv_from(&mut buf) {
-                Ok((n, client)) => self.on_client(li, client, &buf[..n]),
+        let mut budget = BUDGET;
+        while budget > 0 {
+            let n = match rx.recv(fd) {
+                Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     drained = true;
                     break;
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ICMP errors surface here on some kernels; keep reading.
                     debug!(error = %e, "listener recv error");
+                    budget = budget.saturating_sub(1);
+                    continue;
                 }
+            };
+            budget = budget.saturating_sub(n.max(1));
+            self.on_client_batch(li, &rx, n);
+            // Fewer than a full batch: the queue was empty when the kernel looked, and
+            // a later datagram raises a new edge.
+            if n < RX_BATCH {
+                drained = true;
+                break;
             }
         }
-        self.buf = buf;
+        self.rx = Some(rx);
         drained
     }
 
-    fn on_client(&mut self, li: usize, client: SocketAddr, data: &[u8]) {
+    /// Routes a batch under one lock, then forwards outside it.
+    fn on_client_batch(&mut self, li: usize, rx: &RecvBatch, n: usize) {
         let l = self.listeners[li].clone();
-        l.stats.add(&l.stats.client_datagrams, 1);
-        l.stats.add(&l.stats.client_bytes, data.len() as u64);
         let now = Instant::now();
         self.parts.clear();
-        let verdict = {
+        self.verdicts.clear();
+        let mut bytes = 0u64;
+        let mut oversized = 0u64;
+        {
             let mut r = lock(&l.router);
-            let v = r.route(now, client, data);
-            if v == Verdict::Split {
-                self.parts.extend_from_slice(r.split_parts());
-            }
-            v
-        };
-        match verdict {
-            Verdict::Forward { backend, .. } => self.forward(li, client, backend, data, now),
-            Verdict::Split => {
-                let parts = std::mem::take(&mut self.parts);
-                let mut done: Vec<BackendId> = Vec::with_capacity(4);
-                for p in &parts {
-                    if done.contains(&p.backend) {
-                        continue;
+            for i in 0..n {
+                let v = match rx.get(i) {
+                    Received::Datagram(from, d) => {
+                        bytes += d.len() as u64;
+                        let v = r.route(now, from, d);
+                        if v == Verdict::Split {
+                            self.parts.extend(r.split_parts().iter().map(|p| (i, *p)));
+                        }
+                        v
                     }
-                    done.push(p.backend);
-                    let mut scratch = std::mem::take(&mut self.scratch);
-                    scratch.clear();
-                    for q in parts.iter().filter(|q| q.backend == p.backend) {
-                        scratch.extend_from_slice(&data[q.start..q.end]);
+                    Received::Truncated => {
+                        oversized += 1;
+                        Verdict::Drop(cidlb_core::DropReason::LengthOverrun)
                     }
-                    self.forward(li, client, p.backend, &scratch, now);
-                    self.scratch = scratch;
-                }
-                self.parts = parts;
+                };
+                self.verdicts.push(v);
             }
-            Verdict::Drop(_) => {}
+        }
+        l.stats.add(&l.stats.client_datagrams, n as u64);
+        l.stats.add(&l.stats.client_bytes, bytes);
+        if oversized > 0 {
+            l.stats.add(&l.stats.oversized_datagrams, oversized);
+        }
+        let verdicts = std::mem::take(&mut self.verdicts);
+        for (i, v) in verdicts.iter().enumerate() {
+            let Received::Datagram(client, data) = rx.get(i) else {
+                continue;
+            };
+            match *v {
+                Verdict::Forward { backend, .. } => self.forward(li, client, backend, data, now),
+                Verdict::Split => self.forward_split(li, i, client, data, now),
+                Verdict::Drop(_) => {}
+            }
+        }
+        self.verdicts = verdicts;
+    }
+
+    /// One datagram per backend, each the concatenation of that backend's records.
+    fn forward_split(
+        &mut self,
+        li: usize,
+        i: usize,
+        client: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) {
+        let parts = std::mem::take(&mut self.parts);
+        let mut done: Vec<BackendId> = Vec::with_capacity(4);
+        for (_, p) in parts.iter().filter(|(j, _)| *j == i) {
+            if done.contains(&p.backend) {
+                continue;
+            }
+            done.push(p.backend);
+            let mut scratch = std::mem::take(&mut self.scratch);
+            scratch.clear();
+            for (_, q) in parts
+                .iter()
+                .filter(|(j, q)| *j == i && q.backend == p.backend)
+            {
+                scratch.extend_from_slice(&data[q.start..q.end]);
+            }
+            self.forward(li, client, p.backend, &scratch, now);
+            self.scratch = scratch;
+        }
+        self.parts = parts;
+    }
+
+    fn flush_replies(&mut self) {
+        for (li, tx) in self.tx.iter_mut().enumerate() {
+            if tx.is_empty() {
+                continue;
+            }
+            let (sent, failed) = tx.flush(self.sockets[li].as_raw_fd());
+            let l = &self.listeners[li];
+            l.stats.add(&l.stats.reply_datagrams, sent as u64);
+            if failed > 0 {
+                l.stats.add(&l.stats.reply_send_errors, failed as u64);
+            }
         }
     }
 
@@ -320,49 +410,71 @@ impl Worker {
 
     /// Reads backend datagrams from the upstream flow in `slot`; true when drained.
     fn read_backend(&mut self, slot: usize) -> bool {
-        let mut buf = std::mem::take(&mut self.buf);
+        let Some(mut rx) = self.up_rx.take() else {
+            return true;
+        };
         let mut drained = false;
         let now = Instant::now();
         let mut got = false;
-        for _ in 0..BUDGET {
+        let mut budget = BUDGET;
+        while budget > 0 {
             let Some(up) = self.ups.slab.get(slot) else {
                 drained = true; // closed meanwhile
                 break;
             };
             let (li, backend, client) = (usize::from(up.key.listener), up.key.backend, up.client);
-            match up.socket.recv(&mut buf) {
-                Ok(n) => {
-                    got = true;
-                    let data = &buf[..n];
-                    let l = &self.listeners[li];
-                    l.stats.add(&l.stats.backend_datagrams, 1);
-                    l.stats.add(&l.stats.backend_bytes, n as u64);
-                    lock(&l.router).handle_backend_datagram(now, backend, client, data);
-                    match self.sockets[li].send_to(data, client) {
-                        Ok(_) => l.stats.add(&l.stats.reply_datagrams, 1),
-                        Err(e) => {
-                            l.stats.add(&l.stats.reply_send_errors, 1);
-                            debug!(error = %e, %client, "send to client failed");
-                        }
-                    }
-                }
+            let n = match rx.recv(up.socket.as_raw_fd()) {
+                Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     drained = true;
                     break;
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ECONNREFUSED after an ICMP port unreachable from the backend.
                     let l = &self.listeners[li];
                     l.stats.add(&l.stats.upstream_send_errors, 1);
                     debug!(error = %e, "upstream recv error");
+                    budget -= 1;
+                    continue;
                 }
+            };
+            got = true;
+            budget = budget.saturating_sub(n.max(1));
+            let l = self.listeners[li].clone();
+            {
+                let mut r = lock(&l.router);
+                for i in 0..n {
+                    if let Received::Datagram(_, data) = rx.get(i) {
+                        r.handle_backend_datagram(now, backend, client, data);
+                    }
+                }
+            }
+            for i in 0..n {
+                let Received::Datagram(_, data) = rx.get(i) else {
+                    l.stats.add(&l.stats.oversized_datagrams, 1);
+                    continue;
+                };
+                l.stats.add(&l.stats.backend_datagrams, 1);
+                l.stats.add(&l.stats.backend_bytes, data.len() as u64);
+                if self.tx[li].is_full() {
+                    self.flush_replies();
+                }
+                if !self.tx[li].push(client, data) {
+                    l.stats.add(&l.stats.reply_send_errors, 1);
+                }
+            }
+            // Fewer than a full batch: the queue was empty when the kernel looked, and
+            // a later datagram raises a new edge.
+            if n < UP_RX_BATCH {
+                drained = true;
+                break;
             }
         }
         if got {
             self.ups.touch_slot(slot, now);
         }
-        self.buf = buf;
+        self.up_rx = Some(rx);
         drained
     }
 }

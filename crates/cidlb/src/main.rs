@@ -1,5 +1,6 @@
 //! `cidlb`: a UDP load balancer that routes DTLS records by Connection ID.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,9 +60,9 @@ struct RunArgs {
     /// only (what an address-hashing balancer does), for comparisons.
     #[arg(long, value_enum, default_value_t = Routing::Cid)]
     routing: Routing,
-    /// Worker threads (default: one per CPU).
-    #[arg(long)]
-    workers: Option<usize>,
+    /// Worker threads, 1–256 (default: one per CPU; overrides the config's `workers`).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Option<u16>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -116,6 +117,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
@@ -128,8 +130,8 @@ fn main() -> ExitCode {
                 None => quick_config(&args),
             };
             cfg.and_then(|mut c| {
-                if args.workers.is_some() {
-                    c.workers = args.workers;
+                if let Some(w) = args.workers {
+                    c.workers = Some(usize::from(w));
                 }
                 cidlb::run::run(c)
             })

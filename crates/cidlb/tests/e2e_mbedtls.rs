@@ -9,9 +9,9 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cidlb_test_mbedtls::scenario::{self, Move, Outcome, ScenarioConfig};
 use cidlb_test_mbedtls::{ClientConfig, Direction, DtlsClient, DtlsServer, ServerConfig};
 use common::Balancer;
 
@@ -28,59 +28,17 @@ fn servers(n: u8) -> Vec<DtlsServer> {
         .collect()
 }
 
-#[derive(Default, Debug)]
-struct Outcome {
-    echoed: usize,
-    lost: usize,
-    failed_handshakes: usize,
-}
-
-/// `clients` clients each: handshake, echo, rebind to a new port, echo, rebind to a new
-/// IP (127.0.0.x) and port, echo, once more, echo. Run on `threads` threads.
+/// The shared rebinding scenario through `lb` (handshake, echo, then a new port, a new
+/// IP 127.0.x.y and port, a new port again, echoing after each), `clients` clients on
+/// `threads` threads.
 fn scenario(lb: SocketAddr, clients: usize, threads: usize) -> Outcome {
-    let out = Arc::new(Mutex::new(Outcome::default()));
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let out = out.clone();
-            s.spawn(move || {
-                for c in (t..clients).step_by(threads) {
-                    let mut cfg = ClientConfig::new(lb);
-                    cfg.bind = "127.0.0.1:0".parse().unwrap();
-                    cfg.own_cid_len = CID_LEN;
-                    cfg.handshake_timeout = Duration::from_secs(10);
-                    let mut client = match DtlsClient::connect(cfg) {
-                        Ok(cl) => cl,
-                        Err(_) => {
-                            out.lock().unwrap().failed_handshakes += 1;
-                            continue;
-                        }
-                    };
-                    let ip2 = format!("127.0.{}.{}", 1 + c / 200, 2 + c % 200);
-                    let moves = [
-                        "127.0.0.1:0".to_string(),
-                        format!("{ip2}:0"),
-                        format!("{ip2}:0"),
-                    ];
-                    for round in 0..=moves.len() {
-                        if round > 0 {
-                            client
-                                .rebind(moves[round - 1].parse().unwrap())
-                                .expect("rebind");
-                        }
-                        let msg = format!("client {c} round {round}");
-                        let ok = client.echo(msg.as_bytes(), ECHO_TIMEOUT).is_ok();
-                        let mut o = out.lock().unwrap();
-                        if ok {
-                            o.echoed += 1;
-                        } else {
-                            o.lost += 1;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    Arc::try_unwrap(out).unwrap().into_inner().unwrap()
+    let mut cfg = ScenarioConfig::new(lb, clients);
+    cfg.threads = threads;
+    cfg.cid_len = CID_LEN;
+    cfg.moves = Move::STANDARD.to_vec();
+    cfg.echo_timeout = ECHO_TIMEOUT;
+    cfg.handshake_timeout = Duration::from_secs(10);
+    scenario::run(&cfg)
 }
 
 fn handshakes(servers: &[DtlsServer]) -> u64 {
@@ -97,6 +55,7 @@ fn sessions_survive_port_and_address_rebinding() {
     let per_server: Vec<_> = servers.iter().map(|s| s.stats()).collect();
     eprintln!("CID routing: {o:?}; servers: {per_server:#?}");
     assert_eq!(o.failed_handshakes, 0);
+    assert_eq!(o.failed_rebinds, 0);
     assert_eq!(o.lost, 0, "every message echoed end to end");
     assert_eq!(o.echoed, clients * 4);
     assert_eq!(
@@ -122,6 +81,7 @@ fn address_only_routing_loses_sessions() {
     let o = scenario(lb.addr, clients, 6);
     eprintln!("address-only routing: {o:?}");
     assert_eq!(o.failed_handshakes, 0);
+    assert_eq!(o.failed_rebinds, 0);
     // With 3 backends each move lands elsewhere 2 times in 3; a lost session stays lost.
     assert!(
         o.lost > clients,

@@ -40,6 +40,7 @@ mod client;
 #[allow(unsafe_code)]
 mod ffi;
 pub mod record;
+pub mod scenario;
 mod server;
 
 pub use client::{ClientConfig, Direction, DtlsClient};

@@ -1,0 +1,122 @@
+//! NAT-mode mechanics of the data plane with plain UDP sockets on loopback: upstream
+//! flows per client address, replies and backend-initiated datagrams following their
+//! flow, rebinding onto a new flow to the same backend, and idle expiry. (The proof
+//! with real DTLS stacks is in crates/cidlb/tests/e2e_*.rs.)
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use cidlb_core::{Backend, CidRouting, RouterConfig};
+use cidlb_net::{DataPlane, DataPlaneConfig, ListenerSpec};
+use cidlb_wire::build;
+
+fn sock(addr: &str) -> UdpSocket {
+    let s = UdpSocket::bind(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    s
+}
+
+fn recv(s: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
+    let mut buf = [0u8; 4096];
+    s.recv_from(&mut buf)
+        .ok()
+        .map(|(n, a)| (buf[..n].to_vec(), a))
+}
+
+fn plane(backend: SocketAddr, flow_idle: Duration) -> DataPlane {
+    let mut rc = RouterConfig::new(CidRouting::fixed(4), [1, 2, 3, 4]);
+    rc.flow_idle = flow_idle;
+    DataPlane::start(
+        vec![ListenerSpec {
+            name: "test".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            router: rc,
+            backends: vec![Backend::new(0, "b0", backend)],
+            upstream_source: None,
+        }],
+        DataPlaneConfig {
+            workers: 2,
+            socket_buffer: 1 << 20,
+        },
+    )
+    .unwrap()
+}
+
+fn cid_record(cid: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut d = Vec::new();
+    build::cid12(1, 1, cid, payload, &mut d);
+    d
+}
+
+#[test]
+fn replies_and_backend_initiated_datagrams_follow_their_flow() {
+    let backend = sock("127.0.0.1:0");
+    let dp = plane(backend.local_addr().unwrap(), Duration::from_secs(600));
+    let lb = dp.listeners()[0].local_addr;
+    let client = sock("127.0.0.1:0");
+
+    // Handshake start: the backend sees a new upstream flow, answers with a CID.
+    client
+        .send_to(&build::client_hello_datagram([0; 32], &[], None), lb)
+        .unwrap();
+    let (_, up1) = recv(&backend).expect("ClientHello forwarded");
+    assert_ne!(
+        up1,
+        client.local_addr().unwrap(),
+        "NAT mode: the balancer's own port"
+    );
+    let cid = [0xc1, 0, 0, 7];
+    backend
+        .send_to(&build::server_hello_datagram([0; 32], Some(&cid)), up1)
+        .unwrap();
+    let (_, from) = recv(&client).expect("ServerHello forwarded back");
+    assert_eq!(from, lb, "replies come from the listener address");
+
+    // Backend-initiated later (e.g. an LwM2M notification): follows the flow.
+    backend.send_to(b"notify", up1).unwrap();
+    assert_eq!(recv(&client).unwrap().0, b"notify");
+
+    // The client rebinds (new port) and sends a CID record: a new upstream flow.
+    let rebound = sock("127.0.0.1:0");
+    rebound.send_to(&cid_record(&cid, b"hi"), lb).unwrap();
+    let (got, up2) = recv(&backend).expect("rebound CID record forwarded");
+    assert_eq!(got, cid_record(&cid, b"hi"));
+    assert_ne!(up2, up1, "a new address gets a new upstream flow");
+    // The old path is not redirected: the backend decides (after authenticating) to
+    // answer on the new flow, and only then does the rebound address get replies.
+    backend.send_to(b"old path", up1).unwrap();
+    assert_eq!(recv(&client).unwrap().0, b"old path");
+    backend.send_to(b"new path", up2).unwrap();
+    assert_eq!(recv(&rebound).unwrap().0, b"new path");
+    let s = dp.listeners()[0].stats.snapshot();
+    assert_eq!(s.upstreams_opened, 2);
+    dp.join();
+}
+
+#[test]
+fn idle_upstream_flows_expire() {
+    let backend = sock("127.0.0.1:0");
+    let dp = plane(backend.local_addr().unwrap(), Duration::from_secs(1));
+    let lb = dp.listeners()[0].local_addr;
+    let client = sock("127.0.0.1:0");
+    client
+        .send_to(&cid_record(&[1, 2, 3, 4], b"x"), lb)
+        .unwrap();
+    let (_, up) = recv(&backend).expect("forwarded");
+    // Wait well past the 1 s idle timeout (sweeps run every 250 ms), bounded.
+    let mut expired = false;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(250));
+        if dp.listeners()[0].stats.snapshot().upstreams_expired >= 1 {
+            expired = true;
+            break;
+        }
+    }
+    assert!(expired, "the idle upstream flow was closed");
+    // Nothing reaches the client through the closed flow any more.
+    backend.send_to(b"late", up).unwrap();
+    assert!(recv(&client).is_none());
+    assert_eq!(dp.listeners()[0].stats.snapshot().upstreams_open, 0);
+    dp.join();
+}
