@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod health;
 mod keys;
 pub mod maglev;
 mod outcome;
@@ -42,9 +43,10 @@ mod router;
 pub mod table;
 
 pub use backend::{Backend, BackendId, BackendState, ServerId};
+pub use health::{effective_state, HealthThresholds, HealthTracker};
 pub use keys::{Binding, BindingSource, CidKey, Flow, FlowKey};
 pub use outcome::{Counters, DropReason, Event, RouteOutcome};
 pub use router::{
-    BackendSetError, CidFormat, CidRouting, MultiCidPolicy, ReturnOutcome, Router, RouterConfig,
-    SplitPart, Verdict, MAX_SPLIT_RECORDS,
+    BackendSetError, CidFormat, CidRoute, CidRouting, ClientRoute, MultiCidPolicy,
+    PreparedBackends, ReturnOutcome, Router, RouterConfig, SplitPart, Verdict, MAX_SPLIT_RECORDS,
 };

@@ -1,12 +1,16 @@
 //! Every routing outcome, drop reason and notable event, each with a counter.
 //!
-//! The enums double as metric labels (`snake_case` names via `strum`).
+//! The enums double as metric labels (`snake_case` names via `strum`); their doc
+//! comments (`EnumMessage::get_documentation`) become the metric reference
+//! (`docs/metrics.md`, kept in step by a test).
 
 use cidlb_wire::WireError;
-use strum::{EnumCount, EnumIter, IntoStaticStr};
+use strum::{EnumCount, EnumIter, EnumMessage, IntoStaticStr};
 
 /// How a forwarded client datagram (or, with the split policy, record group) was routed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumCount, EnumIter, IntoStaticStr)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, EnumCount, EnumIter, EnumMessage, IntoStaticStr,
+)]
 #[strum(serialize_all = "snake_case")]
 pub enum RouteOutcome {
     /// The CID decoded (CID format) to the server ID of a live backend: stateless.
@@ -30,7 +34,9 @@ pub enum RouteOutcome {
 }
 
 /// Why a client datagram was not forwarded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumCount, EnumIter, IntoStaticStr)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, EnumCount, EnumIter, EnumMessage, IntoStaticStr,
+)]
 #[strum(serialize_all = "snake_case")]
 pub enum DropReason {
     /// The datagram was empty.
@@ -70,7 +76,9 @@ impl From<WireError> for DropReason {
 }
 
 /// Things worth counting that are not a datagram's single outcome.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumCount, EnumIter, IntoStaticStr)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, EnumCount, EnumIter, EnumMessage, IntoStaticStr,
+)]
 #[strum(serialize_all = "snake_case")]
 pub enum Event {
     /// A client datagram carried a ClientHello (a handshake starting, or its cookie retry).
@@ -101,6 +109,10 @@ pub enum Event {
     CidFlowConflict,
     /// A CID decoded to a server ID that no live backend has; routing fell through.
     EncodedUnknownServer,
+    /// The listener has a CID format but the CID did not decode in it (QUIC-LB: the
+    /// unroutable codepoint 0b111, a config rotation without configuration, too short,
+    /// a server ID its configuration does not allocate); routing fell through.
+    EncodedUndecodable,
     /// A binding pointed to a backend that is down or gone; routing fell through.
     BindingBackendUnavailable,
     /// A flow pointed to a backend that is down or gone; it was rescheduled.

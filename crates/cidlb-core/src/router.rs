@@ -197,6 +197,83 @@ impl fmt::Display for BackendSetError {
 
 impl std::error::Error for BackendSetError {}
 
+/// A checked backend set with its Maglev table, ready to be swapped into a router by
+/// [`Router::reconfigure`] (see [`Router::prepare_backends`]).
+#[derive(Debug)]
+pub struct PreparedBackends {
+    backends: Vec<Backend>,
+    slot: Vec<Option<u16>>,
+    server_ids: Vec<(ServerId, BackendId)>,
+    eligible: Vec<BackendId>,
+    maglev: MaglevTable,
+    table_size: usize,
+}
+
+impl PreparedBackends {
+    /// The backends.
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+}
+
+/// Where a datagram carrying a given CID would go now, and why (admin lookups; see
+/// [`Router::explain_cid`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CidRoute {
+    /// The listener's CID format decodes the CID to this server ID, which `backend`
+    /// has (stateless, encoded routing). `serves` is false when that backend is down.
+    Encoded {
+        /// The server ID in the CID.
+        server_id: ServerId,
+        /// The backend with that server ID.
+        backend: BackendId,
+        /// Whether the backend takes this traffic now (not down).
+        serves: bool,
+    },
+    /// A binding maps the CID to `backend`. `serves` is false when that backend is
+    /// down or gone: the datagram would then fall through to the sender's flow.
+    Bound {
+        /// The binding.
+        binding: Binding,
+        /// Whether the bound backend takes this traffic now.
+        serves: bool,
+        /// Seconds since the binding was last used.
+        idle_secs: u32,
+    },
+    /// No binding: the datagram follows its sender's flow if the sender has one (and
+    /// a binding is seeded), else Maglev keyed by the CID picks `hashed` (counted as
+    /// `unknown_cid`); `None` when no backend takes new flows.
+    Unknown {
+        /// Maglev's choice for this CID.
+        hashed: Option<BackendId>,
+        /// A server ID decoded from the CID that no backend has, if any.
+        unknown_server_id: Option<ServerId>,
+    },
+}
+
+/// Where a CID-less datagram from a given client address would go now, and why (admin
+/// lookups; see [`Router::explain_client`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientRoute {
+    /// The address has a flow to `backend`. When `serves` is false (backend down or
+    /// gone) the next datagram is rescheduled to `hashed`.
+    Flow {
+        /// The flow's backend.
+        backend: BackendId,
+        /// Whether it takes this traffic now.
+        serves: bool,
+        /// Seconds since the flow was last used.
+        idle_secs: u32,
+        /// Where a new flow from this address would go.
+        hashed: Option<BackendId>,
+    },
+    /// No flow: a new one would go to `hashed` (Maglev keyed by the address).
+    New {
+        /// Maglev's choice (`None`: no backend takes new flows).
+        hashed: Option<BackendId>,
+    },
+}
+
 /// How many bindings one flow may seed (a DTLS 1.3 peer may switch CIDs a few times).
 const MAX_SEEDS_PER_FLOW: u8 = 4;
 
@@ -288,6 +365,19 @@ impl Router {
     /// (by id) keep working; those of removed backends fall through to the next routing
     /// step when next used.
     pub fn set_backends(&mut self, backends: Vec<Backend>) -> Result<(), BackendSetError> {
+        let prepared = Self::prepare_backends(&self.cfg, backends)?;
+        self.install(prepared);
+        Ok(())
+    }
+
+    /// Checks a backend set and builds its lookup structures (the Maglev table) without
+    /// touching any router, so that a reload can validate every listener first and
+    /// then swap each in O(1) with [`Router::reconfigure`]. `cfg` supplies the Maglev
+    /// table size.
+    pub fn prepare_backends(
+        cfg: &RouterConfig,
+        backends: Vec<Backend>,
+    ) -> Result<PreparedBackends, BackendSetError> {
         let mut slot: Vec<Option<u16>> = Vec::new();
         let mut server_ids = Vec::new();
         for (i, b) in backends.iter().enumerate() {
@@ -309,13 +399,41 @@ impl Router {
                 server_ids.push((sid, b.id));
             }
         }
-        let (eligible, maglev) = Self::build_maglev(&backends, self.cfg.maglev_table_size)?;
-        self.backends = backends;
-        self.slot = slot;
-        self.server_ids = server_ids;
-        self.eligible = eligible;
-        self.maglev = maglev;
-        Ok(())
+        let (eligible, maglev) = Self::build_maglev(&backends, cfg.maglev_table_size)?;
+        Ok(PreparedBackends {
+            backends,
+            slot,
+            server_ids,
+            eligible,
+            maglev,
+            table_size: cfg.maglev_table_size,
+        })
+    }
+
+    fn install(&mut self, p: PreparedBackends) {
+        self.backends = p.backends;
+        self.slot = p.slot;
+        self.server_ids = p.server_ids;
+        self.eligible = p.eligible;
+        self.maglev = p.maglev;
+        self.cfg.maglev_table_size = p.table_size;
+    }
+
+    /// Applies new settings and a prepared backend set at once (a configuration
+    /// reload). Flows and CID bindings stay; backends keep them by id. From `cfg`:
+    /// the CID routing (length and format), the mixed-CID policy, the routing mode,
+    /// idle timeouts and table bounds (a smaller bound evicts as new entries arrive;
+    /// a shorter timeout applies at the next lookup or sweep), the hash seed and the
+    /// Maglev table size (taken from `backends`, which was built for it). The table
+    /// secret is kept: stored entries are keyed by it.
+    pub fn reconfigure(&mut self, cfg: RouterConfig, backends: PreparedBackends) {
+        let secret = self.cfg.secret;
+        self.flows.set_capacity(cfg.max_flows);
+        self.flows.set_idle_timeout(secs(cfg.flow_idle));
+        self.bindings.set_capacity(cfg.max_bindings);
+        self.bindings.set_idle_timeout(secs(cfg.binding_idle));
+        self.cfg = RouterConfig { secret, ..cfg };
+        self.install(backends);
     }
 
     fn build_maglev(
@@ -510,6 +628,8 @@ impl Router {
                     }
                     _ => self.counters.add_event(Event::EncodedUnknownServer),
                 }
+            } else {
+                self.counters.add_event(Event::EncodedUndecodable);
             }
         }
         let key = CidKey::new(cid)?;
@@ -801,6 +921,72 @@ impl Router {
     /// Where a new flow from `client` would go (Maglev), ignoring existing state.
     pub fn hashed_backend(&self, client: SocketAddr) -> Option<BackendId> {
         self.maglev_pick(&FlowKey::from(client).hash_input())
+    }
+
+    /// Where a datagram carrying `cid` would be routed now, and why; changes nothing
+    /// (the real routing also looks at the sender's flow; see [`CidRoute::Unknown`]).
+    pub fn explain_cid(&self, now: Instant, cid: &[u8]) -> CidRoute {
+        let t = self.tick(now);
+        let mut unknown_server_id = None;
+        if let Some(fmt) = self.cfg.cid.format.as_deref() {
+            if let Some(sid) = fmt.server_id(cid) {
+                match self.server_ids.iter().find(|(s, _)| *s == sid) {
+                    Some(&(server_id, backend)) if self.serves(backend) => {
+                        return CidRoute::Encoded {
+                            server_id,
+                            backend,
+                            serves: true,
+                        }
+                    }
+                    Some(&(server_id, backend)) => {
+                        // A down backend: routing falls through to bindings.
+                        if let Some(r) = self.explain_binding(t, cid) {
+                            return r;
+                        }
+                        return CidRoute::Encoded {
+                            server_id,
+                            backend,
+                            serves: false,
+                        };
+                    }
+                    None => unknown_server_id = Some(sid),
+                }
+            }
+        }
+        if let Some(r) = self.explain_binding(t, cid) {
+            return r;
+        }
+        CidRoute::Unknown {
+            hashed: self.maglev_pick(cid),
+            unknown_server_id,
+        }
+    }
+
+    fn explain_binding(&self, t: Tick, cid: &[u8]) -> Option<CidRoute> {
+        let key = CidKey::new(cid)?;
+        let e = self.bindings.peek(&key, t)?;
+        Some(CidRoute::Bound {
+            binding: e.value,
+            serves: self.serves(e.value.backend),
+            idle_secs: t.saturating_sub(e.last_seen),
+        })
+    }
+
+    /// Where a datagram without CID from `client` would be routed now, and why;
+    /// changes nothing.
+    pub fn explain_client(&self, now: Instant, client: SocketAddr) -> ClientRoute {
+        let t = self.tick(now);
+        let fkey = FlowKey::from(client);
+        let hashed = self.maglev_pick(&fkey.hash_input());
+        match self.flows.peek(&fkey, t) {
+            Some(e) => ClientRoute::Flow {
+                backend: e.value.backend,
+                serves: self.serves(e.value.backend),
+                idle_secs: t.saturating_sub(e.last_seen),
+                hashed,
+            },
+            None => ClientRoute::New { hashed },
+        }
     }
 
     /// Counts per backend: (flows, bindings). Walks both tables: for admin use only.

@@ -20,6 +20,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod health;
 mod stats;
 pub mod sys;
 mod upstream;
@@ -27,14 +28,14 @@ mod worker;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cidlb_core::{Backend, Router, RouterConfig};
 
-pub use stats::{ListenerStats, StatsSnapshot};
+pub use stats::{BackendTraffic, ListenerStats, StatsSnapshot, TrafficSnapshot, TrafficTable};
 
 /// One listener to serve.
 #[derive(Clone, Debug)]
@@ -80,7 +81,20 @@ pub struct ListenerShared {
     pub router: Mutex<Router>,
     /// Data-plane counters.
     pub stats: ListenerStats,
-    pub(crate) upstream_source: Option<IpAddr>,
+    /// Datagrams and bytes to and from each backend, by backend id.
+    pub traffic: TrafficTable,
+    /// Source IP of upstream sockets (`None`: chosen by the kernel).
+    pub upstream_source: Option<IpAddr>,
+}
+
+/// Bounds of the workers' upstream-flow tables, changeable at run time (a reload);
+/// workers pick a change up at their next sweep.
+#[derive(Debug)]
+pub(crate) struct UpstreamLimits {
+    /// Most upstream flows per worker.
+    pub capacity: AtomicUsize,
+    /// Idle timeout of an upstream flow, in seconds.
+    pub idle_secs: AtomicU32,
 }
 
 /// The running data plane.
@@ -90,6 +104,7 @@ pub struct DataPlane {
     stop: Arc<AtomicBool>,
     wakers: Vec<Arc<mio::Waker>>,
     threads: Vec<JoinHandle<()>>,
+    limits: Arc<UpstreamLimits>,
 }
 
 impl DataPlane {
@@ -116,14 +131,16 @@ impl DataPlane {
                 local_addr,
                 router: Mutex::new(router),
                 stats: ListenerStats::default(),
+                traffic: TrafficTable::default(),
                 upstream_source: spec.upstream_source,
             }));
         }
+        let limits = Arc::new(upstream_limits(&listeners));
         let stop = Arc::new(AtomicBool::new(false));
         let mut wakers = Vec::new();
         let mut threads = Vec::new();
         for (i, socks) in sockets.into_iter().enumerate() {
-            let w = worker::Worker::new(i, listeners.clone(), socks, stop.clone())?;
+            let w = worker::Worker::new(i, listeners.clone(), socks, stop.clone(), limits.clone())?;
             wakers.push(w.waker());
             threads.push(
                 std::thread::Builder::new()
@@ -136,7 +153,21 @@ impl DataPlane {
             stop,
             wakers,
             threads,
+            limits,
         })
+    }
+
+    /// Re-reads the bound and idle timeout of the workers' upstream flows from the
+    /// routers' settings (their `max_flows` and `flow_idle`), after a reload changed
+    /// them: each worker applies them at its next sweep.
+    pub fn refresh_upstream_limits(&self) {
+        let l = upstream_limits(&self.listeners);
+        self.limits
+            .capacity
+            .store(l.capacity.into_inner(), Ordering::Relaxed);
+        self.limits
+            .idle_secs
+            .store(l.idle_secs.into_inner(), Ordering::Relaxed);
     }
 
     /// The listeners (routers and counters), in spec order.
@@ -167,6 +198,22 @@ impl Drop for DataPlane {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// Upstream-flow bounds derived from the routers: a worker may hold every flow of every
+/// listener in the worst case, and keeps an upstream socket as long as its flow lives.
+fn upstream_limits(listeners: &[Arc<ListenerShared>]) -> UpstreamLimits {
+    let mut cap = 0usize;
+    let mut idle = Duration::ZERO;
+    for l in listeners {
+        let r = l.router.lock().unwrap_or_else(|p| p.into_inner());
+        cap = cap.saturating_add(r.config().max_flows);
+        idle = idle.max(r.config().flow_idle);
+    }
+    UpstreamLimits {
+        capacity: AtomicUsize::new(cap.max(1)),
+        idle_secs: AtomicU32::new(idle.as_secs().min(u64::from(u32::MAX)) as u32),
     }
 }
 

@@ -262,3 +262,28 @@ impl SendBatch {
         (sent, failed)
     }
 }
+
+/// Raises the soft limit on open files to the hard limit (NAT mode holds one socket per
+/// client address and backend). Returns the (soft, hard) limits in force afterwards.
+pub fn raise_nofile_limit() -> io::Result<(libc::rlim_t, libc::rlim_t)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: RLIMIT_NOFILE is a valid resource; `lim` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: RLIMIT_NOFILE is a valid resource; `raised` is a valid rlimit whose
+        // soft limit does not exceed its hard limit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    Ok((lim.rlim_cur, lim.rlim_max))
+}

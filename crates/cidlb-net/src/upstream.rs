@@ -54,6 +54,12 @@ impl Upstreams {
         self.index.touch(key, t).0.map(|e| e.value)
     }
 
+    /// Changes the bound and the idle timeout (a reload changed the flow settings).
+    pub fn set_limits(&mut self, capacity: usize, idle_secs: Tick) {
+        self.index.set_capacity(capacity);
+        self.index.set_idle_timeout(idle_secs);
+    }
+
     /// Marks the flow at `slot` used (a reply went through it).
     pub fn touch_slot(&mut self, slot: usize, now: Instant) {
         if let Some(u) = self.slab.get(slot) {

@@ -12,9 +12,10 @@ use cidlb_core::{BackendId, FlowKey, Router, SplitPart, Verdict};
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, warn};
 
+use crate::stats::BackendTraffic;
 use crate::sys::{Received, RecvBatch, SendBatch};
 use crate::upstream::{UpKey, Upstream, Upstreams};
-use crate::{sys, ListenerShared, SWEEP_EVERY};
+use crate::{sys, ListenerShared, UpstreamLimits, SWEEP_EVERY};
 
 const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX / 2;
@@ -57,6 +58,11 @@ pub(crate) struct Worker {
     /// will not tell us again).
     pending: VecDeque<Token>,
     last_open_error: Option<Instant>,
+    /// Upstream-flow bounds shared with the control plane, and the values applied.
+    limits: Arc<UpstreamLimits>,
+    applied_limits: (usize, u32),
+    /// Per listener, the per-backend traffic counters seen so far (by backend id).
+    traffic: Vec<Vec<Arc<BackendTraffic>>>,
 }
 
 impl Worker {
@@ -65,6 +71,7 @@ impl Worker {
         listeners: Vec<Arc<ListenerShared>>,
         sockets: Vec<std::net::UdpSocket>,
         stop: Arc<AtomicBool>,
+        limits: Arc<UpstreamLimits>,
     ) -> io::Result<Worker> {
         let poll = Poll::new()?;
         let n_listeners = listeners.len();
@@ -76,23 +83,12 @@ impl Worker {
                 .register(&mut s, Token(LISTENER_BASE + i), Interest::READABLE)?;
             socks.push(s);
         }
-        let (capacity, idle, seed) = {
-            let mut cap = 0usize;
-            let mut idle = Duration::ZERO;
-            let mut seed = [0u64; 4];
-            for l in &listeners {
-                let r = lock(&l.router);
-                cap = cap.saturating_add(r.config().max_flows);
-                idle = idle.max(r.config().flow_idle);
-                seed = r.config().secret;
-            }
-            let workers = 1; // each worker may hold every flow in the worst case
-            (
-                cap / workers,
-                idle.as_secs().min(u64::from(u32::MAX)) as u32,
-                seed,
-            )
-        };
+        let seed = listeners
+            .last()
+            .map_or([0; 4], |l| lock(&l.router).config().secret);
+        // Each worker may hold every flow in the worst case.
+        let capacity = limits.capacity.load(Ordering::Relaxed);
+        let idle = limits.idle_secs.load(Ordering::Relaxed);
         Ok(Worker {
             id,
             poll,
@@ -116,6 +112,9 @@ impl Worker {
                 .collect(),
             pending: VecDeque::new(),
             last_open_error: None,
+            limits,
+            applied_limits: (capacity, idle),
+            traffic: vec![Vec::new(); n_listeners],
         })
     }
 
@@ -169,7 +168,28 @@ impl Worker {
         }
     }
 
+    /// The traffic counters of backend `id` of listener `li`.
+    fn traffic(&mut self, li: usize, id: BackendId) -> &BackendTraffic {
+        let i = usize::from(id.0);
+        if self.traffic[li].len() <= i {
+            let table = &self.listeners[li].traffic;
+            let cache = &mut self.traffic[li];
+            while cache.len() <= i {
+                cache.push(table.get(BackendId(cache.len() as u16)));
+            }
+        }
+        &self.traffic[li][i]
+    }
+
     fn sweep(&mut self, now: Instant) {
+        let limits = (
+            self.limits.capacity.load(Ordering::Relaxed),
+            self.limits.idle_secs.load(Ordering::Relaxed),
+        );
+        if limits != self.applied_limits {
+            self.ups.set_limits(limits.0.max(1), limits.1);
+            self.applied_limits = limits;
+        }
         let registry = self.poll.registry();
         let mut closed = 0u64;
         let mut per_listener = vec![0u64; self.listeners.len()];
@@ -349,6 +369,10 @@ impl Worker {
             Ok(_) => {
                 l.stats.add(&l.stats.upstream_datagrams, 1);
                 l.stats.add(&l.stats.upstream_bytes, data.len() as u64);
+                let t = self.traffic(li, backend);
+                t.to_backend_datagrams.fetch_add(1, Ordering::Relaxed);
+                t.to_backend_bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
             }
             Err(e) => {
                 l.stats.add(&l.stats.upstream_send_errors, 1);
@@ -457,6 +481,10 @@ impl Worker {
                 };
                 l.stats.add(&l.stats.backend_datagrams, 1);
                 l.stats.add(&l.stats.backend_bytes, data.len() as u64);
+                let t = self.traffic(li, backend);
+                t.from_backend_datagrams.fetch_add(1, Ordering::Relaxed);
+                t.from_backend_bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
                 if self.tx[li].is_full() {
                     self.flush_replies();
                 }

@@ -84,6 +84,25 @@ pub const MAX_WEIGHT: u32 = 10_000;
 pub const MAX_WORKERS: usize = 256;
 /// Longest listener or backend name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
+/// Default [`HealthConfig::interval`]: 2 seconds.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// Default [`HealthConfig::timeout`]: 1 second.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default [`HealthConfig::rise`].
+pub const DEFAULT_HEALTH_RISE: u32 = 2;
+/// Default [`HealthConfig::fall`].
+pub const DEFAULT_HEALTH_FALL: u32 = 3;
+/// Shortest health-check interval.
+pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(50);
+/// Longest health-check interval.
+pub const MAX_HEALTH_INTERVAL: Duration = Duration::from_secs(3600);
+/// Shortest health-check timeout.
+pub const MIN_HEALTH_TIMEOUT: Duration = Duration::from_millis(10);
+/// Largest `rise` / `fall`.
+pub const MAX_HEALTH_THRESHOLD: u32 = 100;
+/// Default [`AdminConfig::address`]: loopback only, port 9684.
+pub const DEFAULT_ADMIN_ADDRESS: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9684);
 
 // ------------------------------------------------------------------ public types
 
@@ -98,8 +117,69 @@ pub struct Config {
     pub limits: Limits,
     /// Consistent hashing of new flows.
     pub hashing: Hashing,
+    /// Active DTLS health checks of the backends.
+    pub health: HealthConfig,
+    /// The admin HTTP server (metrics, backends, drain, reload).
+    pub admin: AdminConfig,
     /// The listeners, in file order; never empty.
     pub listeners: Vec<ListenerConfig>,
+}
+
+/// Active health checks (`[health]`): every `interval`, each backend gets a DTLS
+/// ClientHello; any DTLS answer within `timeout` is a success. A backend is taken out
+/// after `fall` consecutive failures and put back after `rise` consecutive successes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Whether to check at all (without checks, every backend counts as healthy).
+    pub enabled: bool,
+    /// Time between two checks of a backend,
+    /// [`MIN_HEALTH_INTERVAL`]`..=`[`MAX_HEALTH_INTERVAL`].
+    pub interval: Duration,
+    /// How long to wait for an answer, [`MIN_HEALTH_TIMEOUT`]`..=interval`.
+    pub timeout: Duration,
+    /// Consecutive successes that bring a backend back, `1..=`[`MAX_HEALTH_THRESHOLD`].
+    pub rise: u32,
+    /// Consecutive failures that take a backend out, `1..=`[`MAX_HEALTH_THRESHOLD`].
+    pub fall: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            enabled: true,
+            interval: DEFAULT_HEALTH_INTERVAL,
+            timeout: DEFAULT_HEALTH_TIMEOUT,
+            rise: DEFAULT_HEALTH_RISE,
+            fall: DEFAULT_HEALTH_FALL,
+        }
+    }
+}
+
+/// The admin HTTP server (`[admin]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Whether to serve it (default true).
+    pub enabled: bool,
+    /// Where, when set explicitly (`admin.address` or `cidlb run --admin`); `None`:
+    /// [`DEFAULT_ADMIN_ADDRESS`]. An explicit address that cannot be bound stops the
+    /// daemon; the default one only logs a warning (several balancers on one host).
+    pub address: Option<SocketAddr>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            address: None,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The address to serve on.
+    pub fn address(&self) -> SocketAddr {
+        self.address.unwrap_or(DEFAULT_ADMIN_ADDRESS)
+    }
 }
 
 /// Idle timeouts (`[timeouts]`). Both are at least [`MIN_IDLE`] and at most [`MAX_IDLE`];
@@ -192,8 +272,9 @@ pub struct ListenerConfig {
     /// Local address to bind (port 0: any free port).
     pub address: SocketAddr,
     /// Length in bytes of the CIDs that the backends issue, `1..=`[`MAX_CID_LEN`].
-    /// Always `Some` when `routing` is [`RoutingMode::Cid`]; optional (and unused by
-    /// routing) with [`RoutingMode::Address`].
+    /// Always `Some` when `routing` is [`RoutingMode::Cid`], unless a QUIC-LB
+    /// `cid_format` gives the lengths; optional (and unused by routing) with
+    /// [`RoutingMode::Address`].
     pub cid_length: Option<usize>,
     /// What to do with a datagram whose records carry different CIDs.
     pub multi_cid: MultiCidPolicy,
@@ -202,6 +283,9 @@ pub struct ListenerConfig {
     /// Local IP that upstream sockets (balancer → backend) bind to; `None`: chosen by
     /// the kernel. Same address family as every backend.
     pub upstream_source: Option<IpAddr>,
+    /// How the backends put their server ID into their CIDs (`[listener.cid_format]`),
+    /// for stateless "encoded" routing; `None`: learned routing only.
+    pub cid_format: Option<crate::cid::CidFormatConfig>,
     /// The backends, in file order (a backend's index is its id); never empty, at most
     /// [`MAX_BACKENDS`], unique names and addresses.
     pub backends: Vec<BackendConfig>,
@@ -220,6 +304,9 @@ pub struct BackendConfig {
     pub weight: u32,
     /// Initial state.
     pub state: BackendState,
+    /// The server ID its routable CIDs carry (`server_id`), checked against the
+    /// listener's `cid_format`.
+    pub server_id: Option<crate::cid::ServerIdConfig>,
 }
 
 // ------------------------------------------------------------------------- error
@@ -340,8 +427,27 @@ struct RawConfig {
     timeouts: Option<RawTimeouts>,
     limits: Option<RawLimits>,
     hashing: Option<RawHashing>,
+    health: Option<RawHealth>,
+    admin: Option<RawAdmin>,
     #[serde(default, rename = "listener")]
     listeners: Vec<RawListener>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    enabled: Sp<bool>,
+    interval: Sp<RawDuration>,
+    timeout: Sp<RawDuration>,
+    rise: Sp<i64>,
+    fall: Sp<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    enabled: Sp<bool>,
+    address: Sp<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -374,6 +480,7 @@ struct RawListener {
     multi_cid: Sp<RawMultiCid>,
     routing: Sp<RawRouting>,
     upstream_source: Sp<String>,
+    cid_format: Option<RawCidFormat>,
     #[serde(default, rename = "backend")]
     backends: Vec<RawBackend>,
 }
@@ -385,6 +492,7 @@ struct RawBackend {
     address: Sp<String>,
     weight: Sp<i64>,
     state: Sp<RawState>,
+    server_id: Sp<RawServerId>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -408,6 +516,69 @@ enum RawState {
     Up,
     Draining,
     Down,
+}
+
+/// `[listener.cid_format]`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCidFormat {
+    format: Sp<RawFormatKind>,
+    prefix_length: Sp<i64>,
+    #[serde(default, rename = "config")]
+    configs: Vec<RawQuicLbConfig>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+enum RawFormatKind {
+    #[serde(rename = "quic-lb")]
+    QuicLb,
+    #[serde(rename = "prefix")]
+    Prefix,
+}
+
+/// `[[listener.cid_format.config]]`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawQuicLbConfig {
+    rotation: Sp<i64>,
+    server_id_length: Sp<i64>,
+    nonce_length: Sp<i64>,
+    key: Sp<String>,
+    self_describing_length: Sp<bool>,
+}
+
+/// A backend's `server_id`: `"0a01"` or `{ 0 = "01", 1 = "0a01" }`.
+enum RawServerId {
+    One(String),
+    PerRotation(Vec<(String, String)>),
+}
+
+impl<'de> Deserialize<'de> for RawServerId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawServerId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a server ID in hex (\"0a01\") or a table of them by config rotation ({ 0 = \"01\", 1 = \"0a01\" })",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RawServerId, E> {
+                Ok(RawServerId::One(s.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<RawServerId, A::Error> {
+                let mut v = Vec::new();
+                while let Some(entry) = m.next_entry::<String, String>()? {
+                    v.push(entry);
+                }
+                Ok(RawServerId::PerRotation(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A duration written the humantime way (`"90s"`, `"10m"`, `"24h"`, `"1h 30m"`).
@@ -491,6 +662,8 @@ impl Config {
             timeouts: None,
             limits: None,
             hashing: None,
+            health: None,
+            admin: None,
             listeners: vec![RawListener {
                 name: Some(Spanned::new(none.clone(), "default".to_owned())),
                 address: Some(Spanned::new(none.clone(), listen.to_string())),
@@ -934,12 +1107,90 @@ impl Ctx<'_> {
             }
         }
 
+        let health = self.health(raw.health.as_ref())?;
+        let admin = self.admin(raw.admin.as_ref())?;
+
         Ok(Config {
             workers,
             timeouts,
             limits,
             hashing,
+            health,
+            admin,
             listeners,
+        })
+    }
+
+    fn health(&self, raw: Option<&RawHealth>) -> R<HealthConfig> {
+        let d = HealthConfig::default();
+        let Some(h) = raw else { return Ok(d) };
+        let bounded = |path: &str, v: &Sp<RawDuration>, default, min, max| -> R<Duration> {
+            let Some(s) = v else { return Ok(default) };
+            let got = s.get_ref().0;
+            if got < min || got > max {
+                return Err(self.invalid(
+                    path,
+                    s,
+                    format!(
+                        "{} is out of range {}..={}",
+                        fmt_duration(got),
+                        fmt_duration(min),
+                        fmt_duration(max)
+                    ),
+                ));
+            }
+            Ok(got)
+        };
+        let interval = bounded(
+            "health.interval",
+            &h.interval,
+            d.interval,
+            MIN_HEALTH_INTERVAL,
+            MAX_HEALTH_INTERVAL,
+        )?;
+        let timeout = bounded(
+            "health.timeout",
+            &h.timeout,
+            d.timeout.min(interval),
+            MIN_HEALTH_TIMEOUT,
+            MAX_HEALTH_INTERVAL,
+        )?;
+        if timeout > interval {
+            let s = h
+                .timeout
+                .as_ref()
+                .expect("only an explicit timeout exceeds it");
+            return Err(self.invalid(
+                "health.timeout",
+                s,
+                format!(
+                    "{} is longer than health.interval ({}): a check must end before the next one starts",
+                    fmt_duration(timeout),
+                    fmt_duration(interval)
+                ),
+            ));
+        }
+        let max = i64::from(MAX_HEALTH_THRESHOLD);
+        Ok(HealthConfig {
+            enabled: h.enabled.as_ref().is_none_or(|e| *e.get_ref()),
+            interval,
+            timeout,
+            rise: self.int("health.rise", &h.rise, 1..=max, i64::from(d.rise))? as u32,
+            fall: self.int("health.fall", &h.fall, 1..=max, i64::from(d.fall))? as u32,
+        })
+    }
+
+    fn admin(&self, raw: Option<&RawAdmin>) -> R<AdminConfig> {
+        let Some(a) = raw else {
+            return Ok(AdminConfig::default());
+        };
+        let address = match &a.address {
+            Some(s) => Some(self.socket_addr("admin.address", s)?),
+            None => None,
+        };
+        Ok(AdminConfig {
+            enabled: a.enabled.as_ref().is_none_or(|e| *e.get_ref()),
+            address,
         })
     }
 
@@ -960,9 +1211,15 @@ impl Ctx<'_> {
             None | Some(RawRouting::Cid) => RoutingMode::Cid,
             Some(RawRouting::Address) => RoutingMode::Address,
         };
+        let cid_format = match &rl.cid_format {
+            Some(f) => Some(self.cid_format(&p, f)?),
+            None => None,
+        };
         let cid_path = format!("{p}.cid_length");
         let cid_length = match &rl.cid_length {
-            None if routing == RoutingMode::Cid => {
+            None if routing == RoutingMode::Cid
+                && !matches!(cid_format, Some(crate::cid::CidFormatConfig::QuicLb(_))) =>
+            {
                 return Err(self.missing(
                     &cid_path,
                     format!("required key is missing when routing = \"cid\" (the length, 1..={MAX_CID_LEN} bytes, of the CIDs your DTLS servers issue: it is not on the wire)"),
@@ -1064,6 +1321,7 @@ impl Ctx<'_> {
             }
             backends.push(b);
         }
+        self.routable_cids(&p, rl, cid_format.as_ref(), cid_length, &mut backends)?;
 
         Ok(ListenerConfig {
             name,
@@ -1072,6 +1330,7 @@ impl Ctx<'_> {
             multi_cid,
             routing,
             upstream_source,
+            cid_format,
             backends,
         })
     }
@@ -1115,7 +1374,309 @@ impl Ctx<'_> {
             address,
             weight,
             state,
+            // Checked against the listener's cid_format by `routable_cids`.
+            server_id: None,
         })
+    }
+}
+
+// ---------------------------------------------------- routable CIDs (cid_format)
+
+impl Ctx<'_> {
+    fn required_int(
+        &self,
+        path: &str,
+        v: &Sp<i64>,
+        range: std::ops::RangeInclusive<i64>,
+        what: &str,
+    ) -> R<i64> {
+        match v {
+            None => Err(self.missing(path, format!("required key is missing ({what})"))),
+            Some(_) => self.int(path, v, range, 0),
+        }
+    }
+
+    /// `[listener.cid_format]` of listener path `p`.
+    fn cid_format(&self, p: &str, rf: &RawCidFormat) -> R<crate::cid::CidFormatConfig> {
+        use crate::cid::CidFormatConfig;
+        let fp = format!("{p}.cid_format");
+        let kind = match &rf.format {
+            Some(k) => *k.get_ref(),
+            None => {
+                return Err(self.missing(
+                    &format!("{fp}.format"),
+                    "required key is missing (\"quic-lb\" or \"prefix\")",
+                ))
+            }
+        };
+        match kind {
+            RawFormatKind::Prefix => {
+                if !rf.configs.is_empty() {
+                    return Err(self.err(
+                        ConfigErrorKind::InvalidValue,
+                        format!("{fp}.config"),
+                        "[[listener.cid_format.config]] tables belong to format = \"quic-lb\"",
+                        None,
+                    ));
+                }
+                let n = self.int(
+                    &format!("{fp}.prefix_length"),
+                    &rf.prefix_length,
+                    1..=cidlb_cidformat::ServerId::MAX_LEN as i64,
+                    1,
+                )? as usize;
+                Ok(CidFormatConfig::Prefix { prefix_length: n })
+            }
+            RawFormatKind::QuicLb => {
+                if let Some(s) = &rf.prefix_length {
+                    return Err(self.invalid(
+                        &format!("{fp}.prefix_length"),
+                        s,
+                        "prefix_length belongs to format = \"prefix\"",
+                    ));
+                }
+                if rf.configs.is_empty() {
+                    return Err(self.missing(
+                        &format!("{fp}.config"),
+                        "format = \"quic-lb\" needs at least one [[listener.cid_format.config]] table",
+                    ));
+                }
+                let mut out: Vec<cidlb_cidformat::QuicLbParams> = Vec::new();
+                for (k, rc) in rf.configs.iter().enumerate() {
+                    let cp = format!("{fp}.config[{k}]");
+                    let rotation = self.required_int(
+                        &format!("{cp}.rotation"),
+                        &rc.rotation,
+                        0..=6,
+                        "the config rotation codepoint, 0..=6: the first three bits of the CIDs",
+                    )? as u8;
+                    if let Some(j) = out.iter().position(|o| o.rotation == rotation) {
+                        let s = rc.rotation.as_ref().expect("required");
+                        return Err(self.invalid(
+                            &format!("{cp}.rotation"),
+                            s,
+                            format!(
+                                "config rotation {rotation} is already used by {fp}.config[{j}]"
+                            ),
+                        ));
+                    }
+                    let server_id_len = self.required_int(
+                        &format!("{cp}.server_id_length"),
+                        &rc.server_id_length,
+                        1..=15,
+                        "octets of server ID, 1..=15",
+                    )? as usize;
+                    let nonce_len = self.required_int(
+                        &format!("{cp}.nonce_length"),
+                        &rc.nonce_length,
+                        4..=18,
+                        "octets of nonce, 4..=18",
+                    )? as usize;
+                    if server_id_len + nonce_len > 19 {
+                        let s = rc.nonce_length.as_ref().expect("required");
+                        return Err(self.invalid(
+                            &format!("{cp}.nonce_length"),
+                            s,
+                            format!(
+                                "server_id_length {server_id_len} + nonce_length {nonce_len} = {}: QUIC-LB allows at most 19 octets",
+                                server_id_len + nonce_len
+                            ),
+                        ));
+                    }
+                    let key = match &rc.key {
+                        None => None,
+                        Some(s) => Some(
+                            crate::cid::parse_key(s.get_ref())
+                                .map_err(|e| self.invalid(&format!("{cp}.key"), s, e))?,
+                        ),
+                    };
+                    out.push(cidlb_cidformat::QuicLbParams {
+                        rotation,
+                        server_id_len,
+                        nonce_len,
+                        key,
+                        self_describing_length: rc
+                            .self_describing_length
+                            .as_ref()
+                            .is_some_and(|b| *b.get_ref()),
+                    });
+                }
+                Ok(CidFormatConfig::QuicLb(out))
+            }
+        }
+    }
+
+    /// Reads the backends' `server_id`s and checks them against the listener's format
+    /// (lengths, rotations, uniqueness); also the prefix format against `cid_length`.
+    fn routable_cids(
+        &self,
+        p: &str,
+        rl: &RawListener,
+        format: Option<&crate::cid::CidFormatConfig>,
+        cid_length: Option<usize>,
+        backends: &mut [BackendConfig],
+    ) -> R<()> {
+        use crate::cid::{parse_server_id, CidFormatConfig, ServerIdConfig};
+        use cidlb_cidformat::hex_string;
+        if let (Some(CidFormatConfig::Prefix { prefix_length }), Some(n)) = (format, cid_length) {
+            if n <= *prefix_length {
+                let e = format!(
+                    "prefix_length {prefix_length} leaves no octet of the {n}-octet CIDs (cid_length) for randomness"
+                );
+                let path = format!("{p}.cid_format.prefix_length");
+                return Err(
+                    match rl
+                        .cid_format
+                        .as_ref()
+                        .and_then(|f| f.prefix_length.as_ref())
+                    {
+                        Some(s) => self.invalid(&path, s, e),
+                        None => self.err(ConfigErrorKind::InvalidValue, path, e, None),
+                    },
+                );
+            }
+        }
+        for (j, rb) in rl.backends.iter().enumerate() {
+            let Some(s) = &rb.server_id else { continue };
+            let sp = format!("{p}.backend[{j}].server_id");
+            let parsed = match s.get_ref() {
+                RawServerId::One(hex) => {
+                    ServerIdConfig::All(parse_server_id(hex).map_err(|e| self.invalid(&sp, s, e))?)
+                }
+                RawServerId::PerRotation(entries) => {
+                    if entries.is_empty() {
+                        return Err(self.invalid(
+                            &sp,
+                            s,
+                            "an empty table: give { ROTATION = \"HEX\", ... }",
+                        ));
+                    }
+                    let mut v = Vec::with_capacity(entries.len());
+                    for (key, hex) in entries {
+                        let r = key.parse::<u8>().ok().filter(|r| *r <= 6).ok_or_else(|| {
+                            self.invalid(
+                                &sp,
+                                s,
+                                format!("{key:?} is not a config rotation (0..=6)"),
+                            )
+                        })?;
+                        v.push((
+                            r,
+                            parse_server_id(hex).map_err(|e| self.invalid(&sp, s, e))?,
+                        ));
+                    }
+                    v.sort_by_key(|(r, _)| *r);
+                    ServerIdConfig::PerRotation(v)
+                }
+            };
+            match (format, &parsed) {
+                (Some(CidFormatConfig::Prefix { prefix_length }), ServerIdConfig::All(id)) => {
+                    if id.as_bytes().len() != *prefix_length {
+                        return Err(self.invalid(
+                            &sp,
+                            s,
+                            format!(
+                                "server ID {} has {} octet(s) but cid_format.prefix_length = {prefix_length}",
+                                hex_string(id.as_bytes()),
+                                id.as_bytes().len()
+                            ),
+                        ));
+                    }
+                }
+                (Some(CidFormatConfig::Prefix { .. }), ServerIdConfig::PerRotation(_)) => {
+                    return Err(self.invalid(
+                        &sp,
+                        s,
+                        "server IDs per config rotation need format = \"quic-lb\"",
+                    ));
+                }
+                (Some(CidFormatConfig::QuicLb(params)), ServerIdConfig::All(id)) => {
+                    let n = id.as_bytes().len();
+                    if let Some(c) = params.iter().find(|c| c.server_id_len != n) {
+                        return Err(self.invalid(
+                            &sp,
+                            s,
+                            format!(
+                                "server ID {} has {n} octet(s) but config rotation {} uses {}-octet server IDs (give one per rotation: server_id = {{ 0 = \"..\", 1 = \"....\" }})",
+                                hex_string(id.as_bytes()),
+                                c.rotation,
+                                c.server_id_len
+                            ),
+                        ));
+                    }
+                }
+                (Some(CidFormatConfig::QuicLb(params)), ServerIdConfig::PerRotation(v)) => {
+                    for (r, id) in v {
+                        let Some(c) = params.iter().find(|c| c.rotation == *r) else {
+                            return Err(self.invalid(
+                                &sp,
+                                s,
+                                format!("config rotation {r} is not configured in {p}.cid_format"),
+                            ));
+                        };
+                        if id.as_bytes().len() != c.server_id_len {
+                            return Err(self.invalid(
+                                &sp,
+                                s,
+                                format!(
+                                    "server ID {} has {} octet(s) but config rotation {r} uses {}-octet server IDs",
+                                    hex_string(id.as_bytes()),
+                                    id.as_bytes().len(),
+                                    c.server_id_len
+                                ),
+                            ));
+                        }
+                    }
+                }
+                (None, _) => {}
+            }
+            backends[j].server_id = Some(parsed);
+        }
+        // Unique within each configuration, and in the router's view (routing IDs).
+        let scopes: Vec<Option<u8>> = match format {
+            Some(CidFormatConfig::QuicLb(params)) => {
+                params.iter().map(|c| Some(c.rotation)).collect()
+            }
+            _ => vec![None],
+        };
+        let dup = |j: usize, msg: String| {
+            let s = rl.backends[j].server_id.as_ref().expect("parsed");
+            self.invalid(&format!("{p}.backend[{j}].server_id"), s, msg)
+        };
+        for scope in scopes {
+            let mut seen = std::collections::HashMap::new();
+            for (j, b) in backends.iter().enumerate() {
+                let Some(id) = b.server_id.as_ref().and_then(|s| s.for_rotation(scope)) else {
+                    continue;
+                };
+                if let Some(k) = seen.insert(id, j) {
+                    return Err(dup(
+                        j,
+                        format!(
+                            "server ID {} is already used by {p}.backend[{k}]{}",
+                            hex_string(id.as_bytes()),
+                            scope.map_or(String::new(), |r| format!(" in config rotation {r}"))
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut seen = std::collections::HashMap::new();
+        for (j, b) in backends.iter().enumerate() {
+            let Some(id) = b.server_id.as_ref().map(ServerIdConfig::routing_id) else {
+                continue;
+            };
+            if let Some(k) = seen.insert(id, j) {
+                return Err(dup(
+                    j,
+                    format!(
+                        "the balancer tells backends apart by the server ID of their lowest config rotation, and {} is also that of {p}.backend[{k}]: give them different IDs there",
+                        hex_string(id.as_bytes())
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1212,13 +1773,16 @@ impl Config {
             }
             match l.routing {
                 RoutingMode::Cid => {
-                    let n = l.cid_length.unwrap_or(0);
-                    let _ = writeln!(
-                        o,
-                        "  Routing: by DTLS Connection ID. CIDs are {n} byte{} long (the length is not on the wire:",
-                        plural(n)
-                    );
-                    let _ = writeln!(o, "    it must match what the servers issue).");
+                    if let Some(n) = l.cid_length {
+                        let _ = writeln!(
+                            o,
+                            "  Routing: by DTLS Connection ID. CIDs are {n} byte{} long (the length is not on the wire:",
+                            plural(n)
+                        );
+                        let _ = writeln!(o, "    it must match what the servers issue).");
+                    } else {
+                        let _ = writeln!(o, "  Routing: by DTLS Connection ID; CID lengths come from the QUIC-LB configurations below.");
+                    }
                     let _ = writeln!(o, "    - A record with a CID goes to the backend that issued it (learned from its ServerHello),");
                     let _ = writeln!(o, "      so a device whose NAT changed its address still reaches its session.");
                     let _ = writeln!(o, "    - Records without a CID (handshakes) stick to the client's address:port;");
@@ -1241,6 +1805,7 @@ impl Config {
                     let _ = writeln!(o, "    Meant for comparison with CID routing.");
                 }
             }
+            crate::cid::explain_listener(&mut o, l);
             match l.upstream_source {
                 Some(ip) => {
                     let _ = writeln!(
@@ -1329,6 +1894,30 @@ impl Config {
             "Hashing: Maglev seed {}, table size {} (use the same values on every balancer instance).",
             self.hashing.seed, self.hashing.maglev_table_size
         );
+        let h = &self.health;
+        if h.enabled {
+            let _ = writeln!(
+                o,
+                "Health checks: a DTLS ClientHello to every backend each {} (answer within {}); down after {} failure{} in a row, up again after {} success{}.",
+                fmt_duration(h.interval),
+                fmt_duration(h.timeout),
+                h.fall,
+                plural(h.fall as usize),
+                h.rise,
+                if h.rise == 1 { "" } else { "es" }
+            );
+        } else {
+            let _ = writeln!(o, "Health checks: off (every backend counts as healthy).");
+        }
+        if self.admin.enabled {
+            let _ = writeln!(
+                o,
+                "Admin API: http://{}/ (metrics, backends, drain, reload).",
+                self.admin.address()
+            );
+        } else {
+            let _ = writeln!(o, "Admin API: off.");
+        }
 
         let warnings = self.warnings();
         let _ = writeln!(o);
@@ -1346,6 +1935,12 @@ impl Config {
     /// Likely mistakes that are not errors (also listed by [`Config::explain`]).
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
+        if self.admin.enabled && !self.admin.address().ip().is_loopback() {
+            w.push(format!(
+                "admin.address {} is not a loopback address: anyone who reaches it can drain backends and reload the configuration (the API has no authentication)",
+                self.admin.address()
+            ));
+        }
         let cpus = cpu_count();
         if let Some(n) = self.workers {
             if n > cpus {
@@ -1395,6 +1990,7 @@ impl Config {
                     ));
                 }
             }
+            crate::cid::warnings(l, &mut w);
             if let Some(ip) = l.upstream_source {
                 if ip.is_loopback() && l.backends.iter().any(|b| !b.address.ip().is_loopback()) {
                     w.push(format!(
@@ -1552,6 +2148,7 @@ mod tests {
                 address: "127.0.0.1:6000".parse().unwrap(),
                 weight: 1,
                 state: BackendState::Up,
+                server_id: None,
             }]
         );
     }
@@ -1684,7 +2281,7 @@ mod tests {
             (
                 "workerz",
                 format!("workerz = 1\n{base}"),
-                "workers, timeouts, limits, hashing, listener",
+                "workers, timeouts, limits, hashing, health, admin, listener",
             ),
             (
                 "timeouts.flow",
@@ -1984,6 +2581,218 @@ mod tests {
         }
     }
 
+    /// A listener with `format` lines in its `[listener.cid_format]` and `b0`/`b1` lines
+    /// in its two backends.
+    fn with_format(cid_length: &str, format: &str, b0: &str, b1: &str) -> String {
+        format!(
+            "[[listener]]\naddress = \"0.0.0.0:5684\"\n{cid_length}\n\
+             [listener.cid_format]\n{format}\n\
+             [[listener.backend]]\naddress = \"10.0.0.1:5684\"\n{b0}\n\
+             [[listener.backend]]\naddress = \"10.0.0.2:5684\"\n{b1}\n"
+        )
+    }
+
+    const QLB: &str = "format = \"quic-lb\"\n\
+        [[listener.cid_format.config]]\nrotation = 0\nserver_id_length = 1\nnonce_length = 6\n\
+        key = \"8f95f09245765f80256934e50c66207f\"\n\
+        [[listener.cid_format.config]]\nrotation = 1\nserver_id_length = 2\nnonce_length = 5\n\
+        self_describing_length = true\n";
+
+    #[test]
+    fn cid_format_and_server_ids() {
+        use crate::cid::{CidFormatConfig, ServerIdConfig};
+        // QUIC-LB: cid_length becomes optional; server IDs per rotation.
+        let c = parse(&with_format(
+            "",
+            QLB,
+            "server_id = { 0 = \"01\", 1 = \"0a01\" }",
+            "server_id = { 1 = \"0a02\", 0 = \"02\" }",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let l = &c.listeners[0];
+        assert_eq!(l.cid_length, None);
+        let Some(CidFormatConfig::QuicLb(p)) = &l.cid_format else {
+            panic!("{:?}", l.cid_format)
+        };
+        assert_eq!(
+            (p[0].rotation, p[0].server_id_len, p[0].nonce_len),
+            (0, 1, 6)
+        );
+        assert_eq!(p[0].key.map(|k| k[0]), Some(0x8f));
+        assert!(!p[0].self_describing_length && p[1].self_describing_length);
+        assert_eq!(p[1].key, None);
+        let sid = |b: &[u8]| cidlb_cidformat::ServerId::new(b).unwrap();
+        assert_eq!(
+            l.backends[1].server_id,
+            Some(ServerIdConfig::PerRotation(vec![
+                (0, sid(&[2])),
+                (1, sid(&[0x0a, 2]))
+            ]))
+        );
+        assert!(
+            c.explain().contains("Routable CIDs: QUIC-LB"),
+            "{}",
+            c.explain()
+        );
+        assert!(
+            c.warnings()
+                .iter()
+                .any(|w| w.contains("config rotation 1 has no key")),
+            "{:?}",
+            c.warnings()
+        );
+        // Prefix (Californium): one plain server ID per backend.
+        let c = parse(&with_format(
+            "cid_length = 6",
+            "format = \"prefix\"",
+            "server_id = \"07\"",
+            "",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let l = &c.listeners[0];
+        assert_eq!(
+            l.cid_format,
+            Some(CidFormatConfig::Prefix { prefix_length: 1 })
+        );
+        assert_eq!(
+            l.backends[0].server_id,
+            Some(ServerIdConfig::All(sid(&[7])))
+        );
+        assert!(c
+            .warnings()
+            .iter()
+            .any(|w| w.contains("learned routing only")));
+        // A server_id without a format is only a warning.
+        let c = parse(&one_listener("").replace(
+            "address = \"10.0.0.1:5684\"\n",
+            "address = \"10.0.0.1:5684\"\nserver_id = \"01\"\n",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(c
+            .warnings()
+            .iter()
+            .any(|w| w.contains("server IDs are unused")));
+    }
+
+    #[test]
+    fn cid_format_errors_name_the_key() {
+        let q = |b0: &str, b1: &str| with_format("cid_length = 8", QLB, b0, b1);
+        let cases: Vec<(String, &str, &[&str])> = vec![
+            (
+                with_format("", "", "", ""),
+                "listener[0].cid_format.format",
+                &["required key is missing (\"quic-lb\" or \"prefix\")"],
+            ),
+            (
+                with_format("", "format = \"qlb\"", "", ""),
+                "listener[0].cid_format.format",
+                &["unknown value \"qlb\" (expected one of: quic-lb, prefix)"],
+            ),
+            (
+                with_format("", "format = \"quic-lb\"", "", ""),
+                "listener[0].cid_format.config",
+                &["at least one [[listener.cid_format.config]]"],
+            ),
+            (
+                with_format("", &QLB.replace("rotation = 1", "rotation = 7"), "", ""),
+                "listener[0].cid_format.config[1].rotation",
+                &["7 is out of range 0..=6"],
+            ),
+            (
+                with_format("", &QLB.replace("rotation = 1", "rotation = 0"), "", ""),
+                "listener[0].cid_format.config[1].rotation",
+                &["config rotation 0 is already used by listener[0].cid_format.config[0]"],
+            ),
+            (
+                with_format("", &QLB.replace("nonce_length = 5", "nonce_length = 18"), "", ""),
+                "listener[0].cid_format.config[1].nonce_length",
+                &["server_id_length 2 + nonce_length 18 = 20: QUIC-LB allows at most 19 octets"],
+            ),
+            (
+                with_format("", &QLB.replace("nonce_length = 5\n", ""), "", ""),
+                "listener[0].cid_format.config[1].nonce_length",
+                &["required key is missing (octets of nonce, 4..=18)"],
+            ),
+            (
+                with_format("", &QLB.replace("66207f", "66207"), "", ""),
+                "listener[0].cid_format.config[0].key",
+                &["not hex: expected 32 hex digits"],
+            ),
+            (
+                with_format("", &QLB.replace("8f95f092", ""), "", ""),
+                "listener[0].cid_format.config[0].key",
+                &["the key has 12 octets: expected 32 hex digits"],
+            ),
+            (
+                with_format("", &QLB.replace("rotation = 1", "rotaton = 1"), "", ""),
+                "listener[0].cid_format.config[1].rotaton",
+                &["unknown key", "allowed here: rotation, server_id_length, nonce_length, key, self_describing_length"],
+            ),
+            (
+                with_format("", &QLB.replace("format = \"quic-lb\"\n", "format = \"quic-lb\"\nprefix_length = 2\n"), "", ""),
+                "listener[0].cid_format.prefix_length",
+                &["prefix_length belongs to format = \"prefix\""],
+            ),
+            (
+                with_format("cid_length = 6", &QLB.replace("quic-lb", "prefix"), "", ""),
+                "listener[0].cid_format.config",
+                &["belong to format = \"quic-lb\""],
+            ),
+            (
+                with_format("", "format = \"prefix\"", "", ""),
+                "listener[0].cid_length",
+                &["required key is missing"],
+            ),
+            (
+                with_format("cid_length = 2", "format = \"prefix\"\nprefix_length = 2", "", ""),
+                "listener[0].cid_format.prefix_length",
+                &["leaves no octet of the 2-octet CIDs"],
+            ),
+            (
+                with_format("cid_length = 6", "format = \"prefix\"", "server_id = \"0a01\"", ""),
+                "listener[0].backend[0].server_id",
+                &["server ID 0a01 has 2 octet(s) but cid_format.prefix_length = 1"],
+            ),
+            (
+                q("server_id = \"01\"", ""),
+                "listener[0].backend[0].server_id",
+                &["server ID 01 has 1 octet(s) but config rotation 1 uses 2-octet server IDs", "one per rotation"],
+            ),
+            (
+                q("server_id = { 0 = \"01\", 2 = \"0a01\" }", ""),
+                "listener[0].backend[0].server_id",
+                &["config rotation 2 is not configured in listener[0].cid_format"],
+            ),
+            (
+                q("server_id = { 0 = \"01\", 1 = \"0a01\" }", "server_id = { 0 = \"02\", 1 = \"0a01\" }"),
+                "listener[0].backend[1].server_id",
+                &["server ID 0a01 is already used by listener[0].backend[0] in config rotation 1"],
+            ),
+            (
+                q("server_id = { x = \"01\" }", ""),
+                "listener[0].backend[0].server_id",
+                &["\"x\" is not a config rotation (0..=6)"],
+            ),
+            (
+                q("server_id = \"zz\"", ""),
+                "listener[0].backend[0].server_id",
+                &["invalid server ID \"zz\": expected 1 to 15 octets in hex"],
+            ),
+            (
+                q("server_id = 1", ""),
+                "listener[0].backend[0].server_id",
+                &["expected a server ID in hex"],
+            ),
+        ];
+        for (text, path, fragments) in cases {
+            let e = check(&text, path, fragments);
+            assert!(
+                !e.to_string().contains("8f95f092"),
+                "a key in an error: {e}"
+            );
+        }
+    }
+
     #[test]
     fn maglev_table_must_exceed_backend_count() {
         let mut text = String::from("[hashing]\nmaglev_table_size = 251\n[[listener]]\naddress = \"0.0.0.0:5684\"\ncid_length = 6\n");
@@ -2013,6 +2822,8 @@ mod tests {
             timeouts: None,
             limits: None,
             hashing: None,
+            health: None,
+            admin: None,
             listeners: vec![RawListener {
                 address: Some(Spanned::new(0..0, "0.0.0.0:5684".into())),
                 cid_length: Some(Spanned::new(0..0, 6)),

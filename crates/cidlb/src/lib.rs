@@ -3,5 +3,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod cid;
 pub mod config;
+pub mod control;
+pub mod health;
+pub mod metrics;
 pub mod run;
+pub mod status;

@@ -37,6 +37,95 @@ enum Command {
         /// The TOML configuration file.
         file: PathBuf,
     },
+    /// Routable CIDs: make CIDs for a server ID, or tell which server ID and backend a
+    /// CID maps to (docs/routable-cids.md).
+    #[command(subcommand)]
+    Cid(CidCommand),
+    /// Show the listeners and backends of a running cidlb (from its admin API).
+    Status {
+        /// The admin API's address.
+        #[arg(long, value_name = "ADDR", default_value_t = cidlb::config::DEFAULT_ADMIN_ADDRESS)]
+        admin: SocketAddr,
+        /// Print the raw JSON of GET /backends instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CidCommand {
+    /// Print CIDs that a backend with this server ID issues (one per line, hex).
+    Encode {
+        /// The TOML configuration file with the listener's [listener.cid_format].
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The listener (default: the only one with a cid_format).
+        #[arg(long, value_name = "NAME")]
+        listener: Option<String>,
+        /// The server ID, in hex (e.g. 0a01).
+        #[arg(long, value_name = "HEX")]
+        server_id: String,
+        /// The QUIC-LB configuration to use (required when there are several).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=6))]
+        rotation: Option<u8>,
+        /// How many CIDs.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        count: u16,
+    },
+    /// Explain a CID: its format, config rotation, server ID and backend, or why it
+    /// does not decode (exit status 1 unless it reaches a backend by encoding).
+    Decode {
+        /// The TOML configuration file with the listener's [listener.cid_format].
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The listener (default: the only one with a cid_format).
+        #[arg(long, value_name = "NAME")]
+        listener: Option<String>,
+        /// The CID in hex, as a packet capture or a device log shows it.
+        #[arg(value_name = "CID_HEX")]
+        cid: String,
+    },
+}
+
+fn cid_command(c: CidCommand) -> Result<(), String> {
+    match c {
+        CidCommand::Encode {
+            config,
+            listener,
+            server_id,
+            rotation,
+            count,
+        } => {
+            let cfg = Config::load(&config).map_err(|e| e.to_string())?;
+            let out = cidlb::cid::encode(
+                &cfg,
+                listener.as_deref(),
+                &server_id,
+                rotation,
+                usize::from(count),
+            )?;
+            print!("{out}");
+            Ok(())
+        }
+        CidCommand::Decode {
+            config,
+            listener,
+            cid,
+        } => {
+            let cfg = Config::load(&config).map_err(|e| e.to_string())?;
+            match cidlb::cid::decode(&cfg, listener.as_deref(), &cid) {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(())
+                }
+                Err(text) if text.contains('\n') => {
+                    print!("{text}");
+                    Err("the CID does not reach a backend by encoding".into())
+                }
+                Err(e) => Err(e),
+            }
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -63,6 +152,10 @@ struct RunArgs {
     /// Worker threads, 1–256 (default: one per CPU; overrides the config's `workers`).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: Option<u16>,
+    /// Serve the admin API (metrics, backends, drain, reload) on ADDR, e.g.
+    /// 127.0.0.1:9684 (overrides the config's `admin.address`; default 127.0.0.1:9684).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -121,6 +214,21 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Status { admin, json } => {
+            if json {
+                cidlb::status::request(admin, "GET", "/backends", None).and_then(|(code, body)| {
+                    print!("{body}");
+                    if code == 200 {
+                        Ok(())
+                    } else {
+                        Err(format!("HTTP {code}"))
+                    }
+                })
+            } else {
+                cidlb::status::status(admin).map(|t| print!("{t}"))
+            }
+        }
+        Command::Cid(c) => cid_command(c),
         Command::CheckConfig { file } => Config::load(&file)
             .map(|c| print!("{}", c.explain()))
             .map_err(|e| e.to_string()),
@@ -129,12 +237,14 @@ fn main() -> ExitCode {
                 Some(path) => Config::load(path).map_err(|e| e.to_string()),
                 None => quick_config(&args),
             };
-            cfg.and_then(|mut c| {
-                if let Some(w) = args.workers {
-                    c.workers = Some(usize::from(w));
-                }
-                cidlb::run::run(c)
-            })
+            let opts = cidlb::run::RunOptions {
+                config_path: args.config.clone(),
+                overrides: cidlb::control::Overrides {
+                    admin: args.admin,
+                    workers: args.workers.map(usize::from),
+                },
+            };
+            cfg.and_then(|c| cidlb::run::run_with(c, opts))
         }
     };
     match result {

@@ -1,14 +1,18 @@
 //! Turning a validated [`Config`] into a running data plane, and running it until a
 //! signal says stop.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use cidlb_core::{Backend, BackendId, CidRouting, RouterConfig};
+use cidlb_core::{Backend, BackendId, RouterConfig};
 use cidlb_net::{DataPlane, DataPlaneConfig, ListenerSpec};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{info, warn};
 
+use crate::admin::AdminServer;
 use crate::config::{Config, RoutingMode};
+use crate::control::Daemon;
+use crate::health::StopSignal;
 
 /// A fresh per-instance secret for the tables' keyed hashing and eviction sampling.
 pub fn random_secret() -> [u64; 4] {
@@ -32,7 +36,8 @@ pub fn listener_specs(cfg: &Config, secret: [u64; 4]) -> Vec<ListenerSpec> {
     cfg.listeners
         .iter()
         .map(|l| {
-            let mut rc = RouterConfig::new(CidRouting::fixed(l.cid_length.unwrap_or(0)), secret);
+            // The fixed CID length, and the listener's CID format for encoded routing.
+            let mut rc = RouterConfig::new(l.cid_routing(), secret);
             rc.multi_cid = l.multi_cid;
             rc.route_by_cid = l.routing == RoutingMode::Cid;
             rc.flow_idle = cfg.timeouts.flow_idle;
@@ -51,7 +56,7 @@ pub fn listener_specs(cfg: &Config, secret: [u64; 4]) -> Vec<ListenerSpec> {
                     addr: b.address,
                     weight: b.weight,
                     state: b.state,
-                    server_id: None,
+                    server_id: l.backend_server_id(b),
                 })
                 .collect();
             ListenerSpec {
@@ -68,25 +73,40 @@ pub fn listener_specs(cfg: &Config, secret: [u64; 4]) -> Vec<ListenerSpec> {
 /// Raises the soft open-files limit to the hard limit: NAT mode holds one socket per
 /// client address.
 fn raise_nofile_limit() {
-    // Read the current limits from /proc so that this crate needs no unsafe code.
-    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
-        return;
-    };
-    if let Some(line) = limits.lines().find(|l| l.starts_with("Max open files")) {
-        info!(
-            limits = line.trim_start_matches("Max open files").trim(),
-            "open files (soft hard)"
-        );
+    match cidlb_net::sys::raise_nofile_limit() {
+        Ok((soft, hard)) => info!(soft, hard, "open files limit"),
+        Err(e) => warn!(error = %e, "cannot read or raise the open files limit"),
     }
 }
 
-/// Runs the balancer until SIGINT or SIGTERM.
+/// How [`run_with`] was started, beyond the configuration itself.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// The configuration file that reloads (SIGHUP, `POST /reload`) read again; `None`
+    /// for the quick start.
+    pub config_path: Option<std::path::PathBuf>,
+    /// Command-line settings applied over the file at start and at every reload.
+    pub overrides: crate::control::Overrides,
+}
+
+/// Runs the balancer until SIGINT or SIGTERM (quick start: no file to reload).
 pub fn run(cfg: Config) -> Result<(), String> {
+    run_with(cfg, RunOptions::default())
+}
+
+/// Runs the balancer until SIGINT or SIGTERM: the data plane, the health checks, the
+/// admin API; SIGHUP reloads the configuration file.
+pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
+    opts.overrides.apply(&mut cfg);
+    // Before anything else: SIGHUP's default action would end the process.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     raise_nofile_limit();
     let workers = cfg
         .workers
         .unwrap_or_else(|| DataPlaneConfig::default().workers);
-    let specs = listener_specs(&cfg, random_secret());
+    let secret = random_secret();
+    let specs = listener_specs(&cfg, secret);
     let plane = DataPlane::start(
         specs,
         DataPlaneConfig {
@@ -101,16 +121,72 @@ pub fn run(cfg: Config) -> Result<(), String> {
             RoutingMode::Address => "address-only routing".to_string(),
         };
         info!(listener = %l.name, address = %l.local_addr, backends = lc.backends.len(), %mode, "listening");
-        // A machine-readable line on stdout for scripts and tests.
+    }
+    let daemon = Arc::new(Daemon::new(
+        plane,
+        cfg.clone(),
+        secret,
+        opts.config_path.clone(),
+        opts.overrides.clone(),
+    ));
+    let stop = Arc::new(StopSignal::default());
+    let health = crate::health::spawn(daemon.clone(), stop.clone(), secret[2])
+        .map_err(|e| format!("cannot start the health checks: {e}"))?;
+    let admin = if cfg.admin.enabled {
+        let addr = cfg.admin.address();
+        match AdminServer::start(addr, daemon.clone()) {
+            Ok(a) => Some(a),
+            Err(e) if cfg.admin.address.is_none() => {
+                warn!(address = %addr, error = %e,
+                    "admin API not started: cannot bind its default address (set admin.address or --admin)");
+                None
+            }
+            Err(e) => {
+                stop.stop();
+                let _ = health.join();
+                return Err(format!(
+                    "cannot serve the admin API on {addr}: {e} (admin.address, --admin)"
+                ));
+            }
+        }
+    } else {
+        None
+    };
+    // Machine-readable lines on stdout for scripts and tests; the admin line comes
+    // first so that whoever waits for the ready lines has both.
+    if let Some(a) = &admin {
+        println!("cidlb: admin API listening on {}", a.local_addr());
+        info!(address = %a.local_addr(), "admin API: GET /metrics, /backends, /tables; POST /reload");
+    }
+    for l in daemon.plane().listeners() {
         println!("cidlb: listener {} ready on {}", l.name, l.local_addr);
     }
-    info!(workers, "cidlb running; SIGINT or SIGTERM stops it");
+    info!(
+        workers,
+        reload = opts.config_path.is_some(),
+        "cidlb running; SIGINT or SIGTERM stops it, SIGHUP reloads the configuration file"
+    );
 
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            if opts.config_path.is_some() {
+                info!("SIGHUP: reloading the configuration file");
+                // Logged, and counted, by reload() itself.
+                let _ = daemon.reload();
+            } else {
+                warn!("SIGHUP ignored: cidlb was started without --config, there is no file to reload");
+            }
+            continue;
+        }
         info!(signal = sig, "stopping");
+        break;
     }
+    if let Some(a) = admin {
+        a.stop();
+    }
+    stop.stop();
+    let _ = health.join();
+    let plane = daemon.plane();
     plane.shutdown();
     std::thread::sleep(Duration::from_millis(10));
     for l in plane.listeners() {
@@ -128,6 +204,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
             "final counters"
         );
     }
-    plane.join();
+    // Dropping the last reference joins the workers.
+    drop(daemon);
     Ok(())
 }

@@ -221,6 +221,18 @@ impl DtlsClient {
         Ok(())
     }
 
+    /// Sends to `server` from now on, and accepts datagrams only from it: e.g. another
+    /// balancer instance in front of the same servers. The DTLS session is kept; to the
+    /// server this looks like the client moving to the other balancer's address.
+    pub fn set_server(&mut self, server: SocketAddr) {
+        self.server = server;
+    }
+
+    /// Where datagrams go now.
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
     /// Sends a close_notify alert and closes the socket.
     pub fn close(mut self) -> io::Result<()> {
         self.ssl.close_notify()?;

@@ -44,7 +44,7 @@ pub mod scenario;
 mod server;
 
 pub use client::{ClientConfig, Direction, DtlsClient};
-pub use server::{DtlsServer, ServerConfig, ServerStats};
+pub use server::{CidSource, DtlsServer, ServerConfig, ServerStats};
 
 /// PSK identity used by [`ServerConfig::new`] and [`ClientConfig::new`].
 pub const DEFAULT_PSK_IDENTITY: &[u8] = b"cidlb-test";

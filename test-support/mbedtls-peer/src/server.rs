@@ -22,6 +22,41 @@ const MAX_STEPS_PER_EVENT: usize = 64;
 /// Largest datagram the server reads.
 const MAX_DATAGRAM: usize = 65_535;
 
+/// Where a [`DtlsServer`] takes the CID of each new session from, instead of its
+/// prefix and random bytes: e.g. a routable-CID generator (QUIC-LB, prefix format).
+///
+/// Called once per new session, on the server thread; it must return `cid_len` octets
+/// (a CID of another length, or one already in use after 1000 tries, drops the
+/// ClientHello, counted in [`ServerStats::dropped`]).
+#[derive(Clone)]
+pub struct CidSource(Arc<dyn Fn() -> Vec<u8> + Send + Sync>);
+
+impl CidSource {
+    /// A source calling `f` for every new session.
+    pub fn new(f: impl Fn() -> Vec<u8> + Send + Sync + 'static) -> Self {
+        CidSource(Arc::new(f))
+    }
+
+    fn next(&self) -> Vec<u8> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for CidSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CidSource(..)")
+    }
+}
+
+/// Two sources are equal when they are the same closure.
+impl PartialEq for CidSource {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CidSource {}
+
 /// How to run a [`DtlsServer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -38,6 +73,9 @@ pub struct ServerConfig {
     pub psk_identity: Vec<u8>,
     /// The pre-shared key.
     pub psk: Vec<u8>,
+    /// Where CIDs come from; `None` (the default): `cid_prefix` then random bytes.
+    /// With a source, `cid_prefix` is unused.
+    pub cid_source: Option<CidSource>,
 }
 
 impl ServerConfig {
@@ -50,7 +88,14 @@ impl ServerConfig {
             cid_len,
             psk_identity: DEFAULT_PSK_IDENTITY.to_vec(),
             psk: DEFAULT_PSK.to_vec(),
+            cid_source: None,
         }
+    }
+
+    /// Takes each session's CID from `source` (see [`CidSource`]).
+    pub fn with_cid_source(mut self, source: CidSource) -> Self {
+        self.cid_source = Some(source);
+        self
     }
 
     fn validate(&self) -> io::Result<()> {
@@ -58,11 +103,14 @@ impl ServerConfig {
         if self.cid_len > ffi::CID_MAX_LEN {
             return invalid("cid_len is larger than 32");
         }
-        if self.cid_len > 0 && self.cid_prefix.len() >= self.cid_len {
+        if self.cid_len > 0 && self.cid_source.is_none() && self.cid_prefix.len() >= self.cid_len {
             return invalid("cid_prefix must leave at least one random byte in the CID");
         }
         if self.cid_len == 0 && !self.cid_prefix.is_empty() {
             return invalid("cid_prefix must be empty when cid_len is 0");
+        }
+        if self.cid_len == 0 && self.cid_source.is_some() {
+            return invalid("a cid_source needs a cid_len");
         }
         if self.psk.is_empty() || self.psk_identity.is_empty() {
             return invalid("psk and psk_identity must not be empty");
@@ -147,6 +195,7 @@ impl DtlsServer {
             ssl_config,
             cid_prefix: config.cid_prefix,
             cid_len: config.cid_len,
+            cid_source: config.cid_source,
             sessions: HashMap::new(),
             by_addr: HashMap::new(),
             by_cid: HashMap::new(),
@@ -287,6 +336,7 @@ struct Server {
     ssl_config: Arc<Config>,
     cid_prefix: Vec<u8>,
     cid_len: usize,
+    cid_source: Option<CidSource>,
     sessions: HashMap<SessionId, Session>,
     by_addr: HashMap<SocketAddr, SessionId>,
     by_cid: HashMap<Vec<u8>, SessionId>,
@@ -379,7 +429,10 @@ impl Server {
     }
 
     fn new_session(&mut self, datagram: &[u8], src: SocketAddr, scratch: &mut [u8]) {
-        let cid = self.fresh_cid();
+        let Some(cid) = self.fresh_cid() else {
+            self.counters.update(|s| s.dropped += 1);
+            return;
+        };
         let ssl = Ssl::new(&self.ssl_config).and_then(|mut ssl| {
             ssl.set_own_cid(&cid)?;
             ssl.set_client_transport_id(&transport_id(src))?;
@@ -408,8 +461,22 @@ impl Server {
         self.deliver(id, datagram, src, scratch);
     }
 
-    /// A CID not in use: the configured prefix, then random bytes.
-    fn fresh_cid(&self) -> Vec<u8> {
+    /// A CID not in use: from the [`CidSource`], else the configured prefix, then
+    /// random bytes. `None` if the source gives a CID of the wrong length, or only
+    /// CIDs in use.
+    fn fresh_cid(&self) -> Option<Vec<u8>> {
+        if let Some(source) = &self.cid_source {
+            for _ in 0..1000 {
+                let cid = source.next();
+                if cid.len() != self.cid_len {
+                    return None;
+                }
+                if !self.by_cid.contains_key(&cid) {
+                    return Some(cid);
+                }
+            }
+            return None;
+        }
         let mut cid = self.cid_prefix.clone();
         cid.resize(self.cid_len, 0);
         for _ in 0..1000 {
@@ -419,7 +486,7 @@ impl Server {
                 break;
             }
         }
-        cid
+        Some(cid)
     }
 
     /// Feeds `datagram` from `src` to session `id`. If `src` is not the session's

@@ -1,70 +1,42 @@
-//! `cidlb-loadgen`: DTLS-shaped load for cidlb (or any UDP proxy), with backends that
-//! check routing.
+//! `cidlb-loadgen`: DTLS-shaped load for cidlb (or any UDP proxy), with backend sinks
+//! that check routing.
 //!
-//! - `sink`: backend sinks. Each answers a ClientHello with a ServerHello whose
-//!   `connection_id` extension issues a CID starting with the sink's index, so a
-//!   balancer learns it; then counts the CID records it receives and whether their CID
-//!   was issued by this sink (correct routing), and echoes them if asked.
-//! - `blast`: N clients handshake (one ClientHello / ServerHello), then send CID records
-//!   of a given size, open loop (one-way) or closed loop (request/response), optionally
-//!   rebinding (new source port) at a rate.
-//! - `run`: sinks + blast in one process against a proxy address, printing figures.
+//! - Sinks (backends): each answers a ClientHello with a ServerHello whose
+//!   `connection_id` extension issues a CID starting with the sink's index (so a
+//!   balancer can learn it), then counts CID records and whether their CID was issued by
+//!   this sink — i.e. whether the balancer routed them correctly — and echoes them in
+//!   request/response mode.
+//! - Clients: N sockets; each does the hello exchange through the proxy, then sends
+//!   `tls12_cid` records of the given size, open loop (one-way, paced at `--rate`) or
+//!   closed loop (request/response, one in flight per client), optionally rebinding
+//!   (new source port, or new 127.x address) every K datagrams, as a NAT would.
 //!
 //! Records are DTLS-shaped (valid headers, CIDs, hellos), not encrypted: this measures
-//! the balancer, not a DTLS stack.
+//! the balancer, not a DTLS stack. Prints a summary; `--json FILE` writes it for
+//! machines. Every loop is bounded by `--duration`.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cidlb_wire::{build, handshake, inspect};
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use mio::{Events, Interest, Poll, Token};
 
-#[derive(Parser, Debug)]
-#[command(about = "DTLS-shaped load for cidlb, with sinks that check routing")]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand, Debug)]
-enum Cmd {
-    /// Sinks and clients in one process: start sinks, point clients at `--target`.
-    Run {
-        /// The proxy under test; it must forward to the sinks (`--sink-base`...).
-        #[arg(long)]
-        target: SocketAddr,
-        #[command(flatten)]
-        sinks: SinkArgs,
-        #[command(flatten)]
-        load: LoadArgs,
-    },
-    /// Only the sinks (until killed or `--duration`).
-    Sink {
-        #[command(flatten)]
-        sinks: SinkArgs,
-        /// Stop after this long.
-        #[arg(long, default_value = "60s", value_parser = humantime_duration)]
-        duration: Duration,
-    },
-}
-
-#[derive(clap::Args, Debug, Clone)]
-struct SinkArgs {
+/// DTLS-shaped load through a UDP proxy, with sinks that check routing.
+#[derive(Parser, Debug, Clone)]
+struct Args {
+    /// The proxy under test; it must forward to the sinks.
+    #[arg(long)]
+    target: SocketAddr,
     /// First sink address; sink i listens on port + i.
     #[arg(long, default_value = "127.0.0.1:7001")]
     sink_base: SocketAddr,
     /// Number of sinks (backends).
     #[arg(long, default_value_t = 3)]
     sinks: u8,
-    /// Echo every CID record back (request/response mode needs it).
-    #[arg(long)]
-    echo: bool,
-}
-
-#[derive(clap::Args, Debug, Clone)]
-struct LoadArgs {
     /// Concurrent clients (each its own socket and session).
     #[arg(long, default_value_t = 100)]
     clients: usize,
@@ -74,34 +46,29 @@ struct LoadArgs {
     /// Datagram size in bytes (one tls12_cid record).
     #[arg(long, default_value_t = 100)]
     size: usize,
-    /// How long to send.
-    #[arg(long, default_value = "5s", value_parser = humantime_duration)]
-    duration: Duration,
+    /// How long to send, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
     /// Closed loop: each client keeps one datagram in flight and waits for its echo.
     #[arg(long)]
     request_response: bool,
-    /// Rebind one client to a new source port every N datagrams (0 = never).
-    #[arg(long, default_value_t = 0)]
-    rebind_every: u64,
-    /// Total send rate in datagrams per second (0 = as fast as possible). Pace below
-    /// saturation to measure CPU per datagram and latency; one-way sinks share the
-    /// generator's CPU, so an unpaced sender starves them.
+    /// One-way: total send rate in datagrams/s (0 = as fast as possible; sinks share
+    /// the generator's CPU, so an unpaced sender starves them).
     #[arg(long, default_value_t = 0)]
     rate: u64,
-    /// Process id of the proxy, to report its CPU time per datagram.
+    /// Each client moves to a new source port every K of its datagrams (0 = never).
+    #[arg(long, default_value_t = 0)]
+    rebind_every: u64,
+    /// When rebinding, also move to a new 127.x.y.z address (not only a new port).
     #[arg(long)]
-    proxy_pid: Option<u32>,
-}
-
-fn humantime_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("bad duration unit in {s:?} (ms, s, m)")),
-    }
+    rebind_ip: bool,
+    /// Process id of the proxy, to report its CPU time per datagram (repeat for a
+    /// proxy with several processes: their CPU times are added).
+    #[arg(long)]
+    proxy_pid: Vec<u32>,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 /// Counters of all sinks.
@@ -112,13 +79,13 @@ struct SinkStats {
     hellos: AtomicU64,
 }
 
-fn spawn_sinks(a: &SinkArgs, stop: Arc<AtomicBool>, cid_len: usize) -> Arc<SinkStats> {
+fn spawn_sinks(a: &Args, stop: Arc<AtomicBool>, echo: bool) -> Arc<SinkStats> {
     let stats = Arc::new(SinkStats::default());
     for i in 0..a.sinks {
         let addr = SocketAddr::new(a.sink_base.ip(), a.sink_base.port() + u16::from(i));
         let sock = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("sink {addr}: {e}"));
         sock.set_read_timeout(Some(Duration::from_millis(50))).ok();
-        let (stats, stop, echo) = (stats.clone(), stop.clone(), a.echo);
+        let (stats, stop, cid_len) = (stats.clone(), stop.clone(), a.cid_len);
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65_536];
             let mut issued = 0u32;
@@ -158,7 +125,7 @@ fn spawn_sinks(a: &SinkArgs, stop: Arc<AtomicBool>, cid_len: usize) -> Arc<SinkS
     stats
 }
 
-/// CPU seconds (user + system) of a process, from /proc.
+/// CPU seconds (user + system) of a process, from /proc (all its threads).
 fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -171,10 +138,16 @@ struct Client {
     sock: UdpSocket,
     cid: Vec<u8>,
     seq: u64,
+    sent: u64,
+    in_flight: Option<Instant>,
+}
+
+fn bind_client(ip: IpAddr) -> std::io::Result<UdpSocket> {
+    UdpSocket::bind(SocketAddr::new(ip, 0))
 }
 
 fn handshake_client(target: SocketAddr, cid_len: usize) -> std::io::Result<Client> {
-    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    let sock = bind_client(Ipv4Addr::LOCALHOST.into())?;
     sock.set_read_timeout(Some(Duration::from_millis(500)))?;
     let hello = build::client_hello_datagram([1; 32], &[], Some(&[]));
     let mut buf = [0u8; 2048];
@@ -184,164 +157,282 @@ fn handshake_client(target: SocketAddr, cid_len: usize) -> std::io::Result<Clien
             let f = handshake::scan_server_flight(&buf[..n]);
             if let Some(c) = f.server_hello.and_then(|h| h.connection_id) {
                 if c.cid.len() == cid_len {
+                    sock.set_nonblocking(true)?;
                     return Ok(Client {
                         sock,
                         cid: c.cid.to_vec(),
                         seq: 1,
+                        sent: 0,
+                        in_flight: None,
                     });
                 }
             }
         }
     }
     Err(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "no ServerHello",
+        ErrorKind::TimedOut,
+        "no ServerHello through the proxy",
     ))
 }
 
-fn run(target: SocketAddr, sinks: &SinkArgs, load: &LoadArgs) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut sinks = sinks.clone();
-    sinks.echo |= load.request_response;
-    let stats = spawn_sinks(&sinks, stop.clone(), load.cid_len);
-    let mut clients: Vec<Client> = (0..load.clients)
-        .map(|_| {
-            handshake_client(target, load.cid_len).expect("client handshake through the proxy")
-        })
-        .collect();
-    let payload_len = load.size.saturating_sub(11 + load.cid_len + 2).max(1);
-    let payload = vec![0x5au8; payload_len];
-    let mut dgram = Vec::with_capacity(load.size);
-    let cpu0 = load.proxy_pid.and_then(cpu_seconds);
-    let base = stats.received.load(Relaxed);
-    let t0 = Instant::now();
-    let mut sent = 0u64;
-    let mut rebinds = 0u64;
-    let mut rtts: Vec<u32> = Vec::new();
-    let mut buf = [0u8; 2048];
-    if load.request_response {
-        for c in &clients {
-            c.sock.set_nonblocking(true).ok();
+/// The next address a rebinding client moves to.
+struct Rebinder {
+    next_ip: u32,
+    with_ip: bool,
+}
+
+impl Rebinder {
+    fn ip(&mut self) -> IpAddr {
+        if !self.with_ip {
+            return Ipv4Addr::LOCALHOST.into();
         }
+        self.next_ip = self.next_ip % 60_000 + 1;
+        let n = self.next_ip;
+        Ipv4Addr::new(127, 1 + (n >> 8) as u8, n as u8, 2).into()
     }
-    let mut in_flight: Vec<Option<Instant>> = vec![None; clients.len()];
-    while t0.elapsed() < load.duration {
-        if load.rate > 0 {
-            // Pace: never ahead of rate × elapsed.
-            let allowed = (t0.elapsed().as_secs_f64() * load.rate as f64) as u64;
-            if sent >= allowed {
-                std::thread::sleep(Duration::from_micros(200));
+}
+
+#[derive(Default)]
+struct Totals {
+    sent: u64,
+    rebinds: u64,
+    lost: u64,
+    rtts_us: Vec<u32>,
+}
+
+fn datagram(c: &mut Client, payload: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    build::cid12(1, c.seq, &c.cid, payload, out);
+    c.seq += 1;
+}
+
+fn one_way(a: &Args, clients: &mut [Client], payload: &[u8], rb: &mut Rebinder) -> Totals {
+    let mut t = Totals::default();
+    let mut d = Vec::with_capacity(a.size);
+    let t0 = Instant::now();
+    let dur = Duration::from_secs_f64(a.duration);
+    while t0.elapsed() < dur {
+        if a.rate > 0 {
+            let allowed = (t0.elapsed().as_secs_f64() * a.rate as f64) as u64;
+            if t.sent >= allowed {
+                std::thread::sleep(Duration::from_micros(100));
                 continue;
             }
         }
-        for (k, c) in clients.iter_mut().enumerate() {
-            if load.request_response {
-                if let Some(t) = in_flight[k] {
-                    match c.sock.recv(&mut buf) {
-                        Ok(_) => {
-                            rtts.push(t.elapsed().as_micros() as u32);
-                            in_flight[k] = None;
-                        }
-                        Err(_) if t.elapsed() > Duration::from_millis(200) => in_flight[k] = None,
-                        Err(_) => continue,
-                    }
+        for c in clients.iter_mut() {
+            datagram(c, payload, &mut d);
+            match c.sock.send_to(&d, a.target) {
+                Ok(_) => {
+                    t.sent += 1;
+                    c.sent += 1;
                 }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => {}
             }
-            dgram.clear();
-            build::cid12(1, c.seq, &c.cid, &payload, &mut dgram);
-            c.seq += 1;
-            if c.sock.send_to(&dgram, target).is_ok() {
-                sent += 1;
-                if load.request_response {
-                    in_flight[k] = Some(Instant::now());
-                }
-            }
-            if load.rebind_every > 0 && sent.is_multiple_of(load.rebind_every) {
-                if let Ok(s) = UdpSocket::bind("127.0.0.1:0") {
-                    s.set_nonblocking(load.request_response).ok();
+            if a.rebind_every > 0 && c.sent.is_multiple_of(a.rebind_every) {
+                if let Ok(s) = bind_client(rb.ip()) {
+                    s.set_nonblocking(true).ok();
                     c.sock = s;
-                    in_flight[k] = None;
-                    rebinds += 1;
+                    t.rebinds += 1;
                 }
             }
         }
     }
+    t
+}
+
+fn request_response(a: &Args, clients: &mut [Client], payload: &[u8], rb: &mut Rebinder) -> Totals {
+    let mut t = Totals::default();
+    let mut poll = Poll::new().expect("epoll");
+    let mut socks: Vec<mio::net::UdpSocket> = Vec::with_capacity(clients.len());
+    for (k, c) in clients.iter().enumerate() {
+        let mut s = mio::net::UdpSocket::from_std(c.sock.try_clone().expect("dup"));
+        poll.registry()
+            .register(&mut s, Token(k), Interest::READABLE)
+            .expect("register");
+        socks.push(s);
+    }
+    let mut d = Vec::with_capacity(a.size);
+    let mut buf = [0u8; 4096];
+    let t0 = Instant::now();
+    let dur = Duration::from_secs_f64(a.duration);
+    for (k, c) in clients.iter_mut().enumerate() {
+        datagram(c, payload, &mut d);
+        if socks[k].send_to(&d, a.target).is_ok() {
+            c.in_flight = Some(Instant::now());
+            t.sent += 1;
+        }
+    }
+    let mut events = Events::with_capacity(1024);
+    let mut last_scan = Instant::now();
+    while t0.elapsed() < dur {
+        let _ = poll.poll(&mut events, Some(Duration::from_millis(10)));
+        for ev in events.iter() {
+            let k = ev.token().0;
+            loop {
+                match socks[k].recv(&mut buf) {
+                    Ok(_) => {
+                        let c = &mut clients[k];
+                        let Some(s) = c.in_flight.take() else {
+                            continue; // a late echo of a datagram already given up on
+                        };
+                        t.rtts_us
+                            .push(s.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        c.sent += 1;
+                        if a.rebind_every > 0 && c.sent.is_multiple_of(a.rebind_every) {
+                            if let Ok(s) = bind_client(rb.ip()) {
+                                s.set_nonblocking(true).ok();
+                                let mut m = mio::net::UdpSocket::from_std(s);
+                                let _ = poll.registry().deregister(&mut socks[k]);
+                                poll.registry()
+                                    .register(&mut m, Token(k), Interest::READABLE)
+                                    .expect("register");
+                                socks[k] = m;
+                                t.rebinds += 1;
+                            }
+                        }
+                        datagram(c, payload, &mut d);
+                        if socks[k].send_to(&d, a.target).is_ok() {
+                            c.in_flight = Some(Instant::now());
+                            t.sent += 1;
+                        }
+                        // Keep draining: edge-triggered readiness, and a late echo of
+                        // an earlier datagram may be queued too.
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => break,
+                }
+            }
+        }
+        // A datagram lost on the way: count it and send the next one.
+        if last_scan.elapsed() > Duration::from_millis(100) {
+            last_scan = Instant::now();
+            for (k, c) in clients.iter_mut().enumerate() {
+                if c.in_flight
+                    .is_some_and(|s| s.elapsed() > Duration::from_millis(500))
+                {
+                    t.lost += 1;
+                    datagram(c, payload, &mut d);
+                    if socks[k].send_to(&d, a.target).is_ok() {
+                        c.in_flight = Some(Instant::now());
+                        t.sent += 1;
+                    }
+                }
+            }
+        }
+    }
+    t
+}
+
+fn main() {
+    let a = Args::parse();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = spawn_sinks(&a, stop.clone(), a.request_response);
+    let mut clients: Vec<Client> = (0..a.clients)
+        .map(|_| {
+            handshake_client(a.target, a.cid_len).expect("client hello exchange through the proxy")
+        })
+        .collect();
+    let payload = vec![0x5au8; a.size.saturating_sub(11 + a.cid_len + 2).max(1)];
+    let mut rb = Rebinder {
+        next_ip: 0,
+        with_ip: a.rebind_ip,
+    };
+    let proxy_cpu = || -> Option<f64> {
+        (!a.proxy_pid.is_empty())
+            .then(|| {
+                a.proxy_pid
+                    .iter()
+                    .map(|&p| cpu_seconds(p))
+                    .sum::<Option<f64>>()
+            })
+            .flatten()
+    };
+    let cpu0 = proxy_cpu();
+    let base = stats.received.load(Relaxed);
+    let base_ok = stats.correct.load(Relaxed);
+    let t0 = Instant::now();
+    let mut t = if a.request_response {
+        request_response(&a, &mut clients, &payload, &mut rb)
+    } else {
+        one_way(&a, &mut clients, &payload, &mut rb)
+    };
     let elapsed = t0.elapsed().as_secs_f64();
+    let cpu1 = proxy_cpu();
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Relaxed);
     let received = stats.received.load(Relaxed) - base;
-    let correct = stats.correct.load(Relaxed);
-    let cpu = match (cpu0, load.proxy_pid.and_then(cpu_seconds)) {
-        (Some(a), Some(b)) => Some(b - a),
+    let correct = stats.correct.load(Relaxed) - base_ok;
+    let forwarded = if a.request_response {
+        2 * received
+    } else {
+        received
+    };
+    let cpu_us = match (cpu0, cpu1) {
+        (Some(x), Some(y)) => Some((y - x) * 1e6 / forwarded.max(1) as f64),
         _ => None,
     };
+    t.rtts_us.sort_unstable();
+    let pct = |q: f64| -> Option<u32> {
+        (!t.rtts_us.is_empty()).then(|| t.rtts_us[((t.rtts_us.len() - 1) as f64 * q) as usize])
+    };
+    let mode = if a.request_response {
+        "request_response"
+    } else {
+        "one_way"
+    };
+    println!("mode               {mode}");
+    println!("clients            {}", a.clients);
+    println!("datagram size      {} bytes", a.size);
     println!(
-        "mode               {}",
-        if load.request_response {
-            "request/response"
-        } else {
-            "one-way"
-        }
+        "sent               {} ({:.0}/s)",
+        t.sent,
+        t.sent as f64 / elapsed
     );
-    println!("clients            {}", load.clients);
-    println!("datagram size      {} bytes", load.size);
-    println!("sent               {sent} ({:.0}/s)", sent as f64 / elapsed);
     println!(
         "delivered          {received} ({:.0}/s, {:.1}% of sent)",
         received as f64 / elapsed,
-        100.0 * received as f64 / sent.max(1) as f64
+        100.0 * received as f64 / t.sent.max(1) as f64
     );
     println!(
         "correct backend    {correct} ({:.3}% of delivered)",
         100.0 * correct as f64 / received.max(1) as f64
     );
-    println!("rebinds            {rebinds}");
-    if let Some(cpu) = cpu {
-        let forwarded = if load.request_response {
-            2 * received
-        } else {
-            received
-        };
-        println!(
-            "proxy CPU          {cpu:.2} s, {:.2} µs per forwarded datagram",
-            cpu * 1e6 / forwarded.max(1) as f64
-        );
+    println!("rebinds            {}", t.rebinds);
+    if let Some(c) = cpu_us {
+        println!("proxy CPU          {c:.2} µs per forwarded datagram");
     }
-    if !rtts.is_empty() {
-        rtts.sort_unstable();
-        let p = |q: f64| rtts[((rtts.len() - 1) as f64 * q) as usize];
+    if a.request_response {
         println!(
-            "round trips        {} ({:.0}/s)",
-            rtts.len(),
-            rtts.len() as f64 / elapsed
+            "round trips        {} ({:.0}/s), lost {}",
+            t.rtts_us.len(),
+            t.rtts_us.len() as f64 / elapsed,
+            t.lost
         );
-        println!(
-            "latency µs         p50 {} p99 {} max {}",
-            p(0.5),
-            p(0.99),
-            p(1.0)
-        );
-    }
-}
-
-fn main() {
-    let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Run {
-            target,
-            sinks,
-            load,
-        } => run(target, &sinks, &load),
-        Cmd::Sink { sinks, duration } => {
-            let stop = Arc::new(AtomicBool::new(false));
-            let stats = spawn_sinks(&sinks, stop.clone(), 4);
-            std::thread::sleep(duration);
-            stop.store(true, Relaxed);
-            println!(
-                "received {} correct {}",
-                stats.received.load(Relaxed),
-                stats.correct.load(Relaxed)
-            );
+        if let (Some(p50), Some(p99)) = (pct(0.5), pct(0.99)) {
+            println!("latency µs         p50 {p50} p99 {p99}");
         }
+    }
+    if let Some(path) = &a.json {
+        let j = serde_json::json!({
+            "mode": mode,
+            "clients": a.clients,
+            "size": a.size,
+            "duration_s": elapsed,
+            "sent": t.sent,
+            "delivered": received,
+            "delivered_per_s": received as f64 / elapsed,
+            "correct": correct,
+            "correct_share": correct as f64 / received.max(1) as f64,
+            "rebinds": t.rebinds,
+            "proxy_cpu_us_per_datagram": cpu_us,
+            "round_trips": t.rtts_us.len(),
+            "round_trips_per_s": t.rtts_us.len() as f64 / elapsed,
+            "lost": t.lost,
+            "latency_p50_us": pct(0.5),
+            "latency_p99_us": pct(0.99),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&j).expect("json"))
+            .expect("write --json file");
     }
 }

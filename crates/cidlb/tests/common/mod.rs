@@ -12,6 +12,8 @@ use std::time::Duration;
 pub struct Balancer {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin API's address (`--admin 127.0.0.1:0` is added unless `args` set one).
+    pub admin: Option<SocketAddr>,
 }
 
 impl Balancer {
@@ -33,8 +35,13 @@ impl Balancer {
 
     /// Runs `cidlb` with `args` and waits (at most 10 s) for its ready line.
     pub fn spawn(args: &[String]) -> Balancer {
+        let mut args = args.to_vec();
+        if args.first().is_some_and(|a| a == "run") && !args.iter().any(|a| a == "--admin") {
+            // A free port: tests run in parallel.
+            args.extend(["--admin".into(), "127.0.0.1:0".into()]);
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_cidlb"))
-            .args(args)
+            .args(&args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
@@ -43,19 +50,38 @@ impl Balancer {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("cidlb: admin API listening on ") {
+                    let _ = tx.send((true, a.parse::<SocketAddr>().expect("admin address")));
+                }
                 if let Some(addr) = line
                     .rsplit(" ready on ")
                     .next()
                     .filter(|_| line.contains(" ready on "))
                 {
-                    let _ = tx.send(addr.parse::<SocketAddr>().expect("address in ready line"));
+                    let _ = tx.send((
+                        false,
+                        addr.parse::<SocketAddr>().expect("address in ready line"),
+                    ));
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("cidlb printed its ready line");
-        Balancer { child, addr }
+        // The admin line, if any, comes before the listeners' ready lines.
+        let mut admin = None;
+        let addr = loop {
+            match rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("cidlb printed its ready line")
+            {
+                (true, a) => admin = Some(a),
+                (false, a) => break a,
+            }
+        };
+        Balancer { child, addr, admin }
+    }
+
+    /// `cidlb run --config PATH`, waiting for its ready line like [`Balancer::spawn`].
+    pub fn spawn_config(path: &std::path::Path) -> Balancer {
+        Balancer::spawn(&["run".into(), "--config".into(), path.display().to_string()])
     }
 
     /// Sends SIGTERM and waits (at most 5 s) for a clean exit; returns whether it was.
