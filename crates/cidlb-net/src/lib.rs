@@ -116,6 +116,7 @@ impl DataPlane {
         // Worker 0's sockets are bound first; with port 0 the others reuse its port.
         let mut sockets: Vec<Vec<std::net::UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
         for spec in specs {
+            sys::ensure_port_free(spec.listen)?;
             let first = sys::bind_reuseport(spec.listen, cfg.socket_buffer)?;
             let local_addr = first.local_addr()?;
             sockets[0].push(first);

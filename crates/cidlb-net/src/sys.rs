@@ -23,6 +23,24 @@ pub fn bind_reuseport(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> 
     Ok(s.into())
 }
 
+/// Fails when another socket already holds `addr`, even one with `SO_REUSEPORT`:
+/// without this check a second balancer started by mistake on the same address would
+/// silently take a share of the traffic (the kernel spreads datagrams over every
+/// reuseport socket of the same user). A plain bind, dropped at once, detects it.
+pub fn ensure_port_free(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    match UdpSocket::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            e.kind(),
+            format!("cannot bind {addr}: address already in use (another cidlb instance?)"),
+        )),
+        Err(e) => Err(io::Error::new(e.kind(), format!("cannot bind {addr}: {e}"))),
+    }
+}
+
 /// A non-blocking UDP socket on an ephemeral port of `source` (or of the unspecified
 /// address), connected to `backend`: one NAT-mode upstream flow.
 pub fn upstream_socket(

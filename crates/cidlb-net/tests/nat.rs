@@ -120,3 +120,28 @@ fn idle_upstream_flows_expire() {
     assert_eq!(dp.listeners()[0].stats.snapshot().upstreams_open, 0);
     dp.join();
 }
+
+#[test]
+fn a_second_instance_on_the_same_address_is_refused() {
+    let backend = sock("127.0.0.1:0");
+    let first = plane(backend.local_addr().unwrap(), Duration::from_secs(600));
+    let taken = first.listeners()[0].local_addr;
+    let mut rc = RouterConfig::new(CidRouting::fixed(4), [1, 2, 3, 4]);
+    rc.flow_idle = Duration::from_secs(600);
+    let second = DataPlane::start(
+        vec![ListenerSpec {
+            name: "again".into(),
+            listen: taken,
+            router: rc,
+            backends: vec![Backend::new(0, "b0", backend.local_addr().unwrap())],
+            upstream_source: None,
+        }],
+        DataPlaneConfig {
+            workers: 1,
+            socket_buffer: 1 << 20,
+        },
+    );
+    let err = second.expect_err("the address is taken");
+    assert!(err.to_string().contains("already in use"), "{err}");
+    first.join();
+}
