@@ -37,6 +37,15 @@ fn lock(m: &Mutex<Router>) -> MutexGuard<'_, Router> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Datagram counts of one loop round, per listener.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct LocalCounts {
+    upstream_datagrams: u64,
+    upstream_bytes: u64,
+    backend_datagrams: u64,
+    backend_bytes: u64,
+}
+
 pub(crate) struct Worker {
     id: usize,
     poll: Poll,
@@ -61,8 +70,11 @@ pub(crate) struct Worker {
     /// Upstream-flow bounds shared with the control plane, and the values applied.
     limits: Arc<UpstreamLimits>,
     applied_limits: (usize, u32),
-    /// Per listener, the per-backend traffic counters seen so far (by backend id).
-    traffic: Vec<Vec<Arc<BackendTraffic>>>,
+    /// Per listener, the per-backend traffic counters seen so far (by backend id),
+    /// each with this worker's counts not yet published.
+    traffic: Vec<Vec<(Arc<BackendTraffic>, [u64; 4])>>,
+    /// Per listener, datagram counts not yet published (see [`Worker::publish`]).
+    local: Vec<LocalCounts>,
 }
 
 impl Worker {
@@ -115,6 +127,7 @@ impl Worker {
             limits,
             applied_limits: (capacity, idle),
             traffic: vec![Vec::new(); n_listeners],
+            local: vec![LocalCounts::default(); n_listeners],
         })
     }
 
@@ -148,12 +161,15 @@ impl Worker {
                 }
             }
             self.flush_replies();
+            self.publish();
             let now = Instant::now();
             if now >= next_sweep {
                 self.sweep(now);
                 next_sweep = now + SWEEP_EVERY;
             }
         }
+        self.flush_replies();
+        self.publish();
         debug!(worker = self.id, "worker stopped");
     }
 
@@ -168,17 +184,56 @@ impl Worker {
         }
     }
 
-    /// The traffic counters of backend `id` of listener `li`.
-    fn traffic(&mut self, li: usize, id: BackendId) -> &BackendTraffic {
+    /// This worker's unpublished counts for backend `id` of listener `li`:
+    /// [to datagrams, to bytes, from datagrams, from bytes].
+    fn traffic(&mut self, li: usize, id: BackendId) -> &mut [u64; 4] {
         let i = usize::from(id.0);
         if self.traffic[li].len() <= i {
             let table = &self.listeners[li].traffic;
             let cache = &mut self.traffic[li];
             while cache.len() <= i {
-                cache.push(table.get(BackendId(cache.len() as u16)));
+                cache.push((table.get(BackendId(cache.len() as u16)), [0; 4]));
             }
         }
-        &self.traffic[li][i]
+        &mut self.traffic[li][i].1
+    }
+
+    /// Publishes the counts gathered since the last call: one atomic add per counter
+    /// per loop round instead of several per datagram, so the workers do not bounce
+    /// shared cache lines on the hot path.
+    fn publish(&mut self) {
+        for (li, c) in self.local.iter_mut().enumerate() {
+            if *c == LocalCounts::default() {
+                continue;
+            }
+            let st = &self.listeners[li].stats;
+            for (counter, n) in [
+                (&st.upstream_datagrams, c.upstream_datagrams),
+                (&st.upstream_bytes, c.upstream_bytes),
+                (&st.backend_datagrams, c.backend_datagrams),
+                (&st.backend_bytes, c.backend_bytes),
+            ] {
+                if n > 0 {
+                    st.add(counter, n);
+                }
+            }
+            *c = LocalCounts::default();
+        }
+        for per_listener in &mut self.traffic {
+            for (shared, counts) in per_listener.iter_mut() {
+                if *counts == [0; 4] {
+                    continue;
+                }
+                let [td, tb, fd, fb] = *counts;
+                shared.to_backend_datagrams.fetch_add(td, Ordering::Relaxed);
+                shared.to_backend_bytes.fetch_add(tb, Ordering::Relaxed);
+                shared
+                    .from_backend_datagrams
+                    .fetch_add(fd, Ordering::Relaxed);
+                shared.from_backend_bytes.fetch_add(fb, Ordering::Relaxed);
+                *counts = [0; 4];
+            }
+        }
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -367,12 +422,13 @@ impl Worker {
         let l = &self.listeners[li];
         match up.socket.send(data) {
             Ok(_) => {
-                l.stats.add(&l.stats.upstream_datagrams, 1);
-                l.stats.add(&l.stats.upstream_bytes, data.len() as u64);
+                let n = data.len() as u64;
+                let c = &mut self.local[li];
+                c.upstream_datagrams += 1;
+                c.upstream_bytes += n;
                 let t = self.traffic(li, backend);
-                t.to_backend_datagrams.fetch_add(1, Ordering::Relaxed);
-                t.to_backend_bytes
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                t[0] += 1;
+                t[1] += n;
             }
             Err(e) => {
                 l.stats.add(&l.stats.upstream_send_errors, 1);
@@ -479,12 +535,13 @@ impl Worker {
                     l.stats.add(&l.stats.oversized_datagrams, 1);
                     continue;
                 };
-                l.stats.add(&l.stats.backend_datagrams, 1);
-                l.stats.add(&l.stats.backend_bytes, data.len() as u64);
+                let len = data.len() as u64;
+                let c = &mut self.local[li];
+                c.backend_datagrams += 1;
+                c.backend_bytes += len;
                 let t = self.traffic(li, backend);
-                t.from_backend_datagrams.fetch_add(1, Ordering::Relaxed);
-                t.from_backend_bytes
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                t[2] += 1;
+                t[3] += len;
                 if self.tx[li].is_full() {
                     self.flush_replies();
                 }
