@@ -36,6 +36,8 @@
 
 mod backend;
 mod health;
+#[doc(hidden)]
+pub mod invariants;
 mod keys;
 pub mod maglev;
 mod outcome;
