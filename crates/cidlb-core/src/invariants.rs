@@ -13,6 +13,14 @@
 //! - a forwarded datagram goes to a backend that exists;
 //! - a split datagram's parts tile it (start at 0, contiguous, end at its length) and
 //!   each part goes to a backend that exists.
+//!
+//! [`check_events_with`] also runs them with the per-source new-flow limit on and
+//! checks, in addition:
+//!
+//! - the limiter's table stays within its bound (`MAX_FLOWS` sources);
+//! - a datagram is refused as [`DropReason::SourceRateLimited`] only if it would have
+//!   created a flow: never when its sender's address has a flow to a serving backend,
+//!   and never when its (first) CID decodes or is bound to a serving backend.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -20,7 +28,8 @@ use std::time::{Duration, Instant};
 use cidlb_wire::build;
 
 use crate::{
-    Backend, BackendId, BackendState, CidRouting, MultiCidPolicy, Router, RouterConfig, Verdict,
+    Backend, BackendId, BackendState, CidRoute, CidRouting, ClientRoute, DropReason,
+    MultiCidPolicy, Router, RouterConfig, Verdict,
 };
 
 /// Flow table bound of the router under test.
@@ -111,6 +120,20 @@ pub fn client_datagram(kind: &Kind) -> Vec<u8> {
 /// Runs `events` against a fresh router (multi-CID policy `policy`) and panics if an
 /// invariant breaks (see the module documentation).
 pub fn check_events(policy: MultiCidPolicy, events: &[Ev]) {
+    check_events_with(policy, None, events);
+}
+
+/// The first CID of a client event's datagram, if it has one.
+fn first_cid(kind: &Kind) -> Option<[u8; 4]> {
+    match kind {
+        Kind::Cid(c) | Kind::Mixed(c, _) => Some(*c),
+        Kind::Raw(_) | Kind::Hello => None,
+    }
+}
+
+/// [`check_events`] with a per-source new-flow limit (`(rate per second, burst)`,
+/// see [`RouterConfig::new_flows_per_source`]), checking the limiter's invariants too.
+pub fn check_events_with(policy: MultiCidPolicy, limit: Option<(u32, u32)>, events: &[Ev]) {
     let t0 = Instant::now();
     let mut now = t0;
     let mut cfg = RouterConfig::new(CidRouting::fixed(CID_LEN), [9, 8, 7, 6]);
@@ -120,6 +143,7 @@ pub fn check_events(policy: MultiCidPolicy, events: &[Ev]) {
     cfg.flow_idle = Duration::from_secs(300);
     cfg.binding_idle = Duration::from_secs(3600);
     cfg.multi_cid = policy;
+    cfg.new_flows_per_source = limit;
     let mut r = Router::new(cfg, t0);
     r.set_backends(
         (0..BACKENDS)
@@ -131,6 +155,18 @@ pub fn check_events(policy: MultiCidPolicy, events: &[Ev]) {
         match e {
             Ev::Client { from, kind } => {
                 let d = client_datagram(kind);
+                // Whether this datagram may not be refused by the limiter.
+                let has_flow = matches!(
+                    r.explain_client(now, addr(*from)),
+                    ClientRoute::Flow { serves: true, .. }
+                );
+                let known_cid = first_cid(kind).is_some_and(|c| {
+                    matches!(
+                        r.explain_cid(now, &c),
+                        CidRoute::Encoded { serves: true, .. }
+                            | CidRoute::Bound { serves: true, .. }
+                    )
+                });
                 let before = r.counters().total_routed() + r.counters().total_dropped();
                 let v = r.route(now, addr(*from), &d);
                 let after = r.counters().total_routed() + r.counters().total_dropped();
@@ -151,6 +187,11 @@ pub fn check_events(policy: MultiCidPolicy, events: &[Ev]) {
                             assert!(p.start < p.end, "empty split part");
                             assert!(r.backend(p.backend).is_some(), "split to no backend");
                         }
+                    }
+                    Verdict::Drop(DropReason::SourceRateLimited) => {
+                        assert!(limit.is_some(), "rate limited without a limit");
+                        assert!(!has_flow, "an existing flow was rate limited");
+                        assert!(!known_cid, "a known CID was rate limited");
                     }
                     Verdict::Drop(_) => {}
                 }
@@ -180,6 +221,10 @@ pub fn check_events(policy: MultiCidPolicy, events: &[Ev]) {
         assert!(
             r.binding_count() <= MAX_BINDINGS,
             "binding table over its bound"
+        );
+        assert!(
+            r.source_count() <= MAX_FLOWS,
+            "limiter table over its bound"
         );
     }
 }

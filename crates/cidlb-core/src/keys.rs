@@ -34,6 +34,21 @@ impl FlowKey {
         SocketAddr::new(ip, self.port)
     }
 
+    /// The source the per-source new-flow limit counts against: the IPv4 address
+    /// (/32), or the IPv6 address's /64 prefix (one host or subscriber usually has a
+    /// whole /64).
+    pub(crate) fn source(&self) -> SourceKey {
+        let mut b = [0u8; 9];
+        if let Some(v4) = std::net::Ipv6Addr::from(self.ip).to_ipv4_mapped() {
+            b[0] = 4;
+            b[1..5].copy_from_slice(&v4.octets());
+        } else {
+            b[0] = 6;
+            b[1..].copy_from_slice(&self.ip[..8]);
+        }
+        SourceKey(b)
+    }
+
     /// The 18 bytes the Maglev hash of a new flow is computed over.
     pub(crate) fn hash_input(&self) -> [u8; 18] {
         let mut b = [0u8; 18];
@@ -50,6 +65,44 @@ pub struct Flow {
     pub backend: BackendId,
     /// How many bindings this flow has seeded (bounded per flow).
     pub(crate) seeds: u8,
+}
+
+/// A source of new flows: address family, then the IPv4 address or IPv6 /64 prefix.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct SourceKey([u8; 9]);
+
+/// A source's new-flow token bucket (whole tokens, refilled per whole second).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct TokenBucket {
+    tokens: u32,
+    refilled: u32,
+}
+
+impl TokenBucket {
+    /// A full bucket at `now`.
+    pub(crate) fn full(now: u32, burst: u32) -> Self {
+        TokenBucket {
+            tokens: burst,
+            refilled: now,
+        }
+    }
+
+    /// Refills `rate` tokens per second elapsed (up to `burst`), then spends one if
+    /// there is one.
+    pub(crate) fn take(&mut self, now: u32, rate: u32, burst: u32) -> bool {
+        let elapsed = now.saturating_sub(self.refilled);
+        if elapsed > 0 {
+            let add = u64::from(elapsed) * u64::from(rate);
+            self.tokens = (u64::from(self.tokens) + add).min(u64::from(burst)) as u32;
+            self.refilled = now;
+        }
+        self.tokens = self.tokens.min(burst);
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
 }
 
 /// A CID stored inline (no allocation per binding).

@@ -59,6 +59,10 @@ pub enum DropReason {
     TooManyRecords,
     /// No backend could take the datagram (none up, or all weights zero).
     NoBackend,
+    /// The datagram would have created a flow, but its source (IPv4 address or IPv6
+    /// /64) was over the listener's per-source new-flow limit. Datagrams of existing
+    /// flows and CIDs that match an encoding or binding are never limited.
+    SourceRateLimited,
 }
 
 impl From<WireError> for DropReason {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use cidlb_wire::{handshake, inspect, CidLength, Records};
 
 use crate::backend::{Backend, BackendId, BackendState, ServerId};
-use crate::keys::{Binding, BindingSource, CidKey, Flow, FlowKey};
+use crate::keys::{Binding, BindingSource, CidKey, Flow, FlowKey, SourceKey, TokenBucket};
 use crate::maglev::{MaglevBackend, MaglevTable};
 use crate::outcome::{Counters, DropReason, Event, RouteOutcome};
 use crate::table::{BoundedTable, Inserted, Tick};
@@ -108,6 +108,14 @@ pub struct RouterConfig {
     /// Per-instance secret keying the tables' hash and eviction sampling, so that an
     /// attacker cannot aim collisions or evictions. Use random bytes.
     pub secret: [u64; 4],
+    /// Optional limit on NEW flows per source (IPv4 /32, IPv6 /64): a token bucket of
+    /// `(rate per second, burst)`. Only datagrams that would create a flow spend a
+    /// token (a CID-less datagram from a new address, or an unknown CID from an address
+    /// without flow); datagrams of existing flows and datagrams whose CID decodes to a
+    /// live backend or matches a binding are never limited. Over the limit:
+    /// [`DropReason::SourceRateLimited`]. A burst of 0 refuses every new flow. `None`
+    /// (default): off. The limiter's table holds at most `max_flows` sources.
+    pub new_flows_per_source: Option<(u32, u32)>,
 }
 
 impl RouterConfig {
@@ -124,6 +132,7 @@ impl RouterConfig {
             maglev_table_size: crate::maglev::DEFAULT_TABLE_SIZE,
             hash_seed: 0,
             secret,
+            new_flows_per_source: None,
         }
     }
 }
@@ -291,12 +300,33 @@ pub struct Router {
     maglev: MaglevTable,
     flows: BoundedTable<FlowKey, Flow>,
     bindings: BoundedTable<CidKey, Binding>,
+    /// New-flow token buckets per source (used only with `new_flows_per_source`).
+    sources: BoundedTable<SourceKey, TokenBucket>,
     counters: Counters,
     split: Vec<SplitPart>,
 }
 
 fn secs(d: Duration) -> Tick {
     d.as_secs().min(u64::from(Tick::MAX)) as Tick
+}
+
+/// How long a source's bucket must stay unused to be full again (then forgetting it
+/// changes nothing), plus a second of margin. Without refill: forever.
+fn source_idle(limit: Option<(u32, u32)>) -> Tick {
+    match limit {
+        Some((rate, burst)) if rate > 0 => burst.div_ceil(rate).saturating_add(1),
+        Some(_) => Tick::MAX,
+        None => 1,
+    }
+}
+
+fn source_table(cfg: &RouterConfig) -> BoundedTable<SourceKey, TokenBucket> {
+    let s = cfg.secret;
+    BoundedTable::new(
+        cfg.max_flows,
+        source_idle(cfg.new_flows_per_source),
+        [s[2] ^ 0x2545_f491, s[0], s[3], s[1].rotate_left(29)],
+    )
 }
 
 impl Router {
@@ -309,6 +339,7 @@ impl Router {
             secs(cfg.binding_idle),
             [s[3], s[2], s[1], s[0] ^ 0x5bd1_e995],
         );
+        let sources = source_table(&cfg);
         Router {
             maglev: MaglevTable::new(&[], cfg.maglev_table_size).unwrap_or_else(|_| {
                 MaglevTable::new(&[], crate::maglev::DEFAULT_TABLE_SIZE)
@@ -322,6 +353,7 @@ impl Router {
             eligible: Vec::new(),
             flows,
             bindings,
+            sources,
             counters: Counters::default(),
             split: Vec::with_capacity(MAX_SPLIT_RECORDS),
         }
@@ -349,6 +381,11 @@ impl Router {
     /// CID bindings stored (including idle ones not yet swept).
     pub fn binding_count(&self) -> usize {
         self.bindings.len()
+    }
+
+    /// Sources tracked by the new-flow limiter (including idle ones not yet swept).
+    pub fn source_count(&self) -> usize {
+        self.sources.len()
     }
 
     /// Bytes allocated by the flow and binding tables.
@@ -424,14 +461,25 @@ impl Router {
     /// the CID routing (length and format), the mixed-CID policy, the routing mode,
     /// idle timeouts and table bounds (a smaller bound evicts as new entries arrive;
     /// a shorter timeout applies at the next lookup or sweep), the hash seed and the
-    /// Maglev table size (taken from `backends`, which was built for it). The table
-    /// secret is kept: stored entries are keyed by it.
+    /// Maglev table size (taken from `backends`, which was built for it), and the
+    /// per-source new-flow limit (buckets keep their tokens, capped at the new burst;
+    /// turning the limit off forgets them). The table secret is kept: stored entries
+    /// are keyed by it.
     pub fn reconfigure(&mut self, cfg: RouterConfig, backends: PreparedBackends) {
         let secret = self.cfg.secret;
         self.flows.set_capacity(cfg.max_flows);
         self.flows.set_idle_timeout(secs(cfg.flow_idle));
         self.bindings.set_capacity(cfg.max_bindings);
         self.bindings.set_idle_timeout(secs(cfg.binding_idle));
+        if cfg.new_flows_per_source.is_none() {
+            if !self.sources.is_empty() {
+                self.sources = source_table(&self.cfg);
+            }
+        } else {
+            self.sources.set_capacity(cfg.max_flows);
+            self.sources
+                .set_idle_timeout(source_idle(cfg.new_flows_per_source));
+        }
         self.cfg = RouterConfig { secret, ..cfg };
         self.install(backends);
     }
@@ -592,7 +640,8 @@ impl Router {
 
     /// No CID: the address's flow, else Maglev over the address.
     fn route_by_address(&mut self, t: Tick, fkey: FlowKey) -> Verdict {
-        if let Some(flow) = self.touch_flow(t, &fkey) {
+        let flow = self.touch_flow(t, &fkey);
+        if let Some(flow) = flow {
             if self.serves(flow.backend) {
                 return self.forward(flow.backend, RouteOutcome::Flow);
             }
@@ -601,8 +650,31 @@ impl Router {
         let Some(b) = self.maglev_pick(&fkey.hash_input()) else {
             return self.drop(DropReason::NoBackend);
         };
+        if flow.is_none() && !self.take_new_flow_token(t, &fkey) {
+            return self.drop(DropReason::SourceRateLimited);
+        }
         self.insert_flow(t, fkey, b);
         self.forward(b, RouteOutcome::Hashed)
+    }
+
+    /// Spends one new-flow token of `fkey`'s source; false when the source is over its
+    /// limit. Always true when the limit is off. Call only when a datagram would create
+    /// a flow (never for existing flows or CIDs that matched an encoding or binding).
+    fn take_new_flow_token(&mut self, t: Tick, fkey: &FlowKey) -> bool {
+        let Some((rate, burst)) = self.cfg.new_flows_per_source else {
+            return true;
+        };
+        let skey = fkey.source();
+        if let (Some(e), _) = self.sources.touch(&skey, t) {
+            return e.value.take(t, rate, burst);
+        }
+        // New source (or its bucket was idle long enough to be full again).
+        let mut bucket = TokenBucket::full(t, burst);
+        let ok = bucket.take(t, rate, burst);
+        // Any source may be evicted: losing a bucket only gives that source a fresh
+        // burst, and the table stays bounded.
+        self.sources.insert(skey, bucket, t, |_| true);
+        ok
     }
 
     /// Encoded, then learned/seeded binding. No side effect on flows. With `tag` (the
@@ -709,6 +781,9 @@ impl Router {
         let Some(b) = self.maglev_pick(cid) else {
             return self.drop(DropReason::NoBackend);
         };
+        if flow.is_none() && !self.take_new_flow_token(t, &fkey) {
+            return self.drop(DropReason::SourceRateLimited);
+        }
         if flow.is_some() {
             self.counters.add_event(Event::FlowRescheduled);
         }
@@ -901,6 +976,7 @@ impl Router {
         let t = self.tick(now);
         let f = self.flows.sweep(t, budget);
         let b = self.bindings.sweep(t, budget);
+        self.sources.sweep(t, budget);
         self.counters.add_events(Event::FlowExpired, f);
         self.counters.add_events(Event::BindingExpired, b);
     }

@@ -3,7 +3,7 @@
 //! tile their datagram. The property body is `cidlb_core::invariants::check_events`,
 //! shared with the `router_events` fuzz target (one body, two drivers).
 
-use cidlb_core::invariants::{check_events, decode, policy, Ev, Kind, BACKENDS};
+use cidlb_core::invariants::{check_events, check_events_with, decode, policy, Ev, Kind, BACKENDS};
 use proptest::prelude::*;
 
 fn ev() -> impl Strategy<Value = Ev> {
@@ -29,6 +29,18 @@ proptest! {
     #[test]
     fn router_invariants(events in proptest::collection::vec(ev(), 1..200), p in 0u8..3) {
         check_events(policy(p), &events);
+    }
+
+    /// The same with a tight per-source new-flow limit: it refuses only datagrams that
+    /// would create a flow (never existing flows or known CIDs).
+    #[test]
+    fn router_invariants_with_source_limit(
+        events in proptest::collection::vec(ev(), 1..200),
+        p in 0u8..3,
+        rate in 0u32..3,
+        burst in 0u32..4,
+    ) {
+        check_events_with(policy(p), Some((rate, burst)), &events);
     }
 
     /// The fuzz target's decoder accepts any bytes, and what it decodes keeps the

@@ -41,8 +41,33 @@ pub fn ensure_port_free(addr: SocketAddr) -> io::Result<()> {
     }
 }
 
+/// File descriptors upstream sockets never take (at most a quarter of the limit): the
+/// highest-numbered ones, kept for the admin API's connections, health checks and
+/// reloads. Without them a new-flow flood past the open-files limit would also take
+/// the admin API down (its HTTP server stops accepting after one `EMFILE`).
+pub const FD_RESERVE: u64 = 32;
+
+/// The descriptors kept free of upstream sockets under an open-files limit of `limit`.
+pub fn fd_reserve(limit: u64) -> u64 {
+    FD_RESERVE.min(limit / 4)
+}
+
+/// The soft open-files limit, if it can be read.
+fn nofile_soft_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: RLIMIT_NOFILE is a valid resource; `lim` is a valid, writable rlimit.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim.rlim_cur)
+}
+
 /// A non-blocking UDP socket on an ephemeral port of `source` (or of the unspecified
 /// address), connected to `backend`: one NAT-mode upstream flow.
+///
+/// Fails, like an `EMFILE`, when the new descriptor lies in the top [`fd_reserve`] of
+/// the open-files limit: the kernel hands out the lowest free number, so every lower
+/// one is in use and fewer than the reserve are left.
 pub fn upstream_socket(
     source: Option<std::net::IpAddr>,
     backend: SocketAddr,
@@ -52,6 +77,16 @@ pub fn upstream_socket(
         Type::DGRAM,
         Some(Protocol::UDP),
     )?;
+    if let Some(limit) = nofile_soft_limit() {
+        let reserve = fd_reserve(limit);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&s) as u64;
+        if fd + reserve >= limit {
+            return Err(io::Error::other(format!(
+                "too many open files: the last {reserve} of {limit} are kept for the admin \
+                 API and health checks"
+            )));
+        }
+    }
     s.set_nonblocking(true)?;
     let ip = source.unwrap_or(match backend {
         SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
@@ -304,4 +339,29 @@ pub fn raise_nofile_limit() -> io::Result<(libc::rlim_t, libc::rlim_t)> {
         }
     }
     Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fd_reserve_is_32_or_a_quarter_of_a_small_limit() {
+        assert_eq!(fd_reserve(1 << 20), FD_RESERVE);
+        assert_eq!(fd_reserve(1024), 32);
+        assert_eq!(fd_reserve(64), 16);
+        assert_eq!(fd_reserve(8), 2);
+        assert_eq!(fd_reserve(u64::MAX), FD_RESERVE);
+    }
+
+    #[test]
+    fn upstream_sockets_open_under_the_usual_limit() {
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let s = upstream_socket(None, sink.local_addr().unwrap()).unwrap();
+        s.send(b"x").unwrap();
+        let mut buf = [0u8; 4];
+        sink.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(sink.recv_from(&mut buf).unwrap().0, 1);
+    }
 }

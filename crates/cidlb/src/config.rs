@@ -68,6 +68,8 @@ pub const DEFAULT_MAX_FLOWS: usize = 100_000;
 pub const DEFAULT_MAX_BINDINGS: usize = 1_000_000;
 /// Largest accepted value of either limit.
 pub const MAX_TABLE_ENTRIES: usize = 100_000_000;
+/// Largest accepted [`Limits::new_flows_per_source`] and [`Limits::new_flows_burst`].
+pub const MAX_NEW_FLOWS_PER_SOURCE: u32 = 1_000_000;
 /// Default [`Hashing::seed`].
 pub const DEFAULT_HASH_SEED: u64 = 0;
 /// Default [`Hashing::maglev_table_size`] (a prime).
@@ -203,13 +205,19 @@ impl Default for Timeouts {
     }
 }
 
-/// Table bounds (`[limits]`), per listener; each in `1..=`[`MAX_TABLE_ENTRIES`].
+/// Table bounds (`[limits]`), per listener; each in `1..=`[`MAX_TABLE_ENTRIES`]; and
+/// the optional per-source limit on new flows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Most flows (client address:port → backend, each with an upstream socket).
     pub max_flows: usize,
     /// Most CID → backend bindings.
     pub max_bindings: usize,
+    /// New flows per second per source (IPv4 address, IPv6 /64); 0: no limit.
+    pub new_flows_per_source: u32,
+    /// Burst of new flows per source (the token bucket's size; 0 or absent in the file:
+    /// `new_flows_per_source`; never below it). 0 when the limit is off.
+    pub new_flows_burst: u32,
 }
 
 impl Default for Limits {
@@ -217,7 +225,20 @@ impl Default for Limits {
         Limits {
             max_flows: DEFAULT_MAX_FLOWS,
             max_bindings: DEFAULT_MAX_BINDINGS,
+            new_flows_per_source: 0,
+            new_flows_burst: 0,
         }
+    }
+}
+
+impl Limits {
+    /// The per-source new-flow limit as the router takes it (`(rate per second,
+    /// burst)`), `None` when off.
+    pub fn new_flow_limit(&self) -> Option<(u32, u32)> {
+        (self.new_flows_per_source > 0).then_some((
+            self.new_flows_per_source,
+            self.new_flows_burst.max(self.new_flows_per_source),
+        ))
     }
 }
 
@@ -462,6 +483,8 @@ struct RawTimeouts {
 struct RawLimits {
     max_flows: Sp<i64>,
     max_bindings: Sp<i64>,
+    new_flows_per_source: Sp<i64>,
+    new_flows_burst: Sp<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -985,7 +1008,7 @@ impl Ctx<'_> {
         let default_limits = RawLimits::default();
         let l = raw.limits.as_ref().unwrap_or(&default_limits);
         let max = MAX_TABLE_ENTRIES as i64;
-        let limits = Limits {
+        let mut limits = Limits {
             max_flows: self.int(
                 "limits.max_flows",
                 &l.max_flows,
@@ -998,6 +1021,44 @@ impl Ctx<'_> {
                 1..=max,
                 DEFAULT_MAX_BINDINGS as i64,
             )? as usize,
+            new_flows_per_source: self.int(
+                "limits.new_flows_per_source",
+                &l.new_flows_per_source,
+                0..=i64::from(MAX_NEW_FLOWS_PER_SOURCE),
+                0,
+            )? as u32,
+            new_flows_burst: 0,
+        };
+        let burst = self.int(
+            "limits.new_flows_burst",
+            &l.new_flows_burst,
+            0..=i64::from(MAX_NEW_FLOWS_PER_SOURCE),
+            0,
+        )? as u32;
+        let rate = limits.new_flows_per_source;
+        limits.new_flows_burst = match &l.new_flows_burst {
+            Some(b) if burst > 0 && rate == 0 => {
+                return Err(self.invalid(
+                    "limits.new_flows_burst",
+                    b,
+                    format!(
+                        "{burst} is set, but limits.new_flows_per_source is 0 or absent (the \
+                         limit is off); set both, or neither"
+                    ),
+                ))
+            }
+            Some(b) if burst > 0 && burst < rate => {
+                return Err(self.invalid(
+                    "limits.new_flows_burst",
+                    b,
+                    format!(
+                        "{burst} is smaller than limits.new_flows_per_source ({rate}): the \
+                         bucket refills once a second, so that rate could never be reached"
+                    ),
+                ))
+            }
+            _ if burst == 0 => rate,
+            _ => burst,
         };
 
         let default_hashing = RawHashing::default();
@@ -1881,6 +1942,22 @@ impl Config {
             "  max_flows = {}, max_bindings = {}",
             self.limits.max_flows, self.limits.max_bindings
         );
+        match self.limits.new_flow_limit() {
+            Some((rate, burst)) => {
+                let _ = writeln!(
+                    o,
+                    "  new_flows_per_source = {rate}, new_flows_burst = {burst}: one source (IPv4 \
+                     address, IPv6 /64) may open {burst} new flows at once, then {rate} a second; \
+                     datagrams of existing flows and known Connection IDs are never limited."
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    o,
+                    "  new_flows_per_source = 0: new flows are not limited per source."
+                );
+            }
+        }
         let _ = writeln!(
             o,
             "  Each flow holds one upstream UDP socket: the daemon's open-files limit (ulimit -n) \
@@ -2105,6 +2182,94 @@ mod tests {
     }
 
     #[test]
+    fn new_flows_per_source() {
+        let base = one_listener("");
+        let limits = |head: &str| {
+            parse(&format!("[limits]\n{head}\n{base}"))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .limits
+        };
+        assert_eq!(limits("").new_flow_limit(), None);
+        assert_eq!(limits("new_flows_per_source = 0").new_flow_limit(), None);
+        assert_eq!(
+            limits("new_flows_per_source = 0\nnew_flows_burst = 0").new_flow_limit(),
+            None
+        );
+        let l = limits("new_flows_per_source = 100\nnew_flows_burst = 200");
+        assert_eq!((l.new_flows_per_source, l.new_flows_burst), (100, 200));
+        assert_eq!(l.new_flow_limit(), Some((100, 200)));
+        // The burst defaults to the rate.
+        assert_eq!(
+            limits("new_flows_per_source = 50").new_flow_limit(),
+            Some((50, 50))
+        );
+        assert_eq!(
+            limits("new_flows_per_source = 50\nnew_flows_burst = 0").new_flow_limit(),
+            Some((50, 50))
+        );
+        // The router gets it.
+        let c = parse(&format!(
+            "[limits]\nnew_flows_per_source = 7\nnew_flows_burst = 9\n{base}"
+        ))
+        .unwrap();
+        let specs = crate::run::listener_specs(&c, [1, 2, 3, 4]);
+        assert_eq!(specs[0].router.new_flows_per_source, Some((7, 9)));
+        assert!(c
+            .explain()
+            .contains("new_flows_per_source = 7, new_flows_burst = 9"));
+        assert_eq!(
+            crate::run::listener_specs(&parse(&base).unwrap(), [1, 2, 3, 4])[0]
+                .router
+                .new_flows_per_source,
+            None
+        );
+
+        let e = |head: &str, fragments: &[&str]| {
+            check(
+                &format!("[limits]\n{head}\n{base}"),
+                if head.contains("burst") {
+                    "limits.new_flows_burst"
+                } else {
+                    "limits.new_flows_per_source"
+                },
+                fragments,
+            )
+        };
+        e(
+            "new_flows_per_source = -1",
+            &["-1 is out of range 0..=1000000"],
+        );
+        e(
+            "new_flows_per_source = 1000001",
+            &["out of range 0..=1000000"],
+        );
+        e(
+            "new_flows_per_source = 10\nnew_flows_burst = 1000001",
+            &["out of range 0..=1000000"],
+        );
+        e(
+            "new_flows_burst = 200",
+            &["limits.new_flows_per_source is 0 or absent", "line 2"],
+        );
+        e(
+            "new_flows_per_source = 100\nnew_flows_burst = 50",
+            &["50 is smaller than limits.new_flows_per_source (100)"],
+        );
+        // Every key of the section appears in the reference example.
+        for key in [
+            "max_flows",
+            "max_bindings",
+            "new_flows_per_source",
+            "new_flows_burst",
+        ] {
+            assert!(
+                EXAMPLE.lines().any(|l| l.starts_with(&format!("{key} ="))),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
     fn reference_example_loads_from_disk() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cidlb.toml");
         if p.exists() {
@@ -2174,7 +2339,9 @@ mod tests {
             c.limits,
             Limits {
                 max_flows: 7,
-                max_bindings: 9
+                max_bindings: 9,
+                new_flows_per_source: 0,
+                new_flows_burst: 0,
             }
         );
         assert_eq!(
@@ -2291,7 +2458,7 @@ mod tests {
             (
                 "limits.max_flow",
                 format!("[limits]\nmax_flow = 1\n{base}"),
-                "max_flows, max_bindings",
+                "max_flows, max_bindings, new_flows_per_source, new_flows_burst",
             ),
             (
                 "hashing.sed",

@@ -1130,6 +1130,16 @@ fn describe_settings(old: &Config, new: &Config) -> Vec<String> {
         new.limits.max_bindings.to_string(),
     );
     diff(
+        "limits.new_flows_per_source",
+        old.limits.new_flows_per_source.to_string(),
+        new.limits.new_flows_per_source.to_string(),
+    );
+    diff(
+        "limits.new_flows_burst",
+        old.limits.new_flows_burst.to_string(),
+        new.limits.new_flows_burst.to_string(),
+    );
+    diff(
         "hashing.seed",
         old.hashing.seed.to_string(),
         new.hashing.seed.to_string(),

@@ -44,6 +44,7 @@ pub fn listener_specs(cfg: &Config, secret: [u64; 4]) -> Vec<ListenerSpec> {
             rc.binding_idle = cfg.timeouts.cid_binding_idle;
             rc.max_flows = cfg.limits.max_flows;
             rc.max_bindings = cfg.limits.max_bindings;
+            rc.new_flows_per_source = cfg.limits.new_flow_limit();
             rc.hash_seed = cfg.hashing.seed;
             rc.maglev_table_size = cfg.hashing.maglev_table_size;
             let backends = l

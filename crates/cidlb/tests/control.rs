@@ -372,3 +372,68 @@ fn lookups_explain_routing() {
     assert_eq!(total, 1);
     assert_eq!(b.listeners[0].backends[0].health, "unchecked");
 }
+
+#[test]
+fn reload_applies_the_per_source_new_flow_limit() {
+    let p = ports(2);
+    let backends = [("a", p[0].1, ""), ("b", p[1].1, "")];
+    let d = daemon(config(&backends, ""));
+    let hello = build::client_hello_datagram([1; 32], &[], None);
+    let route = |port: u16| {
+        let client: SocketAddr = format!("127.0.0.9:{port}").parse().unwrap();
+        let l = &d.plane().listeners()[0];
+        let v = l
+            .router
+            .lock()
+            .unwrap()
+            .route(Instant::now(), client, &hello);
+        v
+    };
+    // Off by default: many new flows from one source.
+    for port in 1000..1050 {
+        assert!(matches!(route(port), Verdict::Forward { .. }));
+    }
+    // A session from that source, before the limit.
+    let cid = [0xc1, 2, 3, 4];
+    let owner = session(&d, "127.0.0.9:2000".parse().unwrap(), cid);
+
+    let rep = d
+        .apply_config(config(
+            &backends,
+            "[limits]\nnew_flows_per_source = 2\nnew_flows_burst = 3",
+        ))
+        .unwrap();
+    assert!(
+        rep.changes
+            .iter()
+            .any(|l| l.contains("limits.new_flows_per_source: 0 -> 2")),
+        "{rep:?}"
+    );
+    assert_eq!(
+        d.plane().listeners()[0]
+            .router
+            .lock()
+            .unwrap()
+            .config()
+            .new_flows_per_source,
+        Some((2, 3))
+    );
+    let verdicts: Vec<Verdict> = (3000..3010).map(route).collect();
+    let forwarded = verdicts
+        .iter()
+        .filter(|v| matches!(v, Verdict::Forward { .. }))
+        .count();
+    // 3 at once, and at most 2 more if a second boundary passed meanwhile.
+    assert!((3..=5).contains(&forwarded), "{verdicts:?}");
+    assert!(verdicts.contains(&Verdict::Drop(cidlb_core::DropReason::SourceRateLimited)));
+    // Existing flows and the bound CID (from a new port) still route.
+    assert!(matches!(route(1000), Verdict::Forward { .. }));
+    assert_eq!(
+        cid_route(&d, "127.0.0.9:4000".parse().unwrap(), cid),
+        Some(owner)
+    );
+
+    // And off again.
+    d.apply_config(config(&backends, "")).unwrap();
+    assert!(matches!(route(5000), Verdict::Forward { .. }));
+}

@@ -1,0 +1,274 @@
+//! File-descriptor exhaustion against the real `cidlb` binary: it runs with an
+//! open-files limit of 64 (soft and hard, so its raise to the hard limit changes
+//! nothing) in front of a real Mbed TLS 3.6.5 DTLS 1.2 CID server. One real DTLS session
+//! is established first (its upstream socket exists); then 200 source addresses
+//! 127.0.1.x send CID records for a few seconds, each needing an upstream socket of its
+//! own: far more than the limit allows.
+//!
+//! Asserted: cidlb keeps running and answers its admin API (upstream sockets leave the
+//! last descriptors free for it, `cidlb_net::sys::fd_reserve`: without them the admin
+//! server's accept thread stopped for good at its first `EMFILE`), counts the failures
+//! (`cidlb_listener_upstream_open_errors_total`), logs the out-of-fd warning at most
+//! about once per second per worker (its stderr is captured here), and the established
+//! session keeps echoing throughout and afterwards. Bounded (a few seconds), loopback
+//! only; waits are polls with deadlines, never timing assertions.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cidlb_test_mbedtls::{ClientConfig, DtlsClient, DtlsServer, ServerConfig};
+
+const CID_LEN: usize = 4;
+const WORKERS: u64 = 2;
+/// The open-files limit of the balancer (soft = hard).
+const NOFILE: u32 = 64;
+/// Flood source addresses, each wanting its own upstream socket.
+const SOURCES: u8 = 200;
+/// Rounds of one record per source (a round every 100 ms).
+const ROUNDS: u64 = 25;
+const ECHO_TIMEOUT: Duration = Duration::from_secs(3);
+const OPEN_ERROR_LOG: &str = "cannot open an upstream socket";
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `cidlb run --config PATH` under `ulimit -n NOFILE`, with stdout *and* stderr
+/// captured (`common::Balancer` pipes stdout only). Killed on drop.
+struct Limited {
+    child: Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Limited {
+    fn spawn(config: &std::path::Path) -> Limited {
+        // `ulimit -n` without -S/-H sets both limits (POSIX sh, dash and bash alike).
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -n {NOFILE} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_cidlb"))
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--admin", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cidlb starts");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        {
+            let pipe = child.stderr.take().unwrap();
+            let lines = stderr.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("cidlb: admin API listening on ") {
+                    let _ = tx.send((true, a.parse::<SocketAddr>().expect("admin address")));
+                } else if let Some((_, a)) = line.rsplit_once(" ready on ") {
+                    let _ = tx.send((false, a.parse::<SocketAddr>().expect("ready address")));
+                }
+            }
+        });
+        let mut admin = None;
+        let addr = loop {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok((true, a)) => admin = Some(a),
+                Ok((false, a)) => break a,
+                Err(e) => panic!(
+                    "no ready line from cidlb ({e}); stderr: {:?}",
+                    stderr.lock().unwrap()
+                ),
+            }
+        };
+        Limited {
+            child,
+            addr,
+            admin: admin.expect("the admin line comes before the ready line"),
+            stderr,
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn open_error_lines(&self) -> usize {
+        let lines = self.stderr.lock().unwrap();
+        lines.iter().filter(|l| l.contains(OPEN_ERROR_LOG)).count()
+    }
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An admin request; `None` while the balancer cannot accept the connection.
+fn try_http(admin: SocketAddr, path: &str) -> Option<String> {
+    match cidlb::status::request(admin, "GET", path, None) {
+        Ok((200, body)) => Some(body),
+        _ => None,
+    }
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series}"))
+}
+
+/// A `tls12_cid` record (RFC 9146 §4) with an unknown CID.
+fn cid_record(cid: &[u8], seq: u64) -> Vec<u8> {
+    let mut d = vec![25, 0xfe, 0xfd, 0, 1];
+    d.extend_from_slice(&seq.to_be_bytes()[2..]);
+    d.extend_from_slice(cid);
+    d.extend_from_slice(&40u16.to_be_bytes());
+    d.extend_from_slice(&[0x5a; 40]);
+    d
+}
+
+#[test]
+fn out_of_fds_drops_new_flows_logs_rarely_and_keeps_sessions() {
+    let t0 = Instant::now();
+    let dir = TempDir(std::env::temp_dir().join(format!("cidlb-exh-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let server = DtlsServer::spawn(ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![0xa0],
+        CID_LEN,
+    ))
+    .expect("DTLS server starts");
+    // Short flow idle: once the flood stops, its flows expire and their sockets close.
+    let cfg = format!(
+        "workers = {WORKERS}\n\n[timeouts]\nflow_idle = \"2s\"\n\n\
+         [[listener]]\nname = \"dtls\"\naddress = \"127.0.0.1:0\"\ncid_length = {CID_LEN}\n\n\
+         [[listener.backend]]\nname = \"b0\"\naddress = \"{}\"\n",
+        server.local_addr()
+    );
+    let path = dir.0.join("cidlb.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let mut lb = Limited::spawn(&path);
+    let started = Instant::now();
+
+    // The real session, established before the flood.
+    let mut c = ClientConfig::new(lb.addr);
+    c.own_cid_len = CID_LEN;
+    c.handshake_timeout = Duration::from_secs(10);
+    let mut dtls = DtlsClient::connect(c).expect("handshake through cidlb");
+    dtls.echo(b"before", ECHO_TIMEOUT)
+        .expect("echo before the flood");
+
+    // The flood: 200 sources, one record each per round; every one of them needs a new
+    // upstream socket, which the fd limit refuses to most.
+    let sources: Vec<UdpSocket> = (1..=SOURCES)
+        .map(|x| UdpSocket::bind((Ipv4Addr::new(127, 0, 1, x), 0)).expect("bind on 127/8"))
+        .collect();
+    let mut echoes = 1u64;
+    for round in 0..ROUNDS {
+        for (i, s) in sources.iter().enumerate() {
+            // CID prefix 0x10: never the server's (0xa0), so never a real session.
+            let cid = [0x10, i as u8, round as u8, 0x77];
+            let _ = s.send_to(&cid_record(&cid, round), lb.addr);
+        }
+        let msg = format!("during round {round}");
+        dtls.echo(msg.as_bytes(), ECHO_TIMEOUT)
+            .unwrap_or_else(|e| panic!("the session lost its echo in round {round}: {e}"));
+        echoes += 1;
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(lb.alive(), "cidlb died under fd exhaustion");
+
+    // The admin API answers (polled: while every fd is taken it may not accept), and the
+    // failures were counted. The session keeps echoing meanwhile (and keeps its flow).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        if let Some(m) = try_http(lb.admin, "/metrics") {
+            if metric(
+                &m,
+                "cidlb_listener_upstream_open_errors_total{listener=\"dtls\"}",
+            ) > 0.0
+            {
+                break m;
+            }
+        }
+        assert!(lb.alive(), "cidlb died under fd exhaustion");
+        assert!(
+            Instant::now() < deadline,
+            "no admin answer with open errors; stderr: {:?}",
+            lb.stderr.lock().unwrap()
+        );
+        dtls.echo(b"waiting for the admin API", ECHO_TIMEOUT)
+            .expect("echo while waiting for the admin API");
+        echoes += 1;
+        thread::sleep(Duration::from_millis(200));
+    };
+    let plain = |name: &str| metric(&metrics, &format!("{name}{{listener=\"dtls\"}}"));
+    let open_errors = plain("cidlb_listener_upstream_open_errors_total");
+    let opened = plain("cidlb_listener_upstreams_opened_total");
+
+    // After the flood the flood's flows expire, their sockets close: the balancer is
+    // back to normal (tables report, the session still echoes).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(t) = try_http(lb.admin, "/tables") {
+            let t: serde_json::Value = serde_json::from_str(&t).unwrap();
+            if t["listeners"][0]["flows"]["entries"].as_u64() == Some(1) {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the flood's flows never expired");
+        dtls.echo(b"after the flood", ECHO_TIMEOUT)
+            .expect("echo after the flood");
+        echoes += 1;
+        thread::sleep(Duration::from_millis(200));
+    }
+    dtls.echo(b"last", ECHO_TIMEOUT).expect("last echo");
+    echoes += 1;
+    assert!(lb.alive(), "cidlb died");
+    let lifetime = started.elapsed();
+    let handshakes = server.stats().handshakes;
+    let log_lines = lb.open_error_lines();
+    eprintln!(
+        "fd limit {NOFILE}: {} flood datagrams from {SOURCES} sources; upstreams opened \
+         {opened}, open errors {open_errors}; {log_lines} warning lines in {lifetime:?} \
+         ({WORKERS} workers); session: {echoes} echoes, {handshakes} handshake(s); \
+         test {:?}",
+        ROUNDS * SOURCES as u64,
+        t0.elapsed()
+    );
+
+    assert!(open_errors > 0.0, "no upstream open errors counted");
+    assert!(
+        open_errors >= 10.0 * log_lines as f64,
+        "the log is not rate-limited: {open_errors} errors, {log_lines} lines"
+    );
+    assert!(log_lines >= 1, "the out-of-fd warning was never logged");
+    // At most one line per second per worker (+1 each for the first second).
+    let bound = WORKERS * (lifetime.as_secs() + 2);
+    assert!(
+        log_lines as u64 <= bound,
+        "{log_lines} warning lines in {lifetime:?}: more than one per second per worker"
+    );
+    assert_eq!(handshakes, 1, "the session needed a new handshake");
+}
