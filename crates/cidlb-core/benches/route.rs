@@ -1,5 +1,6 @@
 //! Parse + route cost per client datagram with 1k, 100k and 1M CID bindings (and as
-//! many flows), and the tables' bytes per entry. Prints figures; asserts nothing.
+//! many flows), one at a time and in batches of 32 with and without `Router::warm`,
+//! and the tables' bytes per entry. Prints figures; asserts nothing.
 //!
 //! `cargo bench -p cidlb-core --bench route`
 
@@ -89,6 +90,26 @@ fn bench_route(c: &mut Criterion) {
                 black_box(r.route(now, *a, d))
             })
         });
+        // The data plane's way: batches of 32 received datagrams, routed one by one,
+        // without and with `Router::warm` first (time per batch; thrpt per datagram).
+        for warm in [false, true] {
+            let mut k = 0usize;
+            g.throughput(Throughput::Elements(32));
+            let name = if warm { "batch32_warm" } else { "batch32" };
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+                b.iter(|| {
+                    let batch = &inputs[k & 4095 & !31..][..32];
+                    k += 32;
+                    if warm {
+                        r.warm(batch.iter().map(|(a, d)| (*a, d.as_slice())));
+                    }
+                    for (a, d) in batch {
+                        black_box(r.route(now, *a, d));
+                    }
+                })
+            });
+            g.throughput(Throughput::Elements(1));
+        }
         // Rebinding: the same sessions from addresses the balancer has not seen
         // (binding hit + flow insert).
         let mut j = 0u32;

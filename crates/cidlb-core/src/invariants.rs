@@ -144,13 +144,19 @@ pub fn check_events_with(policy: MultiCidPolicy, limit: Option<(u32, u32)>, even
     cfg.binding_idle = Duration::from_secs(3600);
     cfg.multi_cid = policy;
     cfg.new_flows_per_source = limit;
-    let mut r = Router::new(cfg, t0);
-    r.set_backends(
-        (0..BACKENDS)
-            .map(|i| Backend::new(u16::from(i), format!("b{i}"), addr(200 + i)))
-            .collect(),
-    )
-    .expect("a valid backend set");
+    let make = || {
+        let mut r = Router::new(cfg.clone(), t0);
+        r.set_backends(
+            (0..BACKENDS)
+                .map(|i| Backend::new(u16::from(i), format!("b{i}"), addr(200 + i)))
+                .collect(),
+        )
+        .expect("a valid backend set");
+        r
+    };
+    let mut r = make();
+    // A twin that warms every datagram before routing it: warming changes nothing.
+    let mut twin = make();
     for e in events {
         match e {
             Ev::Client { from, kind } => {
@@ -169,6 +175,18 @@ pub fn check_events_with(policy: MultiCidPolicy, limit: Option<(u32, u32)>, even
                 });
                 let before = r.counters().total_routed() + r.counters().total_dropped();
                 let v = r.route(now, addr(*from), &d);
+                twin.warm(
+                    [
+                        (addr(*from), d.as_slice()),
+                        (addr(*from ^ 1), &d[d.len() / 2..]),
+                    ]
+                    .into_iter(),
+                );
+                assert_eq!(
+                    twin.route(now, addr(*from), &d),
+                    v,
+                    "warming changed a verdict"
+                );
                 let after = r.counters().total_routed() + r.counters().total_dropped();
                 assert_eq!(after, before + 1, "exactly one outcome per datagram");
                 match v {
@@ -205,6 +223,7 @@ pub fn check_events_with(policy: MultiCidPolicy, limit: Option<(u32, u32)>, even
                     d
                 };
                 r.handle_backend_datagram(now, BackendId(u16::from(*b)), addr(*to), &d);
+                twin.handle_backend_datagram(now, BackendId(u16::from(*b)), addr(*to), &d);
             }
             Ev::Wait(s) => now += Duration::from_secs(u64::from(*s)),
             Ev::State(b, s) => {
@@ -214,8 +233,12 @@ pub fn check_events_with(policy: MultiCidPolicy, limit: Option<(u32, u32)>, even
                     _ => BackendState::Up,
                 };
                 r.set_backend_state(BackendId(u16::from(*b)), s);
+                twin.set_backend_state(BackendId(u16::from(*b)), s);
             }
-            Ev::Sweep => r.sweep(now, 8),
+            Ev::Sweep => {
+                r.sweep(now, 8);
+                twin.sweep(now, 8);
+            }
         }
         assert!(r.flow_count() <= MAX_FLOWS, "flow table over its bound");
         assert!(

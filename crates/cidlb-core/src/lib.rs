@@ -36,6 +36,7 @@
 
 mod backend;
 mod health;
+mod index;
 #[doc(hidden)]
 pub mod invariants;
 mod keys;
@@ -51,4 +52,5 @@ pub use outcome::{Counters, DropReason, Event, RouteOutcome};
 pub use router::{
     BackendSetError, CidFormat, CidRoute, CidRouting, ClientRoute, MultiCidPolicy,
     PreparedBackends, ReturnOutcome, Router, RouterConfig, SplitPart, Verdict, MAX_SPLIT_RECORDS,
+    WARM_BATCH,
 };

@@ -1,7 +1,10 @@
 //! A bounded hash table with idle expiry and eviction an attacker cannot steer cheaply.
 //!
-//! Entries live densely in a `Vec`; a `hashbrown::HashTable<u32>` indexes them by a
-//! keyed hash of the key (`ahash` with per-instance seeds), so the key is stored once.
+//! Entries live densely in a `Vec`; an open-addressing index of 8-byte slots
+//! ([`crate::index`]) maps a keyed hash of the key (`ahash` with per-instance seeds) to
+//! their positions, so the key is stored once. Batch lookups can load their index slots
+//! and entries ahead of use ([`BoundedTable::warm`]), so that a batch's cache misses
+//! overlap.
 //!
 //! - **Bound**: the table never holds more than `capacity` entries.
 //! - **Expiry**: an entry idle for longer than the table's timeout is dead. Lookups drop
@@ -17,7 +20,8 @@
 use core::hash::Hash;
 
 use ahash::RandomState;
-use hashbrown::HashTable;
+
+use crate::index::Index;
 
 /// How many random entries are looked at to pick a victim when the table is full.
 pub const EVICTION_SAMPLES: usize = 8;
@@ -61,7 +65,7 @@ pub enum Inserted<K, V> {
 #[derive(Clone, Debug)]
 pub struct BoundedTable<K, V> {
     entries: Vec<Entry<K, V>>,
-    index: HashTable<u32>,
+    index: Index,
     hasher: RandomState,
     capacity: usize,
     idle: Tick,
@@ -76,7 +80,7 @@ impl<K: Hash + Eq + Clone, V> BoundedTable<K, V> {
         let capacity = capacity.clamp(1, u32::MAX as usize);
         BoundedTable {
             entries: Vec::new(),
-            index: HashTable::new(),
+            index: Index::default(),
             hasher: RandomState::with_seeds(seed[0], seed[1], seed[2], seed[3]),
             capacity,
             idle,
@@ -119,7 +123,7 @@ impl<K: Hash + Eq + Clone, V> BoundedTable<K, V> {
     /// Bytes allocated by the table (entries and index), for memory reporting.
     pub fn allocated_bytes(&self) -> usize {
         self.entries.capacity() * core::mem::size_of::<Entry<K, V>>()
-            + self.index.capacity() * (core::mem::size_of::<u32>() + 1)
+            + self.index.capacity() * core::mem::size_of::<u64>()
     }
 
     fn is_dead(&self, e: &Entry<K, V>, now: Tick) -> bool {
@@ -127,11 +131,33 @@ impl<K: Hash + Eq + Clone, V> BoundedTable<K, V> {
     }
 
     fn find(&self, key: &K) -> Option<usize> {
-        let h = self.hasher.hash_one(key);
+        self.find_hashed(self.hasher.hash_one(key), key)
+    }
+
+    fn find_hashed(&self, h: u64, key: &K) -> Option<usize> {
         let entries = &self.entries;
         self.index
-            .find(h, |&i| entries[i as usize].key == *key)
-            .map(|&i| i as usize)
+            .find(h, |i| entries[i as usize].key == *key)
+            .map(|i| i as usize)
+    }
+
+    /// The keyed hash of `key` (for [`Self::warm`]).
+    pub fn hash(&self, key: &K) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Software pipelining for a batch of lookups: with `stage` 0, loads the index slot
+    /// where the lookup of hash `h` starts; with `stage` 1, looks `key` up and loads
+    /// its entry. Run stage 0 for every key of a batch, then stage 1 for every key,
+    /// then the real lookups: the cache misses of the batch then overlap instead of
+    /// adding up. Changes nothing; the returned value only keeps the loads from being
+    /// optimised away (pass it to `core::hint::black_box`).
+    pub fn warm(&self, stage: u8, h: u64, key: &K) -> u64 {
+        if stage == 0 {
+            return self.index.first_slot(h);
+        }
+        self.find_hashed(h, key)
+            .map_or(0, |i| u64::from(self.entries[i].last_seen))
     }
 
     /// Looks `key` up without touching it; dead entries are not returned.
@@ -163,16 +189,14 @@ impl<K: Hash + Eq + Clone, V> BoundedTable<K, V> {
 
     fn remove_at(&mut self, i: usize) -> Entry<K, V> {
         let h = self.hasher.hash_one(&self.entries[i].key);
-        if let Ok(slot) = self.index.find_entry(h, |&j| j as usize == i) {
-            slot.remove();
-        }
+        let removed = self.index.remove(h, i as u32);
+        debug_assert!(removed, "every entry is indexed");
         let last = self.entries.len() - 1;
         if i != last {
             // The last entry moves into slot `i`: repoint its index entry.
             let h = self.hasher.hash_one(&self.entries[last].key);
-            if let Some(j) = self.index.find_mut(h, |&j| j as usize == last) {
-                *j = i as u32;
-            }
+            let moved = self.index.repoint(h, last as u32, i as u32);
+            debug_assert!(moved, "every entry is indexed");
         }
         self.entries.swap_remove(i)
     }
@@ -214,9 +238,7 @@ impl<K: Hash + Eq + Clone, V> BoundedTable<K, V> {
             value,
             last_seen: now,
         });
-        let (entries, hasher) = (&self.entries, &self.hasher);
-        self.index
-            .insert_unique(h, i, |&j| hasher.hash_one(&entries[j as usize].key));
+        self.index.insert(h, i);
         out
     }
 

@@ -23,6 +23,12 @@ const LISTENER_BASE: usize = usize::MAX / 2;
 const BUDGET: usize = 64;
 /// Datagrams per `recvmmsg` on a listener socket.
 const RX_BATCH: usize = 32;
+/// From this many flows and bindings on, a received batch's table entries are loaded
+/// ahead of routing ([`cidlb_core::Router::warm`]): in smaller tables they are in cache
+/// anyway and warming costs more than it saves (`cargo bench -p cidlb-core --bench
+/// route`, batch32 vs batch32_warm).
+const WARM_FROM_ENTRIES: usize = 512 * 1024;
+const _: () = assert!(RX_BATCH <= cidlb_core::WARM_BATCH, "warm sees the whole batch");
 /// Largest client datagram accepted (bigger ones are dropped and counted): DTLS
 /// records are at most 2^14 bytes of plaintext plus expansion.
 const RX_SLOT: usize = 17 * 1024;
@@ -315,6 +321,12 @@ impl Worker {
         let mut oversized = 0u64;
         {
             let mut r = lock(&l.router);
+            if r.binding_count() + r.flow_count() >= WARM_FROM_ENTRIES {
+                r.warm((0..n).filter_map(|i| match rx.get(i) {
+                    Received::Datagram(from, d) => Some((from, d)),
+                    Received::Truncated => None,
+                }));
+            }
             for i in 0..n {
                 let v = match rx.get(i) {
                     Received::Datagram(from, d) => {
