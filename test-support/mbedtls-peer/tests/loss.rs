@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use cidlb_test_mbedtls::record::{self, TLS12_CID};
-use cidlb_test_mbedtls::{Direction, Mbedtls};
+use cidlb_test_mbedtls::Mbedtls;
 use cidlb_test_peer_harness::relay::{any, DropOnce};
 use cidlb_test_peer_harness::suite::{self, LossExpectations};
 
@@ -24,28 +24,16 @@ fn every_lost_flight_is_retransmitted() {
     suite::every_lost_flight_is_retransmitted::<Mbedtls>(
         vec![
             // The first ClientHello: the client's timer resends it.
-            DropOnce {
-                direction: Direction::ClientToServer,
-                matches: any,
-            },
+            DropOnce::client_to_server(any),
             // ServerHello + ServerHelloDone: the client resends its ClientHello and the
             // server answers the duplicate by resending its flight.
-            DropOnce {
-                direction: Direction::ServerToClient,
-                matches: server_hello,
-            },
+            DropOnce::server_to_client(server_hello),
             // ClientKeyExchange + ChangeCipherSpec + Finished: timers on both sides.
-            DropOnce {
-                direction: Direction::ClientToServer,
-                matches: carries_cid,
-            },
+            DropOnce::client_to_server(carries_cid),
             // The server's ChangeCipherSpec + Finished, sent when its handshake is
             // already over: the client resends its last flight and the server, which
             // kept its own, resends it.
-            DropOnce {
-                direction: Direction::ServerToClient,
-                matches: carries_cid,
-            },
+            DropOnce::server_to_client(carries_cid),
         ],
         LossExpectations {
             // Three of the losses can only be repaired by a 200 ms retransmission timer

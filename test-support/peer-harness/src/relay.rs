@@ -18,6 +18,24 @@ pub struct DropOnce {
     pub matches: fn(&[u8]) -> bool,
 }
 
+impl DropOnce {
+    /// Drops the first datagram from the client for which `matches` holds.
+    pub fn client_to_server(matches: fn(&[u8]) -> bool) -> Self {
+        DropOnce {
+            direction: Direction::ClientToServer,
+            matches,
+        }
+    }
+
+    /// Drops the first datagram from the server for which `matches` holds.
+    pub fn server_to_client(matches: fn(&[u8]) -> bool) -> Self {
+        DropOnce {
+            direction: Direction::ServerToClient,
+            matches,
+        }
+    }
+}
+
 /// A UDP relay between one client and a server that drops chosen datagrams.
 /// Runs until dropped, and for 30 s at most.
 #[derive(Debug)]

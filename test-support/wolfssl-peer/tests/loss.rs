@@ -6,7 +6,7 @@ use std::time::Duration;
 use cidlb_test_peer_harness::relay::{any, DropOnce};
 use cidlb_test_peer_harness::suite::{self, LossExpectations};
 use cidlb_test_wolfssl::record;
-use cidlb_test_wolfssl::{Direction, Wolfssl};
+use cidlb_test_wolfssl::Wolfssl;
 
 fn server_hello(datagram: &[u8]) -> bool {
     record::hellos(datagram)
@@ -23,28 +23,16 @@ fn every_lost_flight_is_retransmitted() {
     suite::every_lost_flight_is_retransmitted::<Wolfssl>(
         vec![
             // The first ClientHello: the client's timer resends it.
-            DropOnce {
-                direction: Direction::ClientToServer,
-                matches: any,
-            },
+            DropOnce::client_to_server(any),
             // The ServerHello: the server's timer resends its whole flight.
-            DropOnce {
-                direction: Direction::ServerToClient,
-                matches: server_hello,
-            },
+            DropOnce::server_to_client(server_hello),
             // The first encrypted record of the server (EncryptedExtensions), from the
             // retransmitted flight: the server resends again.
-            DropOnce {
-                direction: Direction::ServerToClient,
-                matches: carries_cid,
-            },
+            DropOnce::server_to_client(carries_cid),
             // The client's Finished, its first record with the server's CID: the server
             // resends its flight, and the client, which has not had an ACK, resends
             // its Finished.
-            DropOnce {
-                direction: Direction::ClientToServer,
-                matches: carries_cid,
-            },
+            DropOnce::client_to_server(carries_cid),
         ],
         LossExpectations {
             // The losses can only be repaired by retransmission timers (1 s at first).
