@@ -2,7 +2,9 @@
 //!
 //! A load balancer that routes DTLS by connection ID is only proven by real DTLS stacks
 //! doing real handshakes through it. This crate wraps Mbed TLS 3.6.5 (bundled by
-//! `mbedtls-rs-sys` 0.3.1) as:
+//! `mbedtls-rs-sys` 0.3.1) as a [`DtlsStack`](cidlb_test_peer_harness::DtlsStack),
+//! [`Mbedtls`], for the stack-independent servers and clients of
+//! `cidlb-test-peer-harness`:
 //!
 //! * [`DtlsServer`]: an echo server on its own thread that issues CIDs starting with a
 //!   chosen prefix, demultiplexes datagrams by CID (or by address before the
@@ -36,18 +38,22 @@
 // hooks in `mbedtls-rs-sys` need at link time.
 use critical_section as _;
 
-mod client;
 #[allow(unsafe_code)]
 mod ffi;
 pub mod record;
 pub mod scenario;
-mod server;
+mod stack;
 
-pub use client::{ClientConfig, Direction, DtlsClient};
-pub use server::{CidSource, DtlsServer, ServerConfig, ServerStats};
+pub use cidlb_test_peer_harness::{
+    CidSource, ClientConfig, Direction, ServerConfig, ServerStats, DEFAULT_PSK,
+    DEFAULT_PSK_IDENTITY,
+};
+pub use stack::Mbedtls;
 
-/// PSK identity used by [`ServerConfig::new`] and [`ClientConfig::new`].
-pub const DEFAULT_PSK_IDENTITY: &[u8] = b"cidlb-test";
+/// A real Mbed TLS DTLS 1.2 server with RFC 9146 connection IDs, echoing application
+/// data, on its own thread (see [`cidlb_test_peer_harness::DtlsServer`]).
+pub type DtlsServer = cidlb_test_peer_harness::DtlsServer<Mbedtls>;
 
-/// Pre-shared key used by [`ServerConfig::new`] and [`ClientConfig::new`] (16 bytes).
-pub const DEFAULT_PSK: &[u8] = b"cidlb-test-psk-!";
+/// A real Mbed TLS DTLS 1.2 client with an established RFC 9146 session (see
+/// [`cidlb_test_peer_harness::DtlsClient`]).
+pub type DtlsClient = cidlb_test_peer_harness::DtlsClient<Mbedtls>;

@@ -3,7 +3,9 @@
 //! A load balancer that routes DTLS by connection ID is only proven by real DTLS stacks
 //! doing real handshakes through it. This crate wraps wolfSSL 5.9.4 (bundled by
 //! `wolfssl-sys` 5.3.0, built with `WOLFSSL_DTLS_CID`: see the workspace's
-//! `.cargo/config.toml`) as:
+//! `.cargo/config.toml`) as a [`DtlsStack`](cidlb_test_peer_harness::DtlsStack),
+//! [`Wolfssl`], for the stack-independent servers and clients of
+//! `cidlb-test-peer-harness` (MIT OR Apache-2.0; it does not depend on this crate):
 //!
 //! * [`DtlsServer`]: a DTLS 1.3 echo server on its own thread that issues CIDs starting
 //!   with a chosen prefix, answers a first ClientHello with a cookie
@@ -15,8 +17,8 @@
 //!   its socket mid-session, as a NAT would, and capture its datagrams;
 //! * [`record`]: minimal DTLS 1.3 record parsing (unified headers, hellos).
 //!
-//! Its API mirrors the Mbed TLS DTLS 1.2 peers of `cidlb-test-mbedtls`, so that tests
-//! of both read alike. Both sides use a pre-shared key (with an ECDHE exchange,
+//! Its API is that of the Mbed TLS DTLS 1.2 peers of `cidlb-test-mbedtls` (the same
+//! harness), so that tests of both read alike. Both sides use a pre-shared key (with an ECDHE exchange,
 //! `psk_dhe_ke`; suite `TLS13-AES128-GCM-SHA256`), plain `std::net::UdpSocket`s, and
 //! bounded waits everywhere.
 //!
@@ -41,22 +43,26 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, unsafe_op_in_unsafe_fn)]
 
-mod client;
 #[allow(unsafe_code)]
 mod ffi;
 pub mod record;
-mod server;
+mod stack;
 
 use std::io;
 
-pub use client::{ClientConfig, Direction, DtlsClient};
-pub use server::{DtlsServer, ServerConfig, ServerStats};
+pub use cidlb_test_peer_harness::{
+    CidSource, ClientConfig, Direction, ServerConfig, ServerStats, DEFAULT_PSK,
+    DEFAULT_PSK_IDENTITY,
+};
+pub use stack::Wolfssl;
 
-/// PSK identity used by [`ServerConfig::new`] and [`ClientConfig::new`].
-pub const DEFAULT_PSK_IDENTITY: &[u8] = b"cidlb-test";
+/// A real wolfSSL DTLS 1.3 server with RFC 9147 connection IDs, echoing application
+/// data, on its own thread (see [`cidlb_test_peer_harness::DtlsServer`]).
+pub type DtlsServer = cidlb_test_peer_harness::DtlsServer<Wolfssl>;
 
-/// Pre-shared key used by [`ServerConfig::new`] and [`ClientConfig::new`] (16 bytes).
-pub const DEFAULT_PSK: &[u8] = b"cidlb-test-psk-!";
+/// A real wolfSSL DTLS 1.3 client with an established session using connection IDs
+/// (see [`cidlb_test_peer_harness::DtlsClient`]).
+pub type DtlsClient = cidlb_test_peer_harness::DtlsClient<Wolfssl>;
 
 /// Longest CID a peer of this crate issues: wolfSSL's `DTLS_CID_MAX_SIZE` in this build.
 pub const CID_MAX_LEN: usize = ffi::CID_MAX_LEN;

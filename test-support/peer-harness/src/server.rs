@@ -1,26 +1,62 @@
-//! A DTLS 1.3 echo server that issues routable CIDs and follows its clients across
-//! address changes the RFC 9147 way.
+//! A DTLS echo server that issues routable CIDs and follows its clients across
+//! address changes the RFC 9146 / RFC 9147 way, on any [`DtlsStack`].
 
 use std::collections::HashMap;
 use std::io;
+use std::marker::PhantomData;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::ffi::{self, Endpoint, Handshake, Read, Ssl};
-use crate::{record, DEFAULT_PSK, DEFAULT_PSK_IDENTITY};
+use crate::stack::{DtlsSession, DtlsStack, Handshake, Read, RecordCheck, Timer};
+use crate::{DEFAULT_PSK, DEFAULT_PSK_IDENTITY};
 
 /// Longest the server thread sleeps in `recv_from` before checking timers and `stop`.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// A session whose handshake has not completed after this long without traffic is
-/// forgotten (this also bounds the state kept for HelloRetryRequest round trips).
+/// forgotten (this also bounds the state kept for cookie round trips).
 const HANDSHAKE_IDLE_LIMIT: Duration = Duration::from_secs(20);
 /// Bounds the work done on one datagram or timer expiry.
 const MAX_STEPS_PER_EVENT: usize = 64;
 /// Largest datagram the server reads.
 const MAX_DATAGRAM: usize = 65_535;
+
+/// Where a [`DtlsServer`] takes the CID of each new session from, instead of its
+/// prefix and random bytes: e.g. a routable-CID generator (QUIC-LB, prefix format).
+///
+/// Called once per new session, on the server thread; it must return `cid_len` octets
+/// (a CID of another length, or one already in use after 1000 tries, drops the
+/// ClientHello, counted in [`ServerStats::dropped`]).
+#[derive(Clone)]
+pub struct CidSource(Arc<dyn Fn() -> Vec<u8> + Send + Sync>);
+
+impl CidSource {
+    /// A source calling `f` for every new session.
+    pub fn new(f: impl Fn() -> Vec<u8> + Send + Sync + 'static) -> Self {
+        CidSource(Arc::new(f))
+    }
+
+    fn next(&self) -> Vec<u8> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for CidSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CidSource(..)")
+    }
+}
+
+/// Two sources are equal when they are the same closure.
+impl PartialEq for CidSource {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CidSource {}
 
 /// How to run a [`DtlsServer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,14 +67,17 @@ pub struct ServerConfig {
     /// prefix. Shorter than `cid_len`.
     pub cid_prefix: Vec<u8>,
     /// Total length of the CIDs this server issues: `cid_prefix` followed by at least
-    /// one random byte. At most 10 ([`CID_MAX_LEN`](crate::CID_MAX_LEN), wolfSSL's
-    /// `DTLS_CID_MAX_SIZE` in this build); 0 means the server asks clients not to put a
-    /// CID in their records (it then demultiplexes by address only).
+    /// one random byte. At most the stack's [`DtlsStack::CID_MAX_LEN`]; 0 means the
+    /// server asks clients not to put a CID in their records (it then demultiplexes by
+    /// address only).
     pub cid_len: usize,
-    /// PSK identity clients must present (1 to 127 bytes, no NUL byte).
+    /// PSK identity clients must present (within the stack's limits).
     pub psk_identity: Vec<u8>,
-    /// The pre-shared key (1 to 64 bytes).
+    /// The pre-shared key (within the stack's limits).
     pub psk: Vec<u8>,
+    /// Where CIDs come from; `None` (the default): `cid_prefix` then random bytes.
+    /// With a source, `cid_prefix` is unused.
+    pub cid_source: Option<CidSource>,
 }
 
 impl ServerConfig {
@@ -51,54 +90,69 @@ impl ServerConfig {
             cid_len,
             psk_identity: DEFAULT_PSK_IDENTITY.to_vec(),
             psk: DEFAULT_PSK.to_vec(),
+            cid_source: None,
         }
     }
 
-    fn validate(&self) -> io::Result<()> {
+    /// Takes each session's CID from `source` (see [`CidSource`]).
+    pub fn with_cid_source(mut self, source: CidSource) -> Self {
+        self.cid_source = Some(source);
+        self
+    }
+
+    fn validate<S: DtlsStack>(&self) -> io::Result<()> {
         let invalid = |msg: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
-        if self.cid_len > ffi::CID_MAX_LEN {
-            return invalid("cid_len is larger than 10 (wolfSSL's DTLS_CID_MAX_SIZE)");
+        if self.cid_len > S::CID_MAX_LEN {
+            return invalid(&format!(
+                "cid_len is larger than {} ({})",
+                S::CID_MAX_LEN,
+                S::NAME
+            ));
         }
-        if self.cid_len > 0 && self.cid_prefix.len() >= self.cid_len {
+        if self.cid_len > 0 && self.cid_source.is_none() && self.cid_prefix.len() >= self.cid_len {
             return invalid("cid_prefix must leave at least one random byte in the CID");
         }
         if self.cid_len == 0 && !self.cid_prefix.is_empty() {
             return invalid("cid_prefix must be empty when cid_len is 0");
         }
-        crate::validate_psk(&self.psk_identity, &self.psk)
+        if self.cid_len == 0 && self.cid_source.is_some() {
+            return invalid("a cid_source needs a cid_len");
+        }
+        S::validate_psk(&self.psk_identity, &self.psk)
     }
 }
 
 /// Counters kept by a [`DtlsServer`]; a snapshot is returned by [`DtlsServer::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServerStats {
-    /// Full handshakes completed (one per session).
+    /// Full handshakes completed (one per session, plus one per client that reconnected
+    /// from the same address and port).
     pub handshakes: u64,
-    /// HelloRetryRequests with a cookie sent (one per cookie round trip, and one per
-    /// retransmitted first ClientHello).
-    pub hello_retry_requests: u64,
+    /// Cookie requests sent: HelloVerifyRequests (DTLS 1.2) or HelloRetryRequests with
+    /// a cookie (DTLS 1.3). One per cookie round trip (and, for stacks that answer
+    /// statelessly, one per retransmitted first ClientHello).
+    pub cookie_requests: u64,
     /// Handshakes that failed, or gave up retransmitting, after the cookie exchange.
     pub failed_handshakes: u64,
     /// Sessions currently established.
     pub active_sessions: u64,
     /// Established sessions that ended (close_notify or a fatal error).
     pub closed_sessions: u64,
-    /// Times a session's peer address changed, each after wolfSSL returned
-    /// application data from a record that came from the new address (so the record
-    /// was authenticated and fresh: RFC 9146 §6, RFC 9147 §11).
+    /// Times a session's peer address changed, each after the stack authenticated
+    /// application data from the new address (RFC 9146 §6, RFC 9147 §11).
     pub migrations: u64,
     /// Datagrams with a known CID from a new address that did not move the session:
-    /// wolfSSL read no application data from them (forged, replayed, malformed, or
-    /// holding only ACKs or handshake messages).
+    /// their first CID record failed authentication, was a replay or was malformed, or
+    /// they held no application data.
     pub migrations_rejected: u64,
-    /// Records for an established session that wolfSSL dropped because they failed
-    /// authentication (AEAD tag), from any address (wolfSSL's drop statistics).
+    /// Datagrams (or, for stacks that count drops themselves, records) for an
+    /// established session, from any address, that failed authentication (bad AEAD
+    /// tag / MAC); dropped.
     pub auth_failures: u64,
-    /// Datagrams for an established session, from any address, that authenticated (or
-    /// were never decrypted) but gave wolfSSL nothing to do: no application data, no
-    /// reply, no alert. wolfSSL drops DTLS 1.3 records outside its replay window
-    /// silently, so this is how a replay shows; a duplicate ACK or handshake
-    /// retransmission would count here too.
+    /// Datagrams for an established session, from any address, rejected as replays:
+    /// their first CID record is authentic but replayed or otherwise unexpected, or
+    /// (for stacks that drop replays silently, see [`DtlsSession::auth_failures`]) they
+    /// gave the stack nothing to do.
     pub replays: u64,
     /// Datagrams whose CID no session owns.
     pub unknown_cid: u64,
@@ -109,43 +163,50 @@ pub struct ServerStats {
     pub echoed: u64,
 }
 
-/// A real wolfSSL DTLS 1.3 server with RFC 9147 connection IDs, echoing application
-/// data, on its own thread.
+/// A real DTLS server with connection IDs, echoing application data, on its own thread.
 ///
-/// It demultiplexes datagrams itself: a datagram holding a unified-header record with
-/// the C bit goes to the session that issued that CID, any other datagram to the session
-/// of its source address, and a ClientHello from an unknown address starts a new
-/// session (after a HelloRetryRequest cookie round trip). A session follows its client
-/// to a new address only once wolfSSL has returned application data read from a record
-/// that came from there.
+/// It demultiplexes datagrams itself: a datagram holding a CID record goes to the
+/// session that issued that CID, any other datagram to the session of its source
+/// address, and a ClientHello from an unknown address starts a new session (after a
+/// cookie round trip). A session follows its client to a new address only once the
+/// stack has authenticated application data from there.
 ///
 /// The thread stops on [`stop`](Self::stop) or drop.
-#[derive(Debug)]
-pub struct DtlsServer {
+pub struct DtlsServer<S: DtlsStack> {
     local_addr: SocketAddr,
     counters: Counters,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    stack: PhantomData<fn() -> S>,
 }
 
-impl DtlsServer {
+impl<S: DtlsStack> std::fmt::Debug for DtlsServer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DtlsServer")
+            .field("stack", &S::NAME)
+            .field("local_addr", &self.local_addr)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: DtlsStack> DtlsServer<S> {
     /// Binds the socket and starts the server thread.
-    pub fn spawn(config: ServerConfig) -> io::Result<DtlsServer> {
-        config.validate()?;
-        // Fail here, not on the server thread, if wolfSSL cannot be set up.
-        drop(Ssl::new(
-            Endpoint::Server,
-            &config.psk_identity,
-            &config.psk,
-        )?);
+    pub fn spawn(config: ServerConfig) -> io::Result<DtlsServer<S>> {
+        config.validate::<S>()?;
+        // Fail here, not on the server thread, if the stack cannot be set up.
+        let context = S::server_context(&config)?;
         let socket = UdpSocket::bind(config.bind)?;
         socket.set_read_timeout(Some(POLL_INTERVAL))?;
         let local_addr = socket.local_addr()?;
         let counters = Counters::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let mut server = Server {
+        let mut server = Server::<S> {
             socket,
-            config,
+            context,
+            cid_prefix: config.cid_prefix,
+            cid_len: config.cid_len,
+            cid_source: config.cid_source,
             sessions: HashMap::new(),
             by_addr: HashMap::new(),
             by_cid: HashMap::new(),
@@ -154,13 +215,14 @@ impl DtlsServer {
             stop: Arc::clone(&stop),
         };
         let thread = thread::Builder::new()
-            .name(format!("wolfssl-server-{local_addr}"))
+            .name(format!("{}-server-{local_addr}", S::NAME))
             .spawn(move || server.run())?;
         Ok(DtlsServer {
             local_addr,
             counters,
             stop,
             thread: Some(thread),
+            stack: PhantomData,
         })
     }
 
@@ -203,7 +265,7 @@ impl DtlsServer {
     }
 }
 
-impl Drop for DtlsServer {
+impl<S: DtlsStack> Drop for DtlsServer<S> {
     fn drop(&mut self) {
         self.stop();
     }
@@ -212,8 +274,8 @@ impl Drop for DtlsServer {
 type SessionId = u64;
 
 /// One client's DTLS state.
-struct Session {
-    ssl: Ssl,
+struct Session<T> {
+    ssl: T,
     /// The CID this server issued for the session.
     cid: Vec<u8>,
     /// Where the client is now; replies go here.
@@ -226,35 +288,41 @@ struct Session {
 #[derive(Debug, Default)]
 struct Progress {
     handshake_completed: bool,
-    hello_retry_requests: u64,
+    /// A cookie request was queued; the session waits for the ClientHello with the
+    /// cookie.
+    cookie_sent: bool,
+    /// The client restarted its handshake from the same address and port.
+    reconnected: bool,
     echoed: u64,
     closed: bool,
+    /// Authentication failures the stack counted (see [`DtlsSession::auth_failures`]).
     auth_failures: u64,
-    replays: u64,
+    /// The event may have been a silently dropped replay: it gave an established
+    /// session of a stack that counts its own drops nothing to do. It was one if the
+    /// session queued no reply either.
+    maybe_replay: bool,
 }
 
-impl Session {
-    /// Runs wolfSSL on the pending input until it wants more, echoing any application
-    /// data read.
-    fn pump(&mut self, buf: &mut [u8]) -> Result<Progress, ffi::Error> {
+impl<T: DtlsSession> Session<T> {
+    /// Runs the stack on the pending input (or timer expiry) until it wants more input,
+    /// echoing any application data read.
+    fn pump(&mut self, buf: &mut [u8]) -> io::Result<Progress> {
         let mut progress = Progress::default();
         // Only drops in an established session count: during a handshake, duplicates
         // of retransmitted flights are routine.
         let was_established = self.established;
         let failures_before = self.ssl.auth_failures();
-        let result = self.pump_inner(buf, &mut progress);
-        if was_established && result.is_ok() {
-            progress.auth_failures = self.ssl.auth_failures().saturating_sub(failures_before);
-            let ignored = progress.echoed == 0
-                && !progress.closed
-                && progress.auth_failures == 0
-                && self.ssl.output_len() == 0;
-            progress.replays = u64::from(ignored);
+        self.pump_inner(buf, &mut progress)?;
+        if let (true, Some(before)) = (was_established, failures_before) {
+            let after = self.ssl.auth_failures().unwrap_or(before);
+            progress.auth_failures = after.saturating_sub(before);
+            progress.maybe_replay =
+                progress.echoed == 0 && !progress.closed && progress.auth_failures == 0;
         }
-        result.map(|()| progress)
+        Ok(progress)
     }
 
-    fn pump_inner(&mut self, buf: &mut [u8], progress: &mut Progress) -> Result<(), ffi::Error> {
+    fn pump_inner(&mut self, buf: &mut [u8], progress: &mut Progress) -> io::Result<()> {
         for _ in 0..MAX_STEPS_PER_EVENT {
             if self.established {
                 match self.ssl.read(buf)? {
@@ -269,22 +337,27 @@ impl Session {
                         progress.closed = true;
                         break;
                     }
+                    // The same address and port started a new handshake; the stack has
+                    // already reset the session, keeping that ClientHello.
+                    Read::Reconnect => {
+                        self.established = false;
+                        progress.reconnected = true;
+                    }
                 }
             } else {
-                let queued = self.ssl.output_len();
-                let step = self.ssl.handshake()?;
-                // Before a ClientHello with a valid cookie, wolfSSL answers
-                // statelessly, and what it sends is a HelloRetryRequest.
-                if !self.ssl.is_stateful() && self.ssl.output_len() > queued {
-                    progress.hello_retry_requests += 1;
-                }
-                match step {
+                match self.ssl.handshake()? {
                     Handshake::Done => {
                         self.established = true;
                         progress.handshake_completed = true;
                     }
+                    // A stack may check its retransmission timer before reading, so
+                    // the pending datagram may still be waiting after a resend.
                     Handshake::WantInput if self.ssl.has_input() => {}
                     Handshake::WantInput => break,
+                    Handshake::CookieSent => {
+                        progress.cookie_sent = true;
+                        break;
+                    }
                 }
             }
         }
@@ -293,10 +366,13 @@ impl Session {
 }
 
 /// State of the server thread.
-struct Server {
+struct Server<S: DtlsStack> {
     socket: UdpSocket,
-    config: ServerConfig,
-    sessions: HashMap<SessionId, Session>,
+    context: S::ServerContext,
+    cid_prefix: Vec<u8>,
+    cid_len: usize,
+    cid_source: Option<CidSource>,
+    sessions: HashMap<SessionId, Session<S::Session>>,
     by_addr: HashMap<SocketAddr, SessionId>,
     by_cid: HashMap<Vec<u8>, SessionId>,
     next_id: SessionId,
@@ -304,7 +380,7 @@ struct Server {
     stop: Arc<AtomicBool>,
 }
 
-impl Server {
+impl<S: DtlsStack> Server<S> {
     fn run(&mut self) {
         let mut datagram = vec![0u8; MAX_DATAGRAM];
         let mut scratch = vec![0u8; MAX_DATAGRAM];
@@ -317,7 +393,7 @@ impl Server {
             if let Ok((len, src)) = self.socket.recv_from(&mut datagram) {
                 self.on_datagram(&datagram[..len], src, &mut scratch);
             }
-            self.on_timers();
+            self.on_timers(&mut scratch);
             self.forget_stale_handshakes();
         }
     }
@@ -333,10 +409,10 @@ impl Server {
     }
 
     fn on_datagram(&mut self, datagram: &[u8], src: SocketAddr, scratch: &mut [u8]) {
-        if self.config.cid_len > 0 {
-            if let Some(cid) = record::first_cid(datagram, self.config.cid_len) {
-                match self.by_cid.get(cid) {
-                    Some(&id) => self.on_cid_datagram(id, datagram, src, scratch),
+        if self.cid_len > 0 {
+            if let Some(cid_record) = S::first_cid_record(datagram, self.cid_len) {
+                match self.by_cid.get(cid_record.cid) {
+                    Some(&id) => self.on_cid_datagram(id, datagram, cid_record.bytes, src, scratch),
                     None => self.counters.update(|s| s.unknown_cid += 1),
                 }
                 return;
@@ -344,42 +420,55 @@ impl Server {
         }
         match self.by_addr.get(&src) {
             Some(&id) => self.deliver(id, datagram, src, scratch),
-            None if record::starts_with_client_hello(datagram) => {
+            None if S::starts_with_client_hello(datagram) => {
                 self.new_session(datagram, src, scratch)
             }
             None => self.counters.update(|s| s.dropped += 1),
         }
     }
 
-    /// A datagram carrying the CID of session `id`.
+    /// A datagram carrying the CID of session `id`, whose first CID record is `record`.
     fn on_cid_datagram(
         &mut self,
         id: SessionId,
         datagram: &[u8],
+        record: &[u8],
         src: SocketAddr,
         scratch: &mut [u8],
     ) {
-        let session = self.sessions.get(&id).expect("CID index is consistent");
-        if !session.established && src != session.peer {
-            // A handshake does not move between addresses.
-            self.counters.update(|s| s.dropped += 1);
+        let session = self.sessions.get_mut(&id).expect("CID index is consistent");
+        let moving = src != session.peer;
+        if !session.established {
+            // The client's Finished is its first CID record. A handshake does not move
+            // between addresses.
+            if moving {
+                self.counters.update(|s| s.dropped += 1);
+            } else {
+                self.deliver(id, datagram, src, scratch);
+            }
             return;
         }
-        self.deliver(id, datagram, src, scratch);
+        // A stack would drop a forged or replayed record silently; checking it first
+        // (where the stack can) tells the cases apart for the counters, and RFC 9146 §6
+        // wants a new address considered only for an authentic, fresh record.
+        let rejected = match session.ssl.check_record(record) {
+            RecordCheck::Fresh => return self.deliver(id, datagram, src, scratch),
+            RecordCheck::BadMac => |s: &mut ServerStats| s.auth_failures += 1,
+            RecordCheck::Unexpected => |s: &mut ServerStats| s.replays += 1,
+            RecordCheck::Invalid => |s: &mut ServerStats| s.dropped += 1,
+        };
+        self.counters.update(|s| {
+            rejected(s);
+            s.migrations_rejected += u64::from(moving);
+        });
     }
 
     fn new_session(&mut self, datagram: &[u8], src: SocketAddr, scratch: &mut [u8]) {
-        let cid = self.fresh_cid();
-        let ssl = Ssl::new(
-            Endpoint::Server,
-            &self.config.psk_identity,
-            &self.config.psk,
-        )
-        .and_then(|mut ssl| {
-            ssl.enable_cid(&cid)?;
-            Ok(ssl)
-        });
-        let Ok(ssl) = ssl else {
+        let Some(cid) = self.fresh_cid() else {
+            self.counters.update(|s| s.dropped += 1);
+            return;
+        };
+        let Ok(ssl) = S::server_session(&self.context, &cid, src) else {
             self.counters.update(|s| s.dropped += 1);
             return;
         };
@@ -402,23 +491,38 @@ impl Server {
         self.deliver(id, datagram, src, scratch);
     }
 
-    /// A CID not in use: the configured prefix, then random bytes.
-    fn fresh_cid(&self) -> Vec<u8> {
-        let prefix = &self.config.cid_prefix;
-        let mut cid = prefix.clone();
-        cid.resize(self.config.cid_len, 0);
+    /// A CID not in use: from the [`CidSource`], else the configured prefix, then
+    /// random bytes. `None` if the source gives a CID of the wrong length, or only
+    /// CIDs in use.
+    fn fresh_cid(&self) -> Option<Vec<u8>> {
+        if let Some(source) = &self.cid_source {
+            for _ in 0..1000 {
+                let cid = source.next();
+                if cid.len() != self.cid_len {
+                    return None;
+                }
+                if !self.by_cid.contains_key(&cid) {
+                    return Some(cid);
+                }
+            }
+            return None;
+        }
+        let mut cid = self.cid_prefix.clone();
+        cid.resize(self.cid_len, 0);
         for _ in 0..1000 {
-            if getrandom::fill(&mut cid[prefix.len()..]).is_ok() && !self.by_cid.contains_key(&cid)
+            if getrandom::fill(&mut cid[self.cid_prefix.len()..]).is_ok()
+                && !self.by_cid.contains_key(&cid)
             {
                 break;
             }
         }
-        cid
+        Some(cid)
     }
 
     /// Feeds `datagram` from `src` to session `id`. If `src` is not the session's
     /// current peer (only possible for an established session reached by CID), the
-    /// session moves to `src` if wolfSSL reads application data from the datagram.
+    /// datagram has already passed `check_record`, and the session moves to `src` if
+    /// the stack then reads application data from it.
     fn deliver(&mut self, id: SessionId, datagram: &[u8], src: SocketAddr, scratch: &mut [u8]) {
         let session = self
             .sessions
@@ -427,7 +531,8 @@ impl Server {
         session.last_activity = Instant::now();
         session.ssl.feed(datagram.to_vec());
         let result = session.pump(scratch);
-        if src != session.peer {
+        let migrate = src != session.peer;
+        if migrate {
             match &result {
                 Ok(progress) if progress.echoed > 0 => {
                     let old = session.peer;
@@ -444,7 +549,7 @@ impl Server {
         self.after_pump(id, result);
     }
 
-    fn on_timers(&mut self) {
+    fn on_timers(&mut self, scratch: &mut [u8]) {
         let now = Instant::now();
         let expired: Vec<SessionId> = self
             .sessions
@@ -454,36 +559,49 @@ impl Server {
             .collect();
         for id in expired {
             let session = self.sessions.get_mut(&id).expect("id was just listed");
-            let result = session.ssl.on_timer().map(|()| Progress::default());
+            let result = match session.ssl.on_timer() {
+                Ok(Timer::Pump) => session.pump(scratch),
+                Ok(Timer::Handled) => Ok(Progress::default()),
+                Err(e) => Err(e),
+            };
             self.after_pump(id, result);
         }
     }
 
     /// Sends what the session queued, updates the counters, and ends the session if it
     /// is over.
-    fn after_pump(&mut self, id: SessionId, result: Result<Progress, ffi::Error>) {
+    fn after_pump(&mut self, id: SessionId, result: io::Result<Progress>) {
         let session = self
             .sessions
             .get_mut(&id)
             .expect("session index is consistent");
+        let output = session.ssl.take_output();
         // Counters first: a client that sees the reply may look at them at once.
         match &result {
             Ok(p) => self.counters.update(|s| {
                 s.handshakes += u64::from(p.handshake_completed);
                 s.active_sessions += u64::from(p.handshake_completed);
-                s.hello_retry_requests += p.hello_retry_requests;
+                s.active_sessions -= u64::from(p.reconnected);
+                s.cookie_requests += u64::from(p.cookie_sent);
                 s.echoed += p.echoed;
                 s.auth_failures += p.auth_failures;
-                s.replays += p.replays;
+                s.replays += u64::from(p.maybe_replay && output.is_empty());
             }),
             Err(_) if !session.established => self.counters.update(|s| s.failed_handshakes += 1),
             Err(_) => {}
         }
-        for datagram in session.ssl.take_output() {
+        for datagram in output {
             // Best effort, as UDP is; a failure looks like loss to the peer.
             let _ = self.socket.send_to(&datagram, session.peer);
         }
         match result {
+            Ok(p) if p.cookie_sent => {
+                // Stay ready for the ClientHello with the cookie, from the same address.
+                let peer = session.peer;
+                if session.ssl.reset_after_cookie(peer).is_err() {
+                    self.remove(id);
+                }
+            }
             Ok(p) if p.closed => self.remove(id),
             Ok(_) => {}
             Err(_) => self.remove(id),

@@ -1,11 +1,12 @@
-//! A DTLS 1.2 client with RFC 9146 connection IDs that can change its source address
-//! mid-session.
+//! A DTLS client with connection IDs that can change its source address mid-session,
+//! on any [`DtlsStack`].
 
 use std::io;
+use std::marker::PhantomData;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::ffi::{Config, ConfigParams, Endpoint, Handshake, Read, Ssl};
+use crate::stack::{DtlsSession, DtlsStack, Handshake, Read};
 use crate::{DEFAULT_PSK, DEFAULT_PSK_IDENTITY};
 
 /// Largest datagram the client reads.
@@ -21,12 +22,13 @@ pub struct ClientConfig {
     pub server: SocketAddr,
     /// Local address of the UDP socket; port 0 picks a free port.
     pub bind: SocketAddr,
-    /// PSK identity to present.
+    /// PSK identity to present (within the stack's limits).
     pub psk_identity: Vec<u8>,
-    /// The pre-shared key.
+    /// The pre-shared key (within the stack's limits).
     pub psk: Vec<u8>,
     /// Length of the CID this client asks the server to put in its records (random
-    /// bytes); 0 asks for none while still accepting a CID from the server. At most 32.
+    /// bytes); 0 asks for none while still using the server's CID. At most the stack's
+    /// [`DtlsStack::CID_MAX_LEN`].
     pub own_cid_len: usize,
     /// Upper bound on the whole handshake, retransmissions included.
     pub handshake_timeout: Duration,
@@ -71,58 +73,57 @@ impl Direction {
     }
 }
 
-/// A real Mbed TLS DTLS 1.2 client with an established RFC 9146 session.
+/// A real DTLS client with an established session using connection IDs.
 ///
 /// All calls block the calling thread for at most the timeout they are given.
-pub struct DtlsClient {
+pub struct DtlsClient<S: DtlsStack> {
     socket: UdpSocket,
     server: SocketAddr,
-    ssl: Ssl,
+    ssl: S::Session,
     capture: Option<Vec<(Direction, Vec<u8>)>>,
     buf: Vec<u8>,
+    stack: PhantomData<fn() -> S>,
 }
 
-impl std::fmt::Debug for DtlsClient {
+impl<S: DtlsStack> std::fmt::Debug for DtlsClient<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DtlsClient")
+            .field("stack", &S::NAME)
             .field("local_addr", &self.socket.local_addr().ok())
             .field("server", &self.server)
             .finish_non_exhaustive()
     }
 }
 
-impl DtlsClient {
-    /// Binds a socket and performs a full DTLS 1.2 handshake (with the server's cookie
-    /// round trip) negotiating connection IDs.
+impl<S: DtlsStack> DtlsClient<S> {
+    /// Binds a socket and performs a full handshake (with the server's cookie round
+    /// trip) negotiating connection IDs.
     ///
     /// Fails with [`io::ErrorKind::TimedOut`] if it takes longer than
     /// `config.handshake_timeout`.
-    pub fn connect(config: ClientConfig) -> io::Result<DtlsClient> {
-        if config.own_cid_len > crate::ffi::CID_MAX_LEN {
+    pub fn connect(config: ClientConfig) -> io::Result<DtlsClient<S>> {
+        if config.own_cid_len > S::CID_MAX_LEN {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "own_cid_len is larger than 32",
+                format!(
+                    "own_cid_len is larger than {} ({})",
+                    S::CID_MAX_LEN,
+                    S::NAME
+                ),
             ));
         }
+        S::validate_psk(&config.psk_identity, &config.psk)?;
         let deadline = Instant::now() + config.handshake_timeout;
-        let ssl_config = Config::new(&ConfigParams {
-            endpoint: Endpoint::Client,
-            psk_identity: &config.psk_identity,
-            psk: &config.psk,
-            cid_len: config.own_cid_len,
-            retransmit_min: Duration::from_millis(200),
-            retransmit_max: config.handshake_timeout,
-        })?;
-        let mut ssl = Ssl::new(&ssl_config)?;
         let mut own_cid = vec![0; config.own_cid_len];
         getrandom::fill(&mut own_cid).map_err(io::Error::other)?;
-        ssl.set_own_cid(&own_cid)?;
-        let mut client = DtlsClient {
+        let ssl = S::client_session(&config, &own_cid)?;
+        let mut client = DtlsClient::<S> {
             socket: UdpSocket::bind(config.bind)?,
             server: config.server,
             ssl,
             capture: config.capture.then(Vec::new),
             buf: vec![0; MAX_DATAGRAM],
+            stack: PhantomData,
         };
         loop {
             let step = client.ssl.handshake();
@@ -130,7 +131,7 @@ impl DtlsClient {
             match step? {
                 Handshake::Done => return Ok(client),
                 Handshake::WantInput if client.ssl.has_input() => continue,
-                Handshake::WantInput | Handshake::HelloVerifyRequired => {}
+                Handshake::WantInput | Handshake::CookieSent => {}
             }
             if Instant::now() >= deadline {
                 return Err(io::Error::new(
@@ -138,12 +139,7 @@ impl DtlsClient {
                     "DTLS handshake timed out",
                 ));
             }
-            // Wake up for the retransmission timer as well as for input.
-            let wake = client
-                .ssl
-                .timer_deadline()
-                .map_or(deadline, |t| t.min(deadline));
-            client.receive_until(wake)?;
+            client.wait(deadline)?;
         }
     }
 
@@ -185,7 +181,7 @@ impl DtlsClient {
                     "no application data",
                 ));
             }
-            self.receive_until(deadline)?;
+            self.wait(deadline)?;
         }
     }
 
@@ -256,9 +252,15 @@ impl DtlsClient {
         self.ssl.own_cid().unwrap_or_default()
     }
 
-    /// Name of the negotiated cipher suite, e.g. `TLS-PSK-WITH-AES-128-CCM-8`.
+    /// Name of the negotiated cipher suite, e.g. `TLS-PSK-WITH-AES-128-CCM-8` or
+    /// `TLS13-AES128-GCM-SHA256`.
     pub fn ciphersuite(&mut self) -> String {
         self.ssl.ciphersuite()
+    }
+
+    /// The protocol version in use: `DTLSv1.2` or `DTLSv1.3`.
+    pub fn version(&mut self) -> String {
+        self.ssl.version()
     }
 
     /// Every datagram sent and received so far, in order, if `capture` was set.
@@ -266,7 +268,7 @@ impl DtlsClient {
         self.capture.clone().unwrap_or_default()
     }
 
-    /// Sends what Mbed TLS queued.
+    /// Sends what the stack queued.
     fn flush(&mut self) -> io::Result<()> {
         for datagram in self.ssl.take_output() {
             self.socket.send_to(&datagram, self.server)?;
@@ -277,7 +279,24 @@ impl DtlsClient {
         Ok(())
     }
 
-    /// Waits until `deadline` for one datagram from the server and feeds it to Mbed TLS.
+    /// Waits until `deadline` for one datagram from the server and queues it for the
+    /// stack; if the retransmission timer fires first, lets the stack retransmit.
+    fn wait(&mut self, deadline: Instant) -> io::Result<()> {
+        let wake = self
+            .ssl
+            .timer_deadline()
+            .map_or(deadline, |t| t.min(deadline));
+        let received = self.receive_until(wake)?;
+        if !received {
+            // A stack answering `Timer::Pump` retransmits in the caller's next
+            // `handshake` or `read`.
+            self.ssl.on_timer()?;
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Waits until `deadline` for one datagram from the server and feeds it to the stack.
     /// Returns whether one arrived.
     fn receive_until(&mut self, deadline: Instant) -> io::Result<bool> {
         loop {
