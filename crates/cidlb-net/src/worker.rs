@@ -28,7 +28,10 @@ const RX_BATCH: usize = 32;
 /// anyway and warming costs more than it saves (`cargo bench -p cidlb-core --bench
 /// route`, batch32 vs batch32_warm).
 const WARM_FROM_ENTRIES: usize = 512 * 1024;
-const _: () = assert!(RX_BATCH <= cidlb_core::WARM_BATCH, "warm sees the whole batch");
+const _: () = assert!(
+    RX_BATCH <= cidlb_core::WARM_BATCH,
+    "warm sees the whole batch"
+);
 /// Largest client datagram accepted (bigger ones are dropped and counted): DTLS
 /// records are at most 2^14 bytes of plaintext plus expansion.
 const RX_SLOT: usize = 17 * 1024;
