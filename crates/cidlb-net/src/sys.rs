@@ -44,7 +44,8 @@ pub fn ensure_port_free(addr: SocketAddr) -> io::Result<()> {
 /// File descriptors upstream sockets never take (at most a quarter of the limit): the
 /// highest-numbered ones, kept for the admin API's connections, health checks and
 /// reloads. Without them a new-flow flood past the open-files limit would also take
-/// the admin API down (its HTTP server stops accepting after one `EMFILE`).
+/// the admin API down (its HTTP server stops accepting after one `EMFILE`, and cidlb
+/// only binds it again once descriptors are free).
 pub const FD_RESERVE: u64 = 32;
 
 /// The descriptors kept free of upstream sockets under an open-files limit of `limit`.

@@ -22,8 +22,10 @@
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use cidlb_core::BackendState;
 use serde::Serialize;
@@ -37,7 +39,8 @@ const MAX_BODY: u64 = 4096;
 
 /// The running admin server.
 pub struct AdminServer {
-    server: Arc<Server>,
+    current: Arc<Mutex<Arc<Server>>>,
+    stopping: Arc<AtomicBool>,
     addr: SocketAddr,
     thread: Option<JoinHandle<()>>,
 }
@@ -48,24 +51,30 @@ impl std::fmt::Debug for AdminServer {
     }
 }
 
+fn serve_on(listener: TcpListener) -> std::io::Result<Arc<Server>> {
+    Server::from_listener(listener, None)
+        .map(Arc::new)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl AdminServer {
     /// Binds `addr` and serves `daemon` on a thread of its own.
     pub fn start(addr: SocketAddr, daemon: Arc<Daemon>) -> std::io::Result<AdminServer> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
-        let server = Server::from_listener(listener, None)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let server = Arc::new(server);
-        let s = server.clone();
+        let current = Arc::new(Mutex::new(serve_on(listener)?));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (cur, stop) = (current.clone(), stopping.clone());
         let thread = std::thread::Builder::new()
             .name("cidlb-admin".into())
-            .spawn(move || {
-                for req in s.incoming_requests() {
-                    handle(&daemon, req);
-                }
-            })?;
+            .spawn(move || serve(&daemon, addr, &cur, &stop))?;
         Ok(AdminServer {
-            server,
+            current,
+            stopping,
             addr,
             thread: Some(thread),
         })
@@ -78,9 +87,49 @@ impl AdminServer {
 
     /// Stops serving and waits for the thread.
     pub fn stop(mut self) {
-        self.server.unblock();
+        self.stopping.store(true, Ordering::SeqCst);
+        lock(&self.current).unblock();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Serves requests until stopped. `tiny_http` ends its accept thread, and closes the
+/// listening socket, at the first failed `accept` (e.g. `EMFILE` when every descriptor
+/// is taken); the API would then be gone until a restart. Instead the listener is bound
+/// again on the same address, once a second until that works.
+fn serve(daemon: &Daemon, addr: SocketAddr, current: &Mutex<Arc<Server>>, stopping: &AtomicBool) {
+    loop {
+        let server = lock(current).clone();
+        let error = loop {
+            match server.recv() {
+                Ok(req) => handle(daemon, req),
+                Err(e) => break e,
+            }
+        };
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        warn!(address = %addr, error = %error,
+            "admin API stopped accepting connections; listening again in 1 s");
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            if stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            match TcpListener::bind(addr).and_then(serve_on) {
+                Ok(s) => {
+                    *lock(current) = s;
+                    warn!(address = %addr, "admin API listening again");
+                    break;
+                }
+                Err(e) => debug!(address = %addr, error = %e, "admin API cannot listen yet"),
+            }
+        }
+        // `stop` may have unblocked the old server just before the swap.
+        if stopping.load(Ordering::SeqCst) {
+            return;
         }
     }
 }

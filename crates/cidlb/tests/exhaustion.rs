@@ -10,8 +10,10 @@
 //! server's accept thread stopped for good at its first `EMFILE`), counts the failures
 //! (`cidlb_listener_upstream_open_errors_total`), logs the out-of-fd warning at most
 //! about once per second per worker (its stderr is captured here), and the established
-//! session keeps echoing throughout and afterwards. Bounded (a few seconds), loopback
-//! only; waits are polls with deadlines, never timing assertions.
+//! session keeps echoing throughout and afterwards. A second test takes the reserve
+//! with idle admin connections until the admin server's `accept` fails, and checks that
+//! the API listens again once they are gone. Bounded (a few seconds), loopback only;
+//! waits are polls with deadlines, never timing assertions.
 
 mod common;
 
@@ -271,4 +273,75 @@ fn out_of_fds_drops_new_flows_logs_rarely_and_keeps_sessions() {
         "{log_lines} warning lines in {lifetime:?}: more than one per second per worker"
     );
     assert_eq!(handshakes, 1, "the session needed a new handshake");
+}
+
+/// The admin API's accept fails when every descriptor is taken (here by idle admin
+/// connections, under an open-files limit of 64). `tiny_http` then stops accepting for
+/// good and closes its listener; cidlb must notice, log it, and listen again once
+/// descriptors are free.
+#[test]
+fn admin_api_listens_again_after_accept_fails() {
+    let dir = TempDir(std::env::temp_dir().join(format!("cidlb-adm-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let backend = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let cfg = format!(
+        "workers = 1\n\n[[listener]]\nname = \"dtls\"\naddress = \"127.0.0.1:0\"\n\
+         cid_length = {CID_LEN}\n\n[[listener.backend]]\nname = \"b0\"\naddress = \"{}\"\n",
+        backend.local_addr().unwrap()
+    );
+    let path = dir.0.join("cidlb.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let mut lb = Limited::spawn(&path);
+    assert!(
+        try_http(lb.admin, "/tables").is_some(),
+        "admin API answers at first"
+    );
+
+    // Idle connections until the balancer runs out of descriptors: its accept fails.
+    let mut held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // tiny_http logs its failed accept (through tracing's log bridge).
+    while !lb
+        .stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("Error accepting new client"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "accept never failed; stderr: {:?}",
+            lb.stderr.lock().unwrap()
+        );
+        assert!(
+            held.len() < 4 * NOFILE as usize,
+            "{} connections and accept still works",
+            held.len()
+        );
+        if let Ok(c) = std::net::TcpStream::connect_timeout(&lb.admin, Duration::from_millis(200)) {
+            held.push(c);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let failed_after = held.len();
+    drop(held);
+
+    // Descriptors are free again: the API comes back (polled with a deadline).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while try_http(lb.admin, "/tables").is_none() {
+        assert!(lb.alive(), "cidlb died");
+        assert!(
+            Instant::now() < deadline,
+            "the admin API never came back; stderr: {:?}",
+            lb.stderr.lock().unwrap()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert!(lb
+        .stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("admin API listening again")));
+    eprintln!("accept failed after {failed_after} idle connections; the admin API answers again");
 }
