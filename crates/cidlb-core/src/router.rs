@@ -391,6 +391,12 @@ impl Router {
         self.sources.len()
     }
 
+    /// Bytes allocated by the per-source new-flow limiter's table (empty unless
+    /// [`RouterConfig::new_flows_per_source`] is set).
+    pub fn source_table_bytes(&self) -> usize {
+        self.sources.allocated_bytes()
+    }
+
     /// Bytes allocated by the flow and binding tables.
     pub fn table_bytes(&self) -> (usize, usize) {
         (

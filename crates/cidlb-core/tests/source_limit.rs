@@ -219,12 +219,17 @@ fn off_by_default_and_by_reconfigure() {
         assert!(forwarded(r.route(t0, v4(port), &hello())));
     }
     assert_eq!(r.source_count(), 0);
+    assert_eq!(r.source_table_bytes(), 0, "no limiter, no memory");
     // A reload turns it on...
     let c = cfg(Some((1, 1)));
     let p = Router::prepare_backends(&c, backends()).unwrap();
     r.reconfigure(c, p);
     assert!(forwarded(r.route(t0, v4(1000), &hello())));
     assert_eq!(r.route(t0, v4(1001), &hello()), LIMITED);
+    assert!(
+        r.source_table_bytes() > 0,
+        "the limiter's table is reported"
+    );
     // ...and off again.
     let c = cfg(None);
     let p = Router::prepare_backends(&c, backends()).unwrap();

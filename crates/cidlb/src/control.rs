@@ -685,6 +685,7 @@ impl Daemon {
                     binding_idle: r.config().binding_idle,
                     flow_bytes,
                     binding_bytes,
+                    source_bytes: r.source_table_bytes(),
                     stats: shared.stats.snapshot(),
                     backends: lc
                         .backends
@@ -1263,6 +1264,8 @@ pub struct ListenerSnapshot {
     pub flow_bytes: usize,
     /// Bytes allocated by the binding table.
     pub binding_bytes: usize,
+    /// Bytes allocated by the per-source new-flow limiter's table.
+    pub source_bytes: usize,
     /// Data-plane counters.
     pub stats: StatsSnapshot,
     /// The backends, in configuration order.

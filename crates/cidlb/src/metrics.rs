@@ -88,7 +88,7 @@ pub fn families() -> Vec<(String, &'static str, String)> {
         ("cidlb_bindings".into(), "gauge", "CID bindings stored (CID -> backend).".into()),
         ("cidlb_flows_max".into(), "gauge", "Bound of the flow table (limits.max_flows).".into()),
         ("cidlb_bindings_max".into(), "gauge", "Bound of the binding table (limits.max_bindings).".into()),
-        ("cidlb_table_bytes".into(), "gauge", "Memory allocated by a routing table (flows, bindings).".into()),
+        ("cidlb_table_bytes".into(), "gauge", "Memory allocated by a routing table (flows, bindings, sources: the per-source new-flow limiter).".into()),
     ];
     for (name, _) in cidlb_net::StatsSnapshot::default().pairs() {
         let (full, kind) = stat_family(name);
@@ -277,6 +277,11 @@ pub fn render(s: &Snapshot) -> String {
             "cidlb_table_bytes",
             &[("listener", &l.name), ("table", "bindings")],
             l.binding_bytes,
+        );
+        e.sample(
+            "cidlb_table_bytes",
+            &[("listener", &l.name), ("table", "sources")],
+            l.source_bytes,
         );
     }
     let stat_names: Vec<&'static str> = cidlb_net::StatsSnapshot::default()
