@@ -302,3 +302,220 @@ impl Ctx<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{check, one_listener, parse};
+
+    /// A listener with `format` lines in its `[listener.cid_format]` and `b0`/`b1` lines
+    /// in its two backends.
+    fn with_format(cid_length: &str, format: &str, b0: &str, b1: &str) -> String {
+        format!(
+            "[[listener]]\naddress = \"0.0.0.0:5684\"\n{cid_length}\n\
+             [listener.cid_format]\n{format}\n\
+             [[listener.backend]]\naddress = \"10.0.0.1:5684\"\n{b0}\n\
+             [[listener.backend]]\naddress = \"10.0.0.2:5684\"\n{b1}\n"
+        )
+    }
+
+    const QLB: &str = "format = \"quic-lb\"\n\
+        [[listener.cid_format.config]]\nrotation = 0\nserver_id_length = 1\nnonce_length = 6\n\
+        key = \"8f95f09245765f80256934e50c66207f\"\n\
+        [[listener.cid_format.config]]\nrotation = 1\nserver_id_length = 2\nnonce_length = 5\n\
+        self_describing_length = true\n";
+
+    #[test]
+    fn cid_format_and_server_ids() {
+        use crate::cid::{CidFormatConfig, ServerIdConfig};
+        // QUIC-LB: cid_length becomes optional; server IDs per rotation.
+        let c = parse(&with_format(
+            "",
+            QLB,
+            "server_id = { 0 = \"01\", 1 = \"0a01\" }",
+            "server_id = { 1 = \"0a02\", 0 = \"02\" }",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let l = &c.listeners[0];
+        assert_eq!(l.cid_length, None);
+        let Some(CidFormatConfig::QuicLb(p)) = &l.cid_format else {
+            panic!("{:?}", l.cid_format)
+        };
+        assert_eq!(
+            (p[0].rotation, p[0].server_id_len, p[0].nonce_len),
+            (0, 1, 6)
+        );
+        assert_eq!(p[0].key.map(|k| k[0]), Some(0x8f));
+        assert!(!p[0].self_describing_length && p[1].self_describing_length);
+        assert_eq!(p[1].key, None);
+        let sid = |b: &[u8]| cidlb_cidformat::ServerId::new(b).unwrap();
+        assert_eq!(
+            l.backends[1].server_id,
+            Some(ServerIdConfig::PerRotation(vec![
+                (0, sid(&[2])),
+                (1, sid(&[0x0a, 2]))
+            ]))
+        );
+        assert!(
+            c.explain().contains("Routable CIDs: QUIC-LB"),
+            "{}",
+            c.explain()
+        );
+        assert!(
+            c.warnings()
+                .iter()
+                .any(|w| w.contains("config rotation 1 has no key")),
+            "{:?}",
+            c.warnings()
+        );
+        // Prefix (Californium): one plain server ID per backend.
+        let c = parse(&with_format(
+            "cid_length = 6",
+            "format = \"prefix\"",
+            "server_id = \"07\"",
+            "",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let l = &c.listeners[0];
+        assert_eq!(
+            l.cid_format,
+            Some(CidFormatConfig::Prefix { prefix_length: 1 })
+        );
+        assert_eq!(
+            l.backends[0].server_id,
+            Some(ServerIdConfig::All(sid(&[7])))
+        );
+        assert!(c
+            .warnings()
+            .iter()
+            .any(|w| w.contains("learned routing only")));
+        // A server_id without a format is only a warning.
+        let c = parse(&one_listener("").replace(
+            "address = \"10.0.0.1:5684\"\n",
+            "address = \"10.0.0.1:5684\"\nserver_id = \"01\"\n",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(c
+            .warnings()
+            .iter()
+            .any(|w| w.contains("server IDs are unused")));
+    }
+
+    #[test]
+    fn cid_format_errors_name_the_key() {
+        let q = |b0: &str, b1: &str| with_format("cid_length = 8", QLB, b0, b1);
+        let cases: Vec<(String, &str, &[&str])> = vec![
+            (
+                with_format("", "", "", ""),
+                "listener[0].cid_format.format",
+                &["required key is missing (\"quic-lb\" or \"prefix\")"],
+            ),
+            (
+                with_format("", "format = \"qlb\"", "", ""),
+                "listener[0].cid_format.format",
+                &["unknown value \"qlb\" (expected one of: quic-lb, prefix)"],
+            ),
+            (
+                with_format("", "format = \"quic-lb\"", "", ""),
+                "listener[0].cid_format.config",
+                &["at least one [[listener.cid_format.config]]"],
+            ),
+            (
+                with_format("", &QLB.replace("rotation = 1", "rotation = 7"), "", ""),
+                "listener[0].cid_format.config[1].rotation",
+                &["7 is out of range 0..=6"],
+            ),
+            (
+                with_format("", &QLB.replace("rotation = 1", "rotation = 0"), "", ""),
+                "listener[0].cid_format.config[1].rotation",
+                &["config rotation 0 is already used by listener[0].cid_format.config[0]"],
+            ),
+            (
+                with_format("", &QLB.replace("nonce_length = 5", "nonce_length = 18"), "", ""),
+                "listener[0].cid_format.config[1].nonce_length",
+                &["server_id_length 2 + nonce_length 18 = 20: QUIC-LB allows at most 19 octets"],
+            ),
+            (
+                with_format("", &QLB.replace("nonce_length = 5\n", ""), "", ""),
+                "listener[0].cid_format.config[1].nonce_length",
+                &["required key is missing (octets of nonce, 4..=18)"],
+            ),
+            (
+                with_format("", &QLB.replace("66207f", "66207"), "", ""),
+                "listener[0].cid_format.config[0].key",
+                &["not hex: expected 32 hex digits"],
+            ),
+            (
+                with_format("", &QLB.replace("8f95f092", ""), "", ""),
+                "listener[0].cid_format.config[0].key",
+                &["the key has 12 octets: expected 32 hex digits"],
+            ),
+            (
+                with_format("", &QLB.replace("rotation = 1", "rotaton = 1"), "", ""),
+                "listener[0].cid_format.config[1].rotaton",
+                &["unknown key", "allowed here: rotation, server_id_length, nonce_length, key, self_describing_length"],
+            ),
+            (
+                with_format("", &QLB.replace("format = \"quic-lb\"\n", "format = \"quic-lb\"\nprefix_length = 2\n"), "", ""),
+                "listener[0].cid_format.prefix_length",
+                &["prefix_length belongs to format = \"prefix\""],
+            ),
+            (
+                with_format("cid_length = 6", &QLB.replace("quic-lb", "prefix"), "", ""),
+                "listener[0].cid_format.config",
+                &["belong to format = \"quic-lb\""],
+            ),
+            (
+                with_format("", "format = \"prefix\"", "", ""),
+                "listener[0].cid_length",
+                &["required key is missing"],
+            ),
+            (
+                with_format("cid_length = 2", "format = \"prefix\"\nprefix_length = 2", "", ""),
+                "listener[0].cid_format.prefix_length",
+                &["leaves no octet of the 2-octet CIDs"],
+            ),
+            (
+                with_format("cid_length = 6", "format = \"prefix\"", "server_id = \"0a01\"", ""),
+                "listener[0].backend[0].server_id",
+                &["server ID 0a01 has 2 octet(s) but cid_format.prefix_length = 1"],
+            ),
+            (
+                q("server_id = \"01\"", ""),
+                "listener[0].backend[0].server_id",
+                &["server ID 01 has 1 octet(s) but config rotation 1 uses 2-octet server IDs", "one per rotation"],
+            ),
+            (
+                q("server_id = { 0 = \"01\", 2 = \"0a01\" }", ""),
+                "listener[0].backend[0].server_id",
+                &["config rotation 2 is not configured in listener[0].cid_format"],
+            ),
+            (
+                q("server_id = { 0 = \"01\", 1 = \"0a01\" }", "server_id = { 0 = \"02\", 1 = \"0a01\" }"),
+                "listener[0].backend[1].server_id",
+                &["server ID 0a01 is already used by listener[0].backend[0] in config rotation 1"],
+            ),
+            (
+                q("server_id = { x = \"01\" }", ""),
+                "listener[0].backend[0].server_id",
+                &["\"x\" is not a config rotation (0..=6)"],
+            ),
+            (
+                q("server_id = \"zz\"", ""),
+                "listener[0].backend[0].server_id",
+                &["invalid server ID \"zz\": expected 1 to 15 octets in hex"],
+            ),
+            (
+                q("server_id = 1", ""),
+                "listener[0].backend[0].server_id",
+                &["expected a server ID in hex"],
+            ),
+        ];
+        for (text, path, fragments) in cases {
+            let e = check(&text, path, fragments);
+            assert!(
+                !e.to_string().contains("8f95f092"),
+                "a key in an error: {e}"
+            );
+        }
+    }
+}

@@ -321,3 +321,61 @@ fn plural(n: usize) -> &'static str {
         "s"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{one_listener, parse};
+
+    #[test]
+    fn explain_mentions_everything() {
+        let c = parse(&format!(
+            "workers = 256\n[timeouts]\nflow_idle = \"2h\"\ncid_binding_idle = \"1h\"\n{}\
+             [[listener]]\nname = \"solo\"\naddress = \"0.0.0.0:5685\"\nrouting = \"address\"\n\
+             [[listener.backend]]\nname = \"lonely\"\naddress = \"10.0.0.3:5684\"\nweight = 0\n",
+            one_listener("name = \"coaps\"")
+        ))
+        .unwrap();
+        let ex = c.explain();
+        for needle in [
+            "\"coaps\"",
+            "0.0.0.0:5684",
+            "6 bytes",
+            "Connection ID",
+            "10.0.0.1:5684",
+            "10.0.0.2:5684",
+            "~50.0% of new flows",
+            "\"solo\"",
+            "address:port only",
+            "lonely",
+            "flow_idle = 2h",
+            "cid_binding_idle = 1h",
+            "max_flows = 100000",
+            "65537",
+            "Warnings",
+        ] {
+            assert!(ex.contains(needle), "explain lacks {needle:?}:\n{ex}");
+        }
+        let w = c.warnings();
+        let has = |s: &str| w.iter().any(|x| x.contains(s));
+        assert!(has("single backend"), "{w:?}");
+        assert!(has("no backend takes new flows"), "{w:?}");
+        assert!(has("shorter than timeouts.flow_idle"), "{w:?}");
+        if cpu_count() < 256 {
+            assert!(has("workers = 256"), "{w:?}");
+        }
+
+        let quiet = Config::quick(
+            "0.0.0.0:5684".parse().unwrap(),
+            &[
+                "10.0.0.1:5684".parse().unwrap(),
+                "10.0.0.2:5684".parse().unwrap(),
+            ],
+            6,
+        )
+        .unwrap();
+        assert!(quiet.warnings().is_empty(), "{:?}", quiet.warnings());
+        assert!(quiet.explain().contains("No warnings."));
+        assert!(quiet.explain().contains("backend-0"));
+    }
+}

@@ -124,3 +124,76 @@ pub(super) fn quick_flag(path: &str) -> String {
         path.to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cidlb_core::BackendState;
+
+    use super::*;
+    use crate::config::tests::{parse, EXAMPLE};
+    use crate::config::{Hashing, Limits, RoutingMode, Timeouts};
+
+    #[test]
+    fn reference_example_loads_from_disk() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cidlb.toml");
+        if p.exists() {
+            let c = Config::load(&p).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(c, parse(EXAMPLE).unwrap());
+        }
+        let e = Config::load(Path::new("/nonexistent/cidlb.toml")).unwrap_err();
+        assert_eq!(e.kind(), ConfigErrorKind::Io);
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/cidlb.toml: cannot read"),
+            "{e}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn quick_config() {
+        let listen: SocketAddr = "0.0.0.0:5684".parse().unwrap();
+        let b: Vec<SocketAddr> = vec![
+            "10.0.0.1:5684".parse().unwrap(),
+            "10.0.0.2:5684".parse().unwrap(),
+        ];
+        let c = Config::quick(listen, &b, 8).unwrap();
+        assert_eq!(c.listeners.len(), 1);
+        let l = &c.listeners[0];
+        assert_eq!(
+            (l.name.as_str(), l.address, l.cid_length),
+            ("default", listen, Some(8))
+        );
+        assert_eq!(l.routing, RoutingMode::Cid);
+        assert_eq!(l.backends.len(), 2);
+        assert_eq!(l.backends[1].name, "backend-1");
+        assert_eq!(l.backends[1].address, b[1]);
+        assert_eq!(
+            (l.backends[1].weight, l.backends[1].state),
+            (1, BackendState::Up)
+        );
+        assert_eq!(c.timeouts, Timeouts::default());
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.hashing, Hashing::default());
+        assert_eq!(c.workers, None);
+
+        let e = Config::quick(listen, &b, 0).unwrap_err();
+        assert_eq!(e.path(), Some("--cid-len"));
+        assert_eq!(
+            e.to_string(),
+            "command line: --cid-len: 0 is out of range 1..=32"
+        );
+        let e = Config::quick(listen, &[], 6).unwrap_err();
+        assert_eq!(e.path(), Some("--backend"), "{e}");
+        let e = Config::quick(listen, &[b[0], b[0]], 6).unwrap_err();
+        assert_eq!(e.path(), Some("--backend #2"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "command line: --backend #2: duplicate backend address 10.0.0.1:5684 (already used by --backend #1)"
+        );
+        let e = Config::quick(listen, &["0.0.0.0:1".parse().unwrap()], 6).unwrap_err();
+        assert_eq!(e.path(), Some("--backend #1"), "{e}");
+        let e = Config::quick(b[0], &b, 6).unwrap_err();
+        assert!(e.to_string().contains("loop"), "{e}");
+    }
+}

@@ -738,3 +738,44 @@ fn next_prime(n: usize) -> Option<usize> {
 pub(super) fn prev_prime(n: usize) -> usize {
     (2..=n).rev().find(|&k| is_prime(k)).unwrap_or(2)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_most_65535_backends() {
+        let raw = RawConfig {
+            workers: None,
+            timeouts: None,
+            limits: None,
+            hashing: None,
+            health: None,
+            admin: None,
+            listeners: vec![RawListener {
+                address: Some(Spanned::new(0..0, "0.0.0.0:5684".into())),
+                cid_length: Some(Spanned::new(0..0, 6)),
+                backends: (0..=MAX_BACKENDS)
+                    .map(|i| RawBackend {
+                        address: Some(Spanned::new(
+                            0..0,
+                            format!("10.1.{}.{}:5684", i / 256, i % 256),
+                        )),
+                        ..RawBackend::default()
+                    })
+                    .collect(),
+                ..RawListener::default()
+            }],
+        };
+        let ctx = Ctx {
+            origin: "x",
+            text: None,
+        };
+        let e = ctx.validate(&raw).unwrap_err();
+        assert_eq!(e.path(), Some("listener[0].backend"));
+        assert!(
+            e.to_string().contains("65536 backends, at most 65535"),
+            "{e}"
+        );
+    }
+}
