@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use cidlb_net::sys::{self, Received, RecvBatch, SendBatch};
@@ -77,79 +77,77 @@ fn serve(mut listener: UdpSocket, backends: &[SocketAddr]) -> std::io::Result<()
         poll.poll(&mut events, Some(Duration::from_secs(1)))?;
         for ev in events.iter() {
             if ev.token() == LISTENER {
-                // Edge-triggered: read until a short batch says the queue was empty
-                // (errors such as ICMP reports: a bounded number of retries).
-                let mut errors = 0;
-                loop {
-                    let n = match rx.recv(listener.as_raw_fd()) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(_) if errors < 64 => {
-                            errors += 1;
-                            continue;
-                        }
-                        Err(_) => break,
+                drain(&mut rx, listener.as_raw_fd(), |rx, i| {
+                    let Received::Datagram(client, data) = rx.get(i) else {
+                        return Ok(());
                     };
-                    for i in 0..n {
-                        let Received::Datagram(client, data) = rx.get(i) else {
-                            continue;
-                        };
-                        let slot = match by_client.get(&client) {
-                            Some(&s) => s,
-                            None => {
-                                let h = client.port() as usize
-                                    ^ match client.ip() {
-                                        std::net::IpAddr::V4(v4) => u32::from(v4) as usize,
-                                        std::net::IpAddr::V6(v6) => v6.octets()[15] as usize,
-                                    };
-                                let backend = backends[h % backends.len()];
-                                let mut socket =
-                                    UdpSocket::from_std(sys::upstream_socket(None, backend)?);
-                                poll.registry().register(
-                                    &mut socket,
-                                    Token(flows.len()),
-                                    Interest::READABLE,
-                                )?;
-                                flows.push(Flow { client, socket });
-                                by_client.insert(client, flows.len() - 1);
-                                flows.len() - 1
-                            }
-                        };
-                        let _ = flows[slot].socket.send(data);
-                    }
-                    if n < BATCH {
-                        break;
-                    }
-                }
+                    let slot = match by_client.get(&client) {
+                        Some(&s) => s,
+                        None => {
+                            let h = client.port() as usize
+                                ^ match client.ip() {
+                                    std::net::IpAddr::V4(v4) => u32::from(v4) as usize,
+                                    std::net::IpAddr::V6(v6) => v6.octets()[15] as usize,
+                                };
+                            let backend = backends[h % backends.len()];
+                            let mut socket =
+                                UdpSocket::from_std(sys::upstream_socket(None, backend)?);
+                            poll.registry().register(
+                                &mut socket,
+                                Token(flows.len()),
+                                Interest::READABLE,
+                            )?;
+                            flows.push(Flow { client, socket });
+                            by_client.insert(client, flows.len() - 1);
+                            flows.len() - 1
+                        }
+                    };
+                    let _ = flows[slot].socket.send(data);
+                    Ok(())
+                })?;
             } else {
                 let flow = &flows[ev.token().0];
-                let mut errors = 0;
-                loop {
-                    let n = match rx.recv(flow.socket.as_raw_fd()) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(_) if errors < 64 => {
-                            errors += 1;
-                            continue;
+                drain(&mut rx, flow.socket.as_raw_fd(), |rx, i| {
+                    if let Received::Datagram(_, data) = rx.get(i) {
+                        if tx.is_full() {
+                            tx.flush(listener.as_raw_fd());
                         }
-                        Err(_) => break,
-                    };
-                    for i in 0..n {
-                        if let Received::Datagram(_, data) = rx.get(i) {
-                            if tx.is_full() {
-                                tx.flush(listener.as_raw_fd());
-                            }
-                            tx.push(flow.client, data);
-                        }
+                        tx.push(flow.client, data);
                     }
-                    if n < BATCH {
-                        break;
-                    }
-                }
+                    Ok(())
+                })?;
             }
         }
         if !tx.is_empty() {
             tx.flush(listener.as_raw_fd());
+        }
+    }
+}
+
+/// Reads batches from `fd` and hands each datagram's index to `each`, until a short
+/// batch says the queue was empty (edge-triggered epoll); skips a bounded number of
+/// errors (ICMP reports surface as receive errors).
+fn drain(
+    rx: &mut RecvBatch,
+    fd: RawFd,
+    mut each: impl FnMut(&RecvBatch, usize) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut errors = 0;
+    loop {
+        let n = match rx.recv(fd) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(_) if errors < 64 => {
+                errors += 1;
+                continue;
+            }
+            Err(_) => return Ok(()),
+        };
+        for i in 0..n {
+            each(rx, i)?;
+        }
+        if n < BATCH {
+            return Ok(());
         }
     }
 }
