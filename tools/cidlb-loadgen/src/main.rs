@@ -7,9 +7,11 @@
 //!   this sink — i.e. whether the balancer routed them correctly — and echoes them in
 //!   request/response mode.
 //! - Clients: N sockets; each does the hello exchange through the proxy, then sends
-//!   `tls12_cid` records of the given size, open loop (one-way, paced at `--rate`) or
-//!   closed loop (request/response, one in flight per client), optionally rebinding
-//!   (new source port, or new 127.x address) every K datagrams, as a NAT would.
+//!   datagrams of the given size and shape (`--shape`: one `tls12_cid` record, three
+//!   of them, or a plaintext handshake + ChangeCipherSpec + CID record flight), open
+//!   loop (one-way, paced at `--rate`) or closed loop (request/response, one in flight
+//!   per client), optionally rebinding (new source port, or new 127.x address) every K
+//!   datagrams, as a NAT would.
 //!
 //! Records are DTLS-shaped (valid headers, CIDs, hellos), not encrypted: this measures
 //! the balancer, not a DTLS stack. Prints a summary; `--json FILE` writes it for
@@ -21,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cidlb_wire::{build, handshake, inspect};
+use cidlb_wire::{build, handshake, inspect, ContentType};
 use clap::Parser;
 use mio::{Events, Interest, Poll, Token};
 
@@ -43,9 +45,12 @@ struct Args {
     /// CID length the sinks issue.
     #[arg(long, default_value_t = 4)]
     cid_len: usize,
-    /// Datagram size in bytes (one tls12_cid record).
+    /// Datagram size in bytes (approximate for shapes of several records).
     #[arg(long, default_value_t = 100)]
     size: usize,
+    /// What each datagram holds.
+    #[arg(long, value_enum, default_value_t = Shape::Cid)]
+    shape: Shape,
     /// How long to send, in seconds.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
@@ -69,6 +74,32 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+}
+
+/// What a client datagram holds.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// One `tls12_cid` record.
+    Cid,
+    /// Three `tls12_cid` records with the client's CID (stacks pack records).
+    Multi,
+    /// A plaintext handshake record (epoch 0, a ClientKeyExchange-like header), a
+    /// ChangeCipherSpec record and a `tls12_cid` record: the shape of a DTLS 1.2
+    /// client's CKE + CCS + Finished flight, routed by the CID of its last record.
+    Flight,
+}
+
+impl Shape {
+    /// Bytes of one CID record's payload for a datagram of about `size` bytes.
+    fn payload_len(self, size: usize, cid_len: usize) -> usize {
+        let cid_record = 13 + cid_len;
+        match self {
+            Shape::Cid => size.saturating_sub(cid_record),
+            Shape::Multi => size.saturating_sub(3 * cid_record) / 3,
+            Shape::Flight => size.saturating_sub((13 + 12) + (13 + 1) + cid_record),
+        }
+        .max(1)
+    }
 }
 
 /// Counters of all sinks.
@@ -200,8 +231,24 @@ struct Totals {
     rtts_us: Vec<u32>,
 }
 
-fn datagram(c: &mut Client, payload: &[u8], out: &mut Vec<u8>) {
+fn datagram(c: &mut Client, shape: Shape, payload: &[u8], out: &mut Vec<u8>) {
     out.clear();
+    match shape {
+        Shape::Cid => {}
+        Shape::Multi => {
+            for _ in 0..2 {
+                build::cid12(1, c.seq, &c.cid, payload, out);
+                c.seq += 1;
+            }
+        }
+        Shape::Flight => {
+            // msg_type 16 (client_key_exchange), length 0, message_seq, fragment 0/0.
+            let cke = [16, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0];
+            build::plaintext(ContentType::HANDSHAKE, 0, c.seq, &cke, out);
+            build::plaintext(ContentType::CHANGE_CIPHER_SPEC, 0, c.seq + 1, &[1], out);
+            c.seq += 2;
+        }
+    }
     build::cid12(1, c.seq, &c.cid, payload, out);
     c.seq += 1;
 }
@@ -220,7 +267,7 @@ fn one_way(a: &Args, clients: &mut [Client], payload: &[u8], rb: &mut Rebinder) 
             }
         }
         for c in clients.iter_mut() {
-            datagram(c, payload, &mut d);
+            datagram(c, a.shape, payload, &mut d);
             match c.sock.send_to(&d, a.target) {
                 Ok(_) => {
                     t.sent += 1;
@@ -257,7 +304,7 @@ fn request_response(a: &Args, clients: &mut [Client], payload: &[u8], rb: &mut R
     let t0 = Instant::now();
     let dur = Duration::from_secs_f64(a.duration);
     for (k, c) in clients.iter_mut().enumerate() {
-        datagram(c, payload, &mut d);
+        datagram(c, a.shape, payload, &mut d);
         if socks[k].send_to(&d, a.target).is_ok() {
             c.in_flight = Some(Instant::now());
             t.sent += 1;
@@ -291,7 +338,7 @@ fn request_response(a: &Args, clients: &mut [Client], payload: &[u8], rb: &mut R
                                 t.rebinds += 1;
                             }
                         }
-                        datagram(c, payload, &mut d);
+                        datagram(c, a.shape, payload, &mut d);
                         if socks[k].send_to(&d, a.target).is_ok() {
                             c.in_flight = Some(Instant::now());
                             t.sent += 1;
@@ -312,7 +359,7 @@ fn request_response(a: &Args, clients: &mut [Client], payload: &[u8], rb: &mut R
                     .is_some_and(|s| s.elapsed() > Duration::from_millis(500))
                 {
                     t.lost += 1;
-                    datagram(c, payload, &mut d);
+                    datagram(c, a.shape, payload, &mut d);
                     if socks[k].send_to(&d, a.target).is_ok() {
                         c.in_flight = Some(Instant::now());
                         t.sent += 1;
@@ -333,7 +380,7 @@ fn main() {
             handshake_client(a.target, a.cid_len).expect("client hello exchange through the proxy")
         })
         .collect();
-    let payload = vec![0x5au8; a.size.saturating_sub(11 + a.cid_len + 2).max(1)];
+    let payload = vec![0x5au8; a.shape.payload_len(a.size, a.cid_len)];
     let mut rb = Rebinder {
         next_ip: 0,
         with_ip: a.rebind_ip,
@@ -383,7 +430,7 @@ fn main() {
     };
     println!("mode               {mode}");
     println!("clients            {}", a.clients);
-    println!("datagram size      {} bytes", a.size);
+    println!("datagram size      {} bytes ({:?})", a.size, a.shape);
     println!(
         "sent               {} ({:.0}/s)",
         t.sent,
@@ -418,6 +465,7 @@ fn main() {
             "mode": mode,
             "clients": a.clients,
             "size": a.size,
+            "shape": format!("{:?}", a.shape).to_lowercase(),
             "duration_s": elapsed,
             "sent": t.sent,
             "delivered": received,
