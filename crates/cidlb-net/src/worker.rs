@@ -32,6 +32,7 @@ const _: () = assert!(
     RX_BATCH <= cidlb_core::WARM_BATCH,
     "warm sees the whole batch"
 );
+const _: () = assert!(RX_BATCH <= 256, "batch positions fit a u8");
 /// Largest client datagram accepted (bigger ones are dropped and counted): DTLS
 /// records are at most 2^14 bytes of plaintext plus expansion.
 const RX_SLOT: usize = 17 * 1024;
@@ -354,7 +355,22 @@ impl Worker {
             l.stats.add(&l.stats.oversized_datagrams, oversized);
         }
         let verdicts = std::mem::take(&mut self.verdicts);
-        for (i, v) in verdicts.iter().enumerate() {
+        // Sends grouped by backend (a client's datagrams keep their order: the index
+        // is part of the key): a backend on this host is woken once per group instead
+        // of once per datagram, which the sender pays for on loopback.
+        let mut order = [(0u16, 0u8); RX_BATCH];
+        for (i, (o, v)) in order.iter_mut().zip(&verdicts).enumerate() {
+            let backend = match v {
+                Verdict::Forward { backend, .. } => backend.0,
+                _ => u16::MAX,
+            };
+            *o = (backend, i as u8);
+        }
+        let order = &mut order[..verdicts.len()];
+        order.sort_unstable();
+        for &(_, i) in order.iter() {
+            let i = usize::from(i);
+            let v = &verdicts[i];
             let Received::Datagram(client, data) = rx.get(i) else {
                 continue;
             };
