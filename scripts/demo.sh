@@ -9,15 +9,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the demo's DTLS peers need to build (Mbed TLS through bindgen + cmake),
 # as in scripts/test.sh, and procps for `kill`, with which the demo stops cidlb (SIGTERM).
-need=()
-for p in clang libclang-dev cmake ninja-build procps; do
-    dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    echo "installing: ${need[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. scripts/lib.sh  # the working directory is the repository root
+ensure_packages clang libclang-dev cmake ninja-build procps
 
 echo "building cidlb and cidlb-demo (release; a few minutes the first time)..."
 cargo build --release --locked -p cidlb -p cidlb-demo

@@ -7,15 +7,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the test-support crates need to build real DTLS stacks
 # (Mbed TLS through bindgen + cmake; wolfSSL through autotools).
-need=()
-for p in clang libclang-dev cmake ninja-build autoconf automake libtool; do
-    dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    echo "installing: ${need[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. scripts/lib.sh  # the working directory is the repository root
+ensure_packages clang libclang-dev cmake ninja-build autoconf automake libtool
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

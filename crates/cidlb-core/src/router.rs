@@ -601,13 +601,13 @@ impl Router {
             keys[n] = match cid {
                 Some(k) => {
                     let h = self.bindings.hash(&k);
-                    core::hint::black_box(self.bindings.warm(0, h, &k));
+                    core::hint::black_box(self.bindings.warm_slot(h));
                     Key::Cid(h, k)
                 }
                 None => {
                     let f = FlowKey::from(client);
                     let h = self.flows.hash(&f);
-                    core::hint::black_box(self.flows.warm(0, h, &f));
+                    core::hint::black_box(self.flows.warm_slot(h));
                     Key::Flow(h, f)
                 }
             };
@@ -615,8 +615,8 @@ impl Router {
         }
         for key in &keys[..n] {
             core::hint::black_box(match key {
-                Key::Cid(h, k) => self.bindings.warm(1, *h, k),
-                Key::Flow(h, f) => self.flows.warm(1, *h, f),
+                Key::Cid(h, k) => self.bindings.warm_entry(*h, k),
+                Key::Flow(h, f) => self.flows.warm_entry(*h, f),
             });
         }
     }

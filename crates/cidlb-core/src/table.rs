@@ -3,7 +3,7 @@
 //! Entries live densely in a `Vec`; an open-addressing index of 8-byte slots
 //! ([`crate::index`]) maps a keyed hash of the key (`ahash` with per-instance seeds) to
 //! their positions, so the key is stored once. Batch lookups can load their index slots
-//! and entries ahead of use ([`BoundedTable::warm`]), so that a batch's cache misses
+//! and entries ahead of use ([`BoundedTable::warm_slot`]), so that a batch's cache misses
 //! overlap.
 //!
 //! - **Bound**: the table never holds more than `capacity` entries.
@@ -146,16 +146,18 @@ impl<K: Hash + Eq + Clone, V> BoundedTable<K, V> {
         self.hasher.hash_one(key)
     }
 
-    /// Software pipelining for a batch of lookups: with `stage` 0, loads the index slot
-    /// where the lookup of hash `h` starts; with `stage` 1, looks `key` up and loads
-    /// its entry. Run stage 0 for every key of a batch, then stage 1 for every key,
-    /// then the real lookups: the cache misses of the batch then overlap instead of
-    /// adding up. Changes nothing; the returned value only keeps the loads from being
-    /// optimised away (pass it to `core::hint::black_box`).
-    pub fn warm(&self, stage: u8, h: u64, key: &K) -> u64 {
-        if stage == 0 {
-            return self.index.first_slot(h);
-        }
+    /// Software pipelining for a batch of lookups, first step: loads the index slot
+    /// where the lookup of hash `h` starts. Run it for every key of a batch, then
+    /// [`Self::warm_entry`] for every key, then the real lookups: the batch's cache
+    /// misses then overlap instead of adding up. Changes nothing; the value returned
+    /// only keeps the load from being optimised away (pass it to `black_box`).
+    pub fn warm_slot(&self, h: u64) -> u64 {
+        self.index.first_slot(h)
+    }
+
+    /// Second step of [`Self::warm_slot`]: looks `key` (of hash `h`) up and loads its
+    /// entry.
+    pub fn warm_entry(&self, h: u64, key: &K) -> u64 {
         self.find_hashed(h, key)
             .map_or(0, |i| u64::from(self.entries[i].last_seen))
     }

@@ -121,6 +121,23 @@ impl std::fmt::Debug for RecvBatch {
     }
 }
 
+/// What [`RecvBatch::next`] got.
+#[derive(Debug)]
+pub enum Recv {
+    /// `n` datagrams (read them with [`RecvBatch::get`]); `more` when the batch was
+    /// full, so the socket may hold more.
+    Datagrams {
+        /// How many.
+        n: usize,
+        /// Whether to read again before waiting for the next edge.
+        more: bool,
+    },
+    /// Nothing to read.
+    Empty,
+    /// A receive error (e.g. an ICMP error reported on the socket); reading may go on.
+    Error(io::Error),
+}
+
 /// What one received datagram is.
 pub enum Received<'a> {
     /// A whole datagram from `from`.
@@ -188,6 +205,23 @@ impl RecvBatch {
         }
         self.n = n as usize;
         Ok(self.n)
+    }
+
+    /// [`Self::recv`] for an edge-triggered reader: retries `EINTR`, and says whether
+    /// the socket may hold more (a full batch) or was empty when the kernel looked
+    /// (then a later datagram raises a new edge).
+    pub fn next(&mut self, fd: std::os::fd::RawFd) -> Recv {
+        loop {
+            return match self.recv(fd) {
+                Ok(n) => Recv::Datagrams {
+                    n,
+                    more: n == self.hdrs.len(),
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Recv::Empty,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Recv::Error(e),
+            };
+        }
     }
 
     /// Datagram `i` of the last `recv` (`i < n`).

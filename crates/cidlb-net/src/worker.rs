@@ -13,7 +13,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, warn};
 
 use crate::stats::BackendTraffic;
-use crate::sys::{Received, RecvBatch, SendBatch};
+use crate::sys::{Received, Recv, RecvBatch, SendBatch};
 use crate::upstream::{UpKey, Upstream, Upstreams};
 use crate::{sys, ListenerShared, UpstreamLimits, SWEEP_EVERY};
 
@@ -288,14 +288,13 @@ impl Worker {
         let mut drained = false;
         let mut budget = BUDGET;
         while budget > 0 {
-            let n = match rx.recv(fd) {
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+            let (n, more) = match rx.next(fd) {
+                Recv::Datagrams { n, more } => (n, more),
+                Recv::Empty => {
                     drained = true;
                     break;
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => {
+                Recv::Error(e) => {
                     // ICMP errors surface here on some kernels; keep reading.
                     debug!(error = %e, "listener recv error");
                     budget = budget.saturating_sub(1);
@@ -304,9 +303,7 @@ impl Worker {
             };
             budget = budget.saturating_sub(n.max(1));
             self.on_client_batch(li, &rx, n);
-            // Fewer than a full batch: the queue was empty when the kernel looked, and
-            // a later datagram raises a new edge.
-            if n < RX_BATCH {
+            if !more {
                 drained = true;
                 break;
             }
@@ -534,14 +531,13 @@ impl Worker {
                 break;
             };
             let (li, backend, client) = (usize::from(up.key.listener), up.key.backend, up.client);
-            let n = match rx.recv(up.socket.as_raw_fd()) {
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+            let (n, more) = match rx.next(up.socket.as_raw_fd()) {
+                Recv::Datagrams { n, more } => (n, more),
+                Recv::Empty => {
                     drained = true;
                     break;
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => {
+                Recv::Error(e) => {
                     // ECONNREFUSED after an ICMP port unreachable from the backend.
                     let l = &self.listeners[li];
                     l.stats.add(&l.stats.upstream_send_errors, 1);
@@ -580,9 +576,7 @@ impl Worker {
                     l.stats.add(&l.stats.reply_send_errors, 1);
                 }
             }
-            // Fewer than a full batch: the queue was empty when the kernel looked, and
-            // a later datagram raises a new edge.
-            if n < UP_RX_BATCH {
+            if !more {
                 drained = true;
                 break;
             }

@@ -157,6 +157,15 @@ impl ListenerConfig {
     }
 }
 
+/// The rotations of a listener's QUIC-LB configurations, for messages: "0, 1".
+fn rotations(params: &[QuicLbParams]) -> String {
+    params
+        .iter()
+        .map(|p| p.rotation.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn mode_text(p: &QuicLbParams) -> String {
     match QuicLbConfig::new(*p) {
         Ok(c) => c.mode().to_string(),
@@ -262,11 +271,7 @@ pub(crate) fn warnings(l: &ListenerConfig, w: &mut Vec<String>) {
             w.push(format!(
                 "listener {:?}: without cid_length, CIDs of other config rotations than {} cannot be parsed and are dropped (set cid_length to the length of CIDs not issued by QUIC-LB)",
                 l.name,
-                params
-                    .iter()
-                    .map(|p| p.rotation.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                rotations(params)
             ));
         }
         for p in params {
@@ -344,11 +349,7 @@ pub fn encode(
                 return Err(format!(
                     "listener {:?} has several configurations (rotations {}): choose one with --rotation N",
                     l.name,
-                    params
-                        .iter()
-                        .map(|p| p.rotation.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    rotations(params)
                 ))
             }
         },

@@ -51,7 +51,7 @@ use cidlb_net::{DataPlane, ListenerShared, StatsSnapshot, TrafficSnapshot};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::config::{Config, HealthConfig, RoutingMode, MAX_WEIGHT};
+use crate::config::{Config, HealthConfig, ListenerConfig, RoutingMode, MAX_WEIGHT};
 use crate::run::listener_specs;
 
 /// Settings given on the command line that override the file on every (re)load.
@@ -1109,74 +1109,47 @@ fn describe_settings(old: &Config, new: &Config) -> Vec<String> {
         }
     };
     let mut others = Vec::new();
-    let d = |x: Duration| humantime::format_duration(x).to_string();
-    diff(
-        "timeouts.flow_idle",
-        d(old.timeouts.flow_idle),
-        d(new.timeouts.flow_idle),
-    );
-    diff(
-        "timeouts.cid_binding_idle",
-        d(old.timeouts.cid_binding_idle),
-        d(new.timeouts.cid_binding_idle),
-    );
-    diff(
-        "limits.max_flows",
-        old.limits.max_flows.to_string(),
-        new.limits.max_flows.to_string(),
-    );
-    diff(
-        "limits.max_bindings",
-        old.limits.max_bindings.to_string(),
-        new.limits.max_bindings.to_string(),
-    );
-    diff(
-        "limits.new_flows_per_source",
-        old.limits.new_flows_per_source.to_string(),
-        new.limits.new_flows_per_source.to_string(),
-    );
-    diff(
-        "limits.new_flows_burst",
-        old.limits.new_flows_burst.to_string(),
-        new.limits.new_flows_burst.to_string(),
-    );
-    diff(
-        "hashing.seed",
-        old.hashing.seed.to_string(),
-        new.hashing.seed.to_string(),
-    );
-    diff(
-        "hashing.maglev_table_size",
-        old.hashing.maglev_table_size.to_string(),
-        new.hashing.maglev_table_size.to_string(),
-    );
-    let (oh, nh) = (&old.health, &new.health);
-    diff(
-        "health.enabled",
-        oh.enabled.to_string(),
-        nh.enabled.to_string(),
-    );
-    diff("health.interval", d(oh.interval), d(nh.interval));
-    diff("health.timeout", d(oh.timeout), d(nh.timeout));
-    diff("health.rise", oh.rise.to_string(), nh.rise.to_string());
-    diff("health.fall", oh.fall.to_string(), nh.fall.to_string());
+    fn d(x: Duration) -> String {
+        humantime::format_duration(x).to_string()
+    }
+    type Get = fn(&Config) -> String;
+    let global: [(&str, Get); 13] = [
+        ("timeouts.flow_idle", |c| d(c.timeouts.flow_idle)),
+        ("timeouts.cid_binding_idle", |c| {
+            d(c.timeouts.cid_binding_idle)
+        }),
+        ("limits.max_flows", |c| c.limits.max_flows.to_string()),
+        ("limits.max_bindings", |c| c.limits.max_bindings.to_string()),
+        ("limits.new_flows_per_source", |c| {
+            c.limits.new_flows_per_source.to_string()
+        }),
+        ("limits.new_flows_burst", |c| {
+            c.limits.new_flows_burst.to_string()
+        }),
+        ("hashing.seed", |c| c.hashing.seed.to_string()),
+        ("hashing.maglev_table_size", |c| {
+            c.hashing.maglev_table_size.to_string()
+        }),
+        ("health.enabled", |c| c.health.enabled.to_string()),
+        ("health.interval", |c| d(c.health.interval)),
+        ("health.timeout", |c| d(c.health.timeout)),
+        ("health.rise", |c| c.health.rise.to_string()),
+        ("health.fall", |c| c.health.fall.to_string()),
+    ];
+    for (what, get) in global {
+        diff(what, get(old), get(new));
+    }
     for (o, n) in old.listeners.iter().zip(&new.listeners) {
         let p = format!("listener {:?}:", o.name);
-        diff(
-            &format!("{p} routing"),
-            o.routing.to_string(),
-            n.routing.to_string(),
-        );
-        diff(
-            &format!("{p} cid_length"),
-            format!("{:?}", o.cid_length),
-            format!("{:?}", n.cid_length),
-        );
-        diff(
-            &format!("{p} multi_cid"),
-            format!("{:?}", o.multi_cid),
-            format!("{:?}", n.multi_cid),
-        );
+        type GetL = fn(&ListenerConfig) -> String;
+        let per_listener: [(&str, GetL); 3] = [
+            ("routing", |l| l.routing.to_string()),
+            ("cid_length", |l| format!("{:?}", l.cid_length)),
+            ("multi_cid", |l| format!("{:?}", l.multi_cid)),
+        ];
+        for (what, get) in per_listener {
+            diff(&format!("{p} {what}"), get(o), get(n));
+        }
         // Anything else of the listener (e.g. its CID format).
         let (mut o2, mut n2) = (o.clone(), n.clone());
         o2.backends.clear();

@@ -42,9 +42,8 @@ fn check_config_accepts_the_reference_example() {
 
 #[test]
 fn check_config_names_the_bad_key() {
-    let dir = std::env::temp_dir().join(format!("cidlb-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("bad.toml");
+    let dir = common::TempDir::new("cli");
+    let path = dir.0.join("bad.toml");
     std::fs::write(
         &path,
         "[[listener]]\naddress = \"127.0.0.1:5684\"\ncid_length = 4\n\
@@ -58,7 +57,6 @@ fn check_config_names_the_bad_key() {
         err.contains("listener[0].backend[0].address"),
         "error names the key: {err}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

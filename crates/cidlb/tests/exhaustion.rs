@@ -17,6 +17,8 @@
 
 mod common;
 
+use common::TempDir;
+
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -36,14 +38,6 @@ const SOURCES: u8 = 200;
 const ROUNDS: u64 = 25;
 const ECHO_TIMEOUT: Duration = Duration::from_secs(3);
 const OPEN_ERROR_LOG: &str = "cannot open an upstream socket";
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `cidlb run --config PATH` under `ulimit -n NOFILE`, with stdout *and* stderr
 /// captured (`common::Balancer` pipes stdout only). Killed on drop.
@@ -153,8 +147,7 @@ fn cid_record(cid: &[u8], seq: u64) -> Vec<u8> {
 #[test]
 fn out_of_fds_drops_new_flows_logs_rarely_and_keeps_sessions() {
     let t0 = Instant::now();
-    let dir = TempDir(std::env::temp_dir().join(format!("cidlb-exh-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = TempDir::new("exh");
     let server = DtlsServer::spawn(ServerConfig::new(
         "127.0.0.1:0".parse().unwrap(),
         vec![0xa0],
@@ -281,8 +274,7 @@ fn out_of_fds_drops_new_flows_logs_rarely_and_keeps_sessions() {
 /// descriptors are free.
 #[test]
 fn admin_api_listens_again_after_accept_fails() {
-    let dir = TempDir(std::env::temp_dir().join(format!("cidlb-adm-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = TempDir::new("adm");
     let backend = UdpSocket::bind("127.0.0.1:0").unwrap();
     let cfg = format!(
         "workers = 1\n\n[[listener]]\nname = \"dtls\"\naddress = \"127.0.0.1:0\"\n\

@@ -25,7 +25,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cidlb_test_mbedtls::{ClientConfig, Direction, DtlsClient, DtlsServer, ServerConfig};
-use common::Balancer;
+use common::{Balancer, TempDir};
 
 const CID_LEN: usize = 4;
 const MAX_FLOWS: usize = 2000;
@@ -36,14 +36,6 @@ const ECHO_TIMEOUT: Duration = Duration::from_secs(3);
 /// Attacker sockets kept open at once (each is checked for received bytes before it is
 /// closed, and the last ones after the flood).
 const OPEN_SOCKETS: usize = 256;
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn http(admin: SocketAddr, method: &str, path: &str) -> (u16, String) {
     cidlb::status::request(admin, method, path, None).unwrap_or_else(|e| panic!("{e}"))
@@ -167,8 +159,7 @@ struct Sent {
 #[test]
 fn floods_do_not_break_sessions_fill_tables_or_amplify() {
     let t0 = Instant::now();
-    let dir = TempDir(std::env::temp_dir().join(format!("cidlb-flood-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = TempDir::new("flood");
     let servers: Vec<DtlsServer> = (0..3u8)
         .map(|i| {
             let cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), vec![0xa0 + i], CID_LEN);

@@ -9,13 +9,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cidlb::control::{BackendView, BackendsView};
 use cidlb_test_mbedtls::{ClientConfig, DtlsClient, DtlsServer, ServerConfig};
-use common::Balancer;
+use common::{Balancer, TempDir};
 
 const CID_LEN: usize = 4;
 const ECHO_TIMEOUT: Duration = Duration::from_millis(900);
@@ -44,22 +44,6 @@ fn servers(n: u8) -> Vec<DtlsServer> {
         .collect()
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("cidlb-ops-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Writes a configuration with one listener and `backends` (name, address, extra
 /// lines).
 fn write_config(path: &Path, backends: &[(&str, SocketAddr, &str)], extra: &str) {
@@ -72,6 +56,38 @@ fn write_config(path: &Path, backends: &[(&str, SocketAddr, &str)], extra: &str)
         ));
     }
     std::fs::write(path, t).unwrap();
+}
+
+/// Two Mbed TLS servers (b0, b1) behind cidlb started from a config file, both healthy.
+struct Setup {
+    _dir: TempDir,
+    servers: Vec<DtlsServer>,
+    lb: Balancer,
+    admin: SocketAddr,
+}
+
+fn two_healthy_backends(name: &str) -> Setup {
+    let dir = TempDir::new(name);
+    let servers = servers(2);
+    let cfg = dir.0.join("cidlb.toml");
+    write_config(
+        &cfg,
+        &[
+            ("b0", servers[0].local_addr(), ""),
+            ("b1", servers[1].local_addr(), ""),
+        ],
+        "",
+    );
+    let (lb, admin) = start(&cfg);
+    wait_until("every backend answers its health checks", || {
+        all_healthy(admin)
+    });
+    Setup {
+        _dir: dir,
+        servers,
+        lb,
+        admin,
+    }
 }
 
 fn start(config: &Path) -> (Balancer, SocketAddr) {
@@ -240,21 +256,12 @@ fn killed_backend_is_marked_down_avoided_and_used_again_after_restart() {
 
 #[test]
 fn drained_backend_gets_no_new_flows_while_its_sessions_keep_working() {
-    let dir = TempDir::new("drain");
-    let servers = servers(2);
-    let cfg = dir.0.join("cidlb.toml");
-    write_config(
-        &cfg,
-        &[
-            ("b0", servers[0].local_addr(), ""),
-            ("b1", servers[1].local_addr(), ""),
-        ],
-        "",
-    );
-    let (lb, admin) = start(&cfg);
-    wait_until("every backend answers its health checks", || {
-        all_healthy(admin)
-    });
+    let Setup {
+        _dir,
+        servers,
+        lb,
+        admin,
+    } = two_healthy_backends("drain");
 
     // Sessions on both backends.
     let mut clients = Vec::new();
@@ -488,21 +495,12 @@ fn valid_sample(line: &str) -> bool {
 
 #[test]
 fn metrics_lookups_and_status_answer() {
-    let dir = TempDir::new("metrics");
-    let servers = servers(2);
-    let cfg = dir.0.join("cidlb.toml");
-    write_config(
-        &cfg,
-        &[
-            ("b0", servers[0].local_addr(), ""),
-            ("b1", servers[1].local_addr(), ""),
-        ],
-        "",
-    );
-    let (lb, admin) = start(&cfg);
-    wait_until("every backend answers its health checks", || {
-        all_healthy(admin)
-    });
+    let Setup {
+        _dir,
+        servers: _servers,
+        lb,
+        admin,
+    } = two_healthy_backends("metrics");
     let mut c = connect(lb.addr);
     c.echo(b"one", ECHO_TIMEOUT).unwrap();
     // A NAT rebinding: the known CID from a new port.

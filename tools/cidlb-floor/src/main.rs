@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use cidlb_net::sys::{self, Received, RecvBatch, SendBatch};
+use cidlb_net::sys::{self, Received, Recv, RecvBatch, SendBatch};
 use clap::Parser;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
@@ -134,20 +134,18 @@ fn drain(
 ) -> std::io::Result<()> {
     let mut errors = 0;
     loop {
-        let n = match rx.recv(fd) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-            Err(_) if errors < 64 => {
-                errors += 1;
-                continue;
+        match rx.next(fd) {
+            Recv::Datagrams { n, more } => {
+                for i in 0..n {
+                    each(rx, i)?;
+                }
+                if !more {
+                    return Ok(());
+                }
             }
-            Err(_) => return Ok(()),
-        };
-        for i in 0..n {
-            each(rx, i)?;
-        }
-        if n < BATCH {
-            return Ok(());
+            Recv::Empty => return Ok(()),
+            Recv::Error(_) if errors < 64 => errors += 1,
+            Recv::Error(_) => return Ok(()),
         }
     }
 }
