@@ -39,7 +39,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use cidlb_core::{
@@ -160,6 +160,7 @@ pub struct Daemon {
     state: Mutex<State>,
     reloads_ok: AtomicU64,
     reloads_rejected: AtomicU64,
+    admin: Arc<crate::admin::HttpStats>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -244,6 +245,7 @@ impl Daemon {
             }),
             reloads_ok: AtomicU64::new(0),
             reloads_rejected: AtomicU64::new(0),
+            admin: Arc::default(),
         }
     }
 
@@ -725,9 +727,15 @@ impl Daemon {
             started: self.started,
             reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
             reloads_rejected: self.reloads_rejected.load(Ordering::Relaxed),
+            admin: self.admin.get(),
             health: st.config.health,
             listeners,
         }
+    }
+
+    /// Counters of the admin API's HTTP server.
+    pub fn admin_stats(&self) -> &Arc<crate::admin::HttpStats> {
+        &self.admin
     }
 
     /// `GET /backends`.
@@ -1202,6 +1210,8 @@ pub struct Snapshot {
     pub reloads_ok: u64,
     /// Reloads rejected.
     pub reloads_rejected: u64,
+    /// The admin API's own counters.
+    pub admin: crate::admin::HttpCounts,
     /// Health settings.
     pub health: HealthConfig,
     /// The listeners.

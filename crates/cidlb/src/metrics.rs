@@ -150,6 +150,16 @@ pub fn families() -> Vec<(String, &'static str, String)> {
             "counter",
             "Health flips, by the health reached (to=up, to=down).".into(),
         ),
+        (
+            "cidlb_admin_connections_total".into(),
+            "counter",
+            "Admin API connections by outcome (served, bad_request, timed_out, closed_early, handler_panic).".into(),
+        ),
+        (
+            "cidlb_admin_accept_errors_total".into(),
+            "counter",
+            "Admin API accepts that failed (e.g. out of file descriptors); retried every 100 ms.".into(),
+        ),
     ]);
     v
 }
@@ -383,6 +393,19 @@ pub fn render(s: &Snapshot) -> String {
         labels.push(("to", "down"));
         e.sample("cidlb_health_transitions_total", &labels, b.went_down);
     });
+    fam(&mut e, "cidlb_admin_connections_total");
+    let a = &s.admin;
+    for (outcome, n) in [
+        ("served", a.served),
+        ("bad_request", a.bad_requests),
+        ("timed_out", a.timed_out),
+        ("closed_early", a.closed_early),
+        ("handler_panic", a.handler_panics),
+    ] {
+        e.sample("cidlb_admin_connections_total", &[("outcome", outcome)], n);
+    }
+    fam(&mut e, "cidlb_admin_accept_errors_total");
+    e.sample("cidlb_admin_accept_errors_total", &[], a.accept_errors);
     e.out
 }
 

@@ -2,8 +2,9 @@
 //!
 //! Plain HTTP/1.1 on `admin.address` (loopback by default: the API has no
 //! authentication, anyone who reaches it can drain backends). Requests are served one
-//! at a time on one thread (`tiny_http` accepts connections on its own threads); every
-//! answer but `/metrics` is JSON, errors are `{"error": "..."}` with a 4xx/5xx status.
+//! at a time on one thread ([`http`]: bounded connections, sizes and time, survives
+//! running out of descriptors); every answer but `/metrics` is JSON, errors are
+//! `{"error": "..."}` with a 4xx/5xx status.
 //!
 //! | method | path | what |
 //! | --- | --- | --- |
@@ -20,122 +21,49 @@
 //! Backend and lookup endpoints take `?listener=NAME`, required only when the name is
 //! ambiguous (several listeners).
 
-use std::io::Read;
+mod http;
+
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::Arc;
 
 use cidlb_core::BackendState;
 use serde::Serialize;
-use tiny_http::{Header, Method, Request, Response, Server};
 use tracing::{debug, warn};
 
+pub use self::http::{HttpCounts, HttpStats, Limits};
+use self::http::{HttpServer, Request, Response};
 use crate::control::{ApiError, Daemon};
 
-/// Largest request body read.
-const MAX_BODY: u64 = 4096;
-
 /// The running admin server.
+#[derive(Debug)]
 pub struct AdminServer {
-    current: Arc<Mutex<Arc<Server>>>,
-    stopping: Arc<AtomicBool>,
-    addr: SocketAddr,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for AdminServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AdminServer({})", self.addr)
-    }
-}
-
-fn serve_on(listener: TcpListener) -> std::io::Result<Arc<Server>> {
-    Server::from_listener(listener, None)
-        .map(Arc::new)
-        .map_err(|e| std::io::Error::other(e.to_string()))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    http: HttpServer,
 }
 
 impl AdminServer {
     /// Binds `addr` and serves `daemon` on a thread of its own.
     pub fn start(addr: SocketAddr, daemon: Arc<Daemon>) -> std::io::Result<AdminServer> {
         let listener = TcpListener::bind(addr)?;
-        let addr = listener.local_addr()?;
-        let current = Arc::new(Mutex::new(serve_on(listener)?));
-        let stopping = Arc::new(AtomicBool::new(false));
-        let (cur, stop) = (current.clone(), stopping.clone());
-        let thread = std::thread::Builder::new()
-            .name("cidlb-admin".into())
-            .spawn(move || serve(&daemon, addr, &cur, &stop))?;
-        Ok(AdminServer {
-            current,
-            stopping,
-            addr,
-            thread: Some(thread),
-        })
+        let stats = daemon.admin_stats().clone();
+        let http = HttpServer::start(
+            listener,
+            "cidlb-admin",
+            Limits::default(),
+            stats,
+            Box::new(move |req: &Request<'_>| handle(&daemon, req)),
+        )?;
+        Ok(AdminServer { http })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.http.local_addr()
     }
 
     /// Stops serving and waits for the thread.
-    pub fn stop(mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        lock(&self.current).unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    pub fn stop(self) {
+        self.http.stop();
     }
-}
-
-/// Serves requests until stopped. `tiny_http` ends its accept thread, and closes the
-/// listening socket, at the first failed `accept` (e.g. `EMFILE` when every descriptor
-/// is taken); the API would then be gone until a restart. Instead the listener is bound
-/// again on the same address, once a second until that works.
-fn serve(daemon: &Daemon, addr: SocketAddr, current: &Mutex<Arc<Server>>, stopping: &AtomicBool) {
-    loop {
-        let server = lock(current).clone();
-        let error = loop {
-            match server.recv() {
-                Ok(req) => handle(daemon, req),
-                Err(e) => break e,
-            }
-        };
-        if stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        warn!(address = %addr, error = %error,
-            "admin API stopped accepting connections; listening again in 1 s");
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-            if stopping.load(Ordering::SeqCst) {
-                return;
-            }
-            match TcpListener::bind(addr).and_then(serve_on) {
-                Ok(s) => {
-                    *lock(current) = s;
-                    warn!(address = %addr, "admin API listening again");
-                    break;
-                }
-                Err(e) => debug!(address = %addr, error = %e, "admin API cannot listen yet"),
-            }
-        }
-        // `stop` may have unblocked the old server just before the swap.
-        if stopping.load(Ordering::SeqCst) {
-            return;
-        }
-    }
-}
-
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header")
 }
 
 enum Reply {
@@ -167,50 +95,30 @@ fn error(e: &ApiError) -> Reply {
     Reply::Json(e.status, body + "\n")
 }
 
-fn handle(daemon: &Daemon, mut req: Request) {
-    let method = req.method().clone();
-    let url = req.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let mut body = String::new();
-    if method == Method::Post {
-        let _ = req.as_reader().take(MAX_BODY).read_to_string(&mut body);
-    }
-    let reply = route(daemon, &method, path, query, &body);
-    let (status, resp) = match reply {
-        Reply::Json(status, s) => (
+fn handle(daemon: &Daemon, req: &Request<'_>) -> Response {
+    let (path, query) = req.target.split_once('?').unwrap_or((req.target, ""));
+    let body = String::from_utf8_lossy(req.body);
+    let method = req.method;
+    let reply = route(daemon, method, path, query, &body);
+    let resp = match reply {
+        Reply::Json(status, s) => Response::json(status, s),
+        Reply::Text(status, content_type, s) => Response {
             status,
-            Response::from_string(s)
-                .with_status_code(status)
-                .with_header(header("Content-Type", "application/json")),
-        ),
-        Reply::Text(status, ct, s) => (
-            status,
-            Response::from_string(s)
-                .with_status_code(status)
-                .with_header(header("Content-Type", ct)),
-        ),
+            content_type,
+            headers: Vec::new(),
+            body: s.into_bytes(),
+        },
         Reply::NotAllowed(allow) => {
-            let Reply::Json(_, s) = error(&ApiError::new(
+            let mut r = Response::error(
                 405,
-                format!("{method} is not allowed on {path}; use {allow}"),
-            )) else {
-                unreachable!("error() gives JSON")
-            };
-            (
-                405,
-                Response::from_string(s)
-                    .with_status_code(405)
-                    .with_header(header("Content-Type", "application/json"))
-                    .with_header(header("Allow", allow)),
-            )
+                &format!("{method} is not allowed on {path}; use {allow}"),
+            );
+            r.headers.push(("Allow", allow.to_string()));
+            r
         }
     };
-    // Content-Length rather than chunked transfer: simpler for scripts and `cidlb status`.
-    let resp = resp.with_chunked_threshold(usize::MAX);
-    debug!(%method, path, status, "admin request");
-    if let Err(e) = req.respond(resp) {
-        debug!(error = %e, "admin: cannot send the answer");
-    }
+    debug!(method, path, status = resp.status, "admin request");
+    resp
 }
 
 /// Query parameter `key`, percent-decoded.
@@ -241,7 +149,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn route(daemon: &Daemon, method: &Method, path: &str, query: &str, body: &str) -> Reply {
+fn route(daemon: &Daemon, method: &str, path: &str, query: &str, body: &str) -> Reply {
     let segs: Vec<String> = path
         .trim_matches('/')
         .split('/')
@@ -251,8 +159,8 @@ fn route(daemon: &Daemon, method: &Method, path: &str, query: &str, body: &str) 
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let listener = param(query, "listener");
     let listener = listener.as_deref();
-    let get = *method == Method::Get || *method == Method::Head;
-    let post = *method == Method::Post;
+    let get = method == "GET" || method == "HEAD";
+    let post = method == "POST";
     let result = |r: Result<Reply, ApiError>| r.unwrap_or_else(|e| error(&e));
     match segs.as_slice() {
         [] if get => json(200, &index()),
