@@ -25,6 +25,15 @@ fn built(file: &str) -> PathBuf {
         .clone()
 }
 
+/// Removes a scratch file, and the scratch directory once the last test's file is gone
+/// (removing a non-empty directory fails, harmlessly).
+fn unscratch(file: &Path) {
+    let _ = std::fs::remove_file(file);
+    if let Some(dir) = file.parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("cidlb-cidgen-test-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
@@ -108,7 +117,7 @@ fn run_and_decode(binary: &Path) {
         .decode(&cid)
         .unwrap();
     assert_eq!((cid.len(), d.server_id.as_bytes()), (6, &[0x2a][..]));
-    let _ = std::fs::remove_file(binary);
+    unscratch(binary);
 }
 
 #[test]
@@ -173,5 +182,5 @@ fn mbedtls_part_compiles_against_mbedtls_3_6() {
         "-o",
         &obj.display().to_string(),
     ]);
-    let _ = std::fs::remove_file(obj);
+    unscratch(&obj);
 }

@@ -18,13 +18,12 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use cidlb_cidformat::{CidGenerator, QuicLbConfig, QuicLbParams};
 use cidlb_test_mbedtls::{CidSource, ClientConfig, DtlsClient, DtlsServer, ServerConfig};
-use common::Balancer;
+use common::{Balancer, TempDir};
 
 /// Both configurations make 8-octet CIDs (Mbed TLS servers receive one fixed length).
 const CID_LEN: usize = 8;
@@ -160,21 +159,17 @@ fn config_text(port: u16, servers: &Servers, format: Format) -> String {
     t
 }
 
-fn config_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cidlb-e2e-encoded-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(format!("{name}.toml"))
-}
-
 /// Starts `cidlb run --config` on `port` (a free port when `None`: picked by binding
 /// 127.0.0.1:0 and closing; another one is tried if that races with someone else).
+/// The configuration file is removed once cidlb has read it (these tests never reload).
 fn start(name: &str, port: Option<u16>, servers: &Servers, format: Format) -> (Balancer, u16) {
     for _ in 0..5 {
         let p = port.unwrap_or_else(|| {
             let s = UdpSocket::bind("127.0.0.1:0").unwrap();
             s.local_addr().unwrap().port()
         });
-        let path = config_path(name);
+        let dir = TempDir::new(&format!("e2e-encoded-{name}"));
+        let path = dir.0.join("cidlb.toml");
         std::fs::write(&path, config_text(p, servers, format)).unwrap();
         let spawned = std::panic::catch_unwind(|| Balancer::spawn_config(&path));
         if let Ok(lb) = spawned {
@@ -388,9 +383,12 @@ fn rotation_keeps_old_sessions_and_issues_new_cids() {
         "one handshake per client, none repeated"
     );
     // And the operator's tool agrees: the CID names its backend.
+    let dir = TempDir::new("e2e-encoded-decode");
+    let path = dir.0.join("cidlb.toml");
+    std::fs::write(&path, config_text(port, &servers, Format::Rotations01)).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cidlb"))
         .args(["cid", "decode", "--config"])
-        .arg(config_path("rotation"))
+        .arg(&path)
         .arg(cidlb_cidformat::hex_string(&new_cids[0]))
         .output()
         .unwrap();
