@@ -152,8 +152,9 @@ fn a_second_instance_on_the_same_address_is_refused() {
 /// reorder, so any disorder would be the balancer's.
 #[test]
 fn each_clients_datagrams_keep_their_order() {
-    const CLIENTS: u8 = 6;
-    const EACH: u32 = 150;
+    // 12 clients: all on one backend would be a (1/3)^11 chance.
+    const CLIENTS: u8 = 12;
+    const EACH: u32 = 100;
     let backends: Vec<UdpSocket> = (0..3).map(|_| sock("127.0.0.1:0")).collect();
     let dp = DataPlane::start(
         vec![ListenerSpec {
@@ -174,6 +175,22 @@ fn each_clients_datagrams_keep_their_order() {
     )
     .unwrap();
     let lb = dp.listeners()[0].local_addr;
+    // The backends read while the clients send (a burst left in a backend's default
+    // receive buffer would overflow it); each stops after 1 s without a datagram.
+    let readers: Vec<_> = backends
+        .into_iter()
+        .map(|s| {
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                let mut got = Vec::new();
+                while let Some((d, from)) = recv(&s) {
+                    let p = &d[d.len() - 4..];
+                    got.push((from, u32::from_be_bytes([p[0], p[1], p[2], p[3]])));
+                }
+                got
+            })
+        })
+        .collect();
     let clients: Vec<UdpSocket> = (0..CLIENTS).map(|_| sock("127.0.0.1:0")).collect();
     for seq in 0..EACH {
         for (c, s) in clients.iter().enumerate() {
@@ -182,18 +199,18 @@ fn each_clients_datagrams_keep_their_order() {
             s.send_to(&cid_record(&[0x10 + c as u8, 1, 2, 3], &payload), lb)
                 .unwrap();
         }
+        // Bursts of 60 interleaved datagrams: enough to fill the worker's batches,
+        // small enough for the listener's receive buffer (capped by net.core.rmem_max).
+        if seq % 5 == 4 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     // Per (backend, upstream source): the sequence numbers in arrival order.
     let mut seen: std::collections::HashMap<(usize, SocketAddr), Vec<u32>> = Default::default();
     let mut total = 0u32;
-    for (b, s) in backends.iter().enumerate() {
-        s.set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        while let Some((d, from)) = recv(s) {
-            let p = &d[d.len() - 4..];
-            seen.entry((b, from))
-                .or_default()
-                .push(u32::from_be_bytes([p[0], p[1], p[2], p[3]]));
+    for (b, r) in readers.into_iter().enumerate() {
+        for (from, seq) in r.join().expect("reader") {
+            seen.entry((b, from)).or_default().push(seq);
             total += 1;
         }
     }
