@@ -58,11 +58,16 @@ pub enum ProbeResult {
     NotDtls,
     /// Dead: the probe could not be sent (no route, socket error...).
     Error,
+    /// No verdict: no probe socket could be opened here (out of file descriptors or
+    /// memory). A local shortage says nothing about the backend, and marking every
+    /// backend down for it would turn the shortage into an outage: health stays as
+    /// it was.
+    NoSocket,
 }
 
 impl ProbeResult {
     /// Every result, in a fixed order (for metrics).
-    pub const ALL: [ProbeResult; 8] = [
+    pub const ALL: [ProbeResult; 9] = [
         ProbeResult::HelloVerifyRequest,
         ProbeResult::ServerHello,
         ProbeResult::Alert,
@@ -71,6 +76,7 @@ impl ProbeResult {
         ProbeResult::Refused,
         ProbeResult::NotDtls,
         ProbeResult::Error,
+        ProbeResult::NoSocket,
     ];
 
     /// Whether this result says the backend is alive.
@@ -82,6 +88,23 @@ impl ProbeResult {
                 | ProbeResult::Alert
                 | ProbeResult::OtherDtls
         )
+    }
+
+    /// Whether this result counts towards `rise` / `fall` (all but [`NoSocket`]).
+    ///
+    /// [`NoSocket`]: ProbeResult::NoSocket
+    pub fn is_verdict(self) -> bool {
+        self != ProbeResult::NoSocket
+    }
+
+    /// The result of a probe whose socket could not be opened (or registered).
+    pub fn of_socket_error(e: &io::Error) -> ProbeResult {
+        match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                ProbeResult::NoSocket
+            }
+            _ => ProbeResult::Error,
+        }
     }
 
     /// What the result means, in one sentence (for the metrics reference).
@@ -101,6 +124,10 @@ impl ProbeResult {
             }
             ProbeResult::NotDtls => "Failed: an answer that is not made of DTLS records.",
             ProbeResult::Error => "Failed: the probe could not be sent (no route, socket error).",
+            ProbeResult::NoSocket => {
+                "Not counted: no probe socket could be opened here (out of file descriptors \
+                 or memory); the backend's health stays as it was."
+            }
         }
     }
 
@@ -115,6 +142,7 @@ impl ProbeResult {
             ProbeResult::Refused => "refused",
             ProbeResult::NotDtls => "not_dtls",
             ProbeResult::Error => "error",
+            ProbeResult::NoSocket => "no_socket",
         }
     }
 }
@@ -217,7 +245,7 @@ impl Prober {
 
     fn socket(&mut self, t: ProbeTarget) -> io::Result<&mut ProbeSocket> {
         if !self.sockets.contains_key(&t) {
-            let mut socket = mio::net::UdpSocket::from_std(sys::upstream_socket(t.source, t.addr)?);
+            let mut socket = mio::net::UdpSocket::from_std(sys::probe_socket(t.source, t.addr)?);
             let token = Token(self.next_token);
             self.next_token = self.next_token.wrapping_add(1);
             self.poll
@@ -251,8 +279,8 @@ impl Prober {
             let hello = self.client_hello();
             let s = match self.socket(t) {
                 Ok(s) => s,
-                Err(_) => {
-                    results[i] = Some(ProbeResult::Error);
+                Err(e) => {
+                    results[i] = Some(ProbeResult::of_socket_error(&e));
                     continue;
                 }
             };
@@ -349,6 +377,24 @@ mod tests {
 
     fn target(addr: SocketAddr) -> ProbeTarget {
         ProbeTarget { addr, source: None }
+    }
+
+    #[test]
+    fn a_local_shortage_is_no_verdict_other_socket_errors_fail() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            let r = ProbeResult::of_socket_error(&io::Error::from_raw_os_error(errno));
+            assert_eq!(r, ProbeResult::NoSocket, "errno {errno}");
+            assert!(!r.is_verdict() && !r.is_alive());
+        }
+        for errno in [libc::ENETUNREACH, libc::EADDRNOTAVAIL, libc::EACCES] {
+            let r = ProbeResult::of_socket_error(&io::Error::from_raw_os_error(errno));
+            assert_eq!(r, ProbeResult::Error, "errno {errno}");
+            assert!(r.is_verdict());
+        }
+        assert_eq!(
+            ProbeResult::of_socket_error(&io::Error::other("reserve")),
+            ProbeResult::Error
+        );
     }
 
     #[test]

@@ -42,10 +42,10 @@ pub fn ensure_port_free(addr: SocketAddr) -> io::Result<()> {
 }
 
 /// File descriptors upstream sockets never take (at most a quarter of the limit): the
-/// highest-numbered ones, kept for the admin API's connections, health checks and
-/// reloads. Without them a new-flow flood past the open-files limit would also take
-/// the admin API down (its HTTP server stops accepting after one `EMFILE`, and cidlb
-/// only binds it again once descriptors are free).
+/// highest-numbered ones, kept for the admin API's connections, health-check sockets
+/// ([`probe_socket`]) and reloads. Without them a new-flow flood past the open-files
+/// limit would also lock the operator out and fail the health checks of backends added
+/// by a reload.
 pub const FD_RESERVE: u64 = 32;
 
 /// The descriptors kept free of upstream sockets under an open-files limit of `limit`.
@@ -73,12 +73,29 @@ pub fn upstream_socket(
     source: Option<std::net::IpAddr>,
     backend: SocketAddr,
 ) -> io::Result<UdpSocket> {
+    connected_socket(source, backend, true)
+}
+
+/// Like [`upstream_socket`], for a health check: it may take a descriptor of the
+/// reserve, which is kept for it.
+pub fn probe_socket(
+    source: Option<std::net::IpAddr>,
+    backend: SocketAddr,
+) -> io::Result<UdpSocket> {
+    connected_socket(source, backend, false)
+}
+
+fn connected_socket(
+    source: Option<std::net::IpAddr>,
+    backend: SocketAddr,
+    keep_reserve: bool,
+) -> io::Result<UdpSocket> {
     let s = Socket::new(
         Domain::for_address(backend),
         Type::DGRAM,
         Some(Protocol::UDP),
     )?;
-    if let Some(limit) = nofile_soft_limit() {
+    if let Some(limit) = nofile_soft_limit().filter(|_| keep_reserve) {
         let reserve = fd_reserve(limit);
         let fd = std::os::fd::AsRawFd::as_raw_fd(&s) as u64;
         if fd + reserve >= limit {

@@ -324,6 +324,9 @@ impl Daemon {
             if let Some(k) = ProbeResult::ALL.iter().position(|x| *x == r) {
                 b.checks[k] += 1;
             }
+            if !r.is_verdict() {
+                continue;
+            }
             let Some(healthy) = b.health.observe(r.is_alive(), th) else {
                 continue;
             };

@@ -10,8 +10,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cidlb_net::health::{ProbeTarget, Prober};
-use tracing::{debug, warn};
+use cidlb_net::health::{ProbeResult, ProbeTarget, Prober};
+use tracing::{debug, info, warn};
 
 use crate::control::Daemon;
 
@@ -60,6 +60,8 @@ pub fn spawn(
         .name("cidlb-health".into())
         .spawn(move || {
             debug!("health checks started");
+            // Probes without a socket in the last round (logged when that changes).
+            let mut no_socket = 0;
             loop {
                 let start = Instant::now();
                 let (cfg, targets) = daemon.health_targets();
@@ -72,6 +74,20 @@ pub fn spawn(
                 }
                 let addrs: Vec<ProbeTarget> = targets.iter().map(|t| t.2).collect();
                 let results = prober.probe(&addrs, cfg.timeout);
+                let short = results
+                    .iter()
+                    .filter(|r| **r == ProbeResult::NoSocket)
+                    .count();
+                if short > 0 && no_socket == 0 {
+                    warn!(
+                        backends = short,
+                        "health checks cannot open a probe socket (out of file descriptors?); \
+                         those backends keep the health they had"
+                    );
+                } else if short == 0 && no_socket > 0 {
+                    info!("health checks can open their sockets again");
+                }
+                no_socket = short;
                 daemon.apply_health(&targets, &results);
                 prober.retain(&addrs);
                 let next = start + cfg.interval;

@@ -253,6 +253,21 @@ fn health_never_undoes_a_drain_and_a_drained_backend_can_fail() {
             .collect();
         d.apply_health(&t, &results);
     };
+    // Probes that found no socket here (out of descriptors) say nothing about the
+    // backend: any number of them leaves its health alone, and they are counted.
+    for _ in 0..5 {
+        round(ProbeResult::NoSocket);
+    }
+    let no_socket = ProbeResult::ALL
+        .iter()
+        .position(|r| *r == ProbeResult::NoSocket)
+        .unwrap();
+    let b = d.snapshot(false).listeners[0].backends[1].clone();
+    assert!(
+        b.healthy && b.went_down == 0,
+        "no_socket results took it down"
+    );
+    assert_eq!(b.checks[no_socket], 5);
     d.set_admin_state(None, "b", BackendState::Draining)
         .unwrap();
     round(ProbeResult::Timeout);
