@@ -9,9 +9,12 @@
 //! last descriptors free for it, `cidlb_net::sys::fd_reserve`), counts the failures
 //! (`cidlb_listener_upstream_open_errors_total`), logs the out-of-fd warning at most
 //! about once per second per worker (its stderr is captured here), and the established
-//! session keeps echoing throughout and afterwards. A second test takes the reserve
-//! with idle admin connections until the admin server's `accept` fails, and checks that
-//! the API answers again while they are still held (it closes them at its timeout). Bounded (a few seconds), loopback only;
+//! session keeps echoing throughout and afterwards. A reload during the flood adds a
+//! second server: its health checks must get answers (their socket comes from the
+//! reserve) and never mark it down. A second test takes the reserve with idle admin
+//! connections until the admin server's `accept` fails, and checks that the API answers
+//! again while they are still held (it closes them at its timeout). Bounded (a few
+//! seconds each), loopback only;
 //! waits are polls with deadlines, never timing assertions.
 
 mod common;
@@ -153,15 +156,30 @@ fn out_of_fds_drops_new_flows_logs_rarely_and_keeps_sessions() {
         CID_LEN,
     ))
     .expect("DTLS server starts");
+    // A second server, added by a reload during the flood.
+    let second = DtlsServer::spawn(ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![0xb0],
+        CID_LEN,
+    ))
+    .expect("DTLS server starts");
     // Short flow idle: once the flood stops, its flows expire and their sockets close.
-    let cfg = format!(
-        "workers = {WORKERS}\n\n[timeouts]\nflow_idle = \"2s\"\n\n\
-         [[listener]]\nname = \"dtls\"\naddress = \"127.0.0.1:0\"\ncid_length = {CID_LEN}\n\n\
-         [[listener.backend]]\nname = \"b0\"\naddress = \"{}\"\n",
-        server.local_addr()
-    );
+    // Fast health checks: a backend whose probes fail is down within 0.75 s.
+    let cfg = |servers: &[SocketAddr]| {
+        let mut t = format!(
+            "workers = {WORKERS}\n\n[timeouts]\nflow_idle = \"2s\"\n\n\
+             [health]\ninterval = \"250ms\"\ntimeout = \"200ms\"\n\n\
+             [[listener]]\nname = \"dtls\"\naddress = \"127.0.0.1:0\"\ncid_length = {CID_LEN}\n"
+        );
+        for (i, a) in servers.iter().enumerate() {
+            t.push_str(&format!(
+                "\n[[listener.backend]]\nname = \"b{i}\"\naddress = \"{a}\"\n"
+            ));
+        }
+        t
+    };
     let path = dir.0.join("cidlb.toml");
-    std::fs::write(&path, cfg).unwrap();
+    std::fs::write(&path, cfg(&[server.local_addr()])).unwrap();
     let mut lb = Limited::spawn(&path);
     let started = Instant::now();
 
@@ -184,6 +202,13 @@ fn out_of_fds_drops_new_flows_logs_rarely_and_keeps_sessions() {
             // CID prefix 0x10: never the server's (0xa0), so never a real session.
             let cid = [0x10, i as u8, round as u8, 0x77];
             let _ = s.send_to(&cid_record(&cid, round), lb.addr);
+        }
+        if round == 5 {
+            // The flood has taken every descriptor but the reserve: the new backend's
+            // probe socket must come from the reserve (and a config file be read).
+            std::fs::write(&path, cfg(&[server.local_addr(), second.local_addr()])).unwrap();
+            let r = cidlb::status::request(lb.admin, "POST", "/reload", None);
+            assert!(matches!(r, Ok((200, _))), "reload during the flood: {r:?}");
         }
         let msg = format!("during round {round}");
         dtls.echo(msg.as_bytes(), ECHO_TIMEOUT)
@@ -218,6 +243,25 @@ fn out_of_fds_drops_new_flows_logs_rarely_and_keeps_sessions() {
         thread::sleep(Duration::from_millis(200));
     };
     let plain = |name: &str| metric(&metrics, &format!("{name}{{listener=\"dtls\"}}"));
+    let b1 = |family: &str, label: &str| {
+        metric(
+            &metrics,
+            &format!("cidlb_health_{family}{{listener=\"dtls\",backend=\"b1\",{label}}}"),
+        )
+    };
+    let b1_alive = b1("checks_total", "result=\"hello_verify_request\"");
+    assert!(
+        b1_alive >= 1.0,
+        "the added backend's probes never got an answer"
+    );
+    assert_eq!(
+        (
+            b1("checks_total", "result=\"error\""),
+            b1("transitions_total", "to=\"down\"")
+        ),
+        (0.0, 0.0),
+        "the added backend's probes failed during the flood"
+    );
     let open_errors = plain("cidlb_listener_upstream_open_errors_total");
     let opened = plain("cidlb_listener_upstreams_opened_total");
 
