@@ -230,8 +230,8 @@ fn move_and_echo(clients: &mut [DtlsClient], test: u8, round: u8, new_ip: bool) 
 }
 
 /// Encoded mode: kill -9 the balancer, start a new one on the same address. Returns
-/// (lost echoes, clients).
-fn restart_scenario(format: Format, test: u8) -> (usize, usize, Servers) {
+/// (lost echoes, clients, the servers, migrations the servers saw in each round).
+fn restart_scenario(format: Format, test: u8) -> (usize, usize, Servers, [u64; 2]) {
     let servers = Servers::start(3);
     let (lb, port) = start(&format!("restart-{format:?}"), None, &servers, format);
     let n = 30;
@@ -246,23 +246,36 @@ fn restart_scenario(format: Format, test: u8) -> (usize, usize, Servers) {
     );
     // A new port, then a new address: the restarted balancer has no state at all.
     let mut lost = move_and_echo(&mut clients, test, 0, false);
+    let m0 = servers.migrations();
     lost += move_and_echo(&mut clients, test, 1, true);
+    let m1 = servers.migrations() - m0;
     drop(lb);
-    (lost, n, servers)
+    (lost, n, servers, [m0, m1])
 }
 
 #[test]
 fn encoded_sessions_survive_a_balancer_restart() {
-    let (lost, n, servers) = restart_scenario(Format::Rotation0, 0);
+    let (lost, n, servers, [m0, m1]) = restart_scenario(Format::Rotation0, 0);
     eprintln!(
-        "encoded: {lost} of {} echoes lost after kill -9 and restart; handshakes {}, migrations {}",
+        "encoded: {lost} of {} echoes lost after kill -9 and restart; handshakes {}, \
+         migrations {m0} + {m1}",
         2 * n,
         servers.handshakes(),
-        servers.migrations()
     );
     assert_eq!(lost, 0, "every session continues");
     assert_eq!(servers.handshakes(), n as u64, "no new handshake");
-    assert_eq!(servers.migrations(), 2 * n as u64, "each move was seen");
+    // The servers see the balancer's upstream sockets, not the clients. In the second
+    // round every client's new flow gets a new socket while its previous one is still
+    // open: each move is seen, exactly. In the first, the previous socket belonged to
+    // the killed instance and its port is free again: when the new instance's socket
+    // gets that very port (the ephemeral range is ~28,000 ports), the server rightly
+    // sees no move. One first-round move went unseen once in ~50 runs (lost echoes:
+    // none), so a few are tolerated there.
+    assert_eq!(m1, n as u64, "each move of the second round was seen");
+    assert!(
+        m0 <= n as u64 && m0 + 3 >= n as u64,
+        "{m0} moves of {n} seen in the first round"
+    );
     assert!(servers.servers.iter().all(|s| s.stats().handshakes > 0));
 }
 
@@ -270,7 +283,7 @@ fn encoded_sessions_survive_a_balancer_restart() {
 fn learned_sessions_do_not_survive_a_balancer_restart() {
     // The same restart without a cid_format: the new instance never saw the
     // ServerHellos, so it places the CIDs by hash, usually on the wrong server.
-    let (lost, n, servers) = restart_scenario(Format::Learned, 1);
+    let (lost, n, servers, _) = restart_scenario(Format::Learned, 1);
     eprintln!(
         "learned: {lost} of {} echoes lost after kill -9 and restart; handshakes {}",
         2 * n,
