@@ -200,8 +200,7 @@ fn reason(status: u16) -> &'static str {
 enum Parsed {
     /// More bytes are needed.
     Partial,
-    /// A whole request: method, target, body range in the buffer, and whether the
-    /// client waits for `100 Continue` before sending its body.
+    /// A whole request: where its method, target and body lie in the buffer.
     Done {
         method: (usize, usize),
         target: (usize, usize),
@@ -376,12 +375,25 @@ impl HttpServer {
 
     /// Stops serving (open connections are closed) and waits for the thread.
     pub fn stop(mut self) {
+        self.signal_stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    fn signal_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         if let Err(e) = self.waker.wake() {
             warn!(error = %e, "admin API: cannot wake its thread to stop it");
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+    }
+}
+
+/// Dropped without [`HttpServer::stop`] (an early return): the thread still ends.
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.signal_stop();
         }
     }
 }
@@ -455,7 +467,8 @@ impl Loop {
         if self.accept_retry.is_some() {
             return;
         }
-        // Bounded: each turn either fills a slot or ends the loop.
+        // Each turn takes a connection from the backlog (kept, or dropped when it cannot
+        // be registered or was aborted) or ends the loop: bounded by the backlog.
         loop {
             let Some(slot) = self.conns.iter().position(Option::is_none) else {
                 self.full = true;

@@ -30,8 +30,8 @@ use cidlb_core::BackendState;
 use serde::Serialize;
 use tracing::{debug, warn};
 
-pub use self::http::{HttpCounts, HttpStats, Limits};
-use self::http::{HttpServer, Request, Response};
+pub use self::http::{HttpCounts, HttpStats};
+use self::http::{HttpServer, Limits, Request, Response};
 use crate::control::{ApiError, Daemon};
 
 /// The running admin server.
@@ -66,58 +66,39 @@ impl AdminServer {
     }
 }
 
-enum Reply {
-    Json(u16, String),
-    Text(u16, &'static str, String),
-    NotAllowed(&'static str),
-}
-
-fn json<T: Serialize>(status: u16, v: &T) -> Reply {
+fn json<T: Serialize>(status: u16, v: &T) -> Response {
     match serde_json::to_string_pretty(v) {
         Ok(mut s) => {
             s.push('\n');
-            Reply::Json(status, s)
+            Response::json(status, s)
         }
-        Err(e) => error(&ApiError::new(
-            500,
-            format!("cannot encode the answer: {e}"),
-        )),
+        Err(e) => Response::error(500, &format!("cannot encode the answer: {e}")),
     }
 }
 
-fn error(e: &ApiError) -> Reply {
-    #[derive(Serialize)]
-    struct E<'a> {
-        error: &'a str,
-    }
-    let body = serde_json::to_string(&E { error: &e.message })
-        .unwrap_or_else(|_| "{\"error\":\"?\"}".into());
-    Reply::Json(e.status, body + "\n")
+fn error(e: &ApiError) -> Response {
+    Response::error(e.status, &e.message)
+}
+
+fn not_allowed(method: &str, path: &str, allow: &'static str) -> Response {
+    let mut r = Response::error(
+        405,
+        &format!("{method} is not allowed on {path}; use {allow}"),
+    );
+    r.headers.push(("Allow", allow.to_string()));
+    r
 }
 
 fn handle(daemon: &Daemon, req: &Request<'_>) -> Response {
     let (path, query) = req.target.split_once('?').unwrap_or((req.target, ""));
     let body = String::from_utf8_lossy(req.body);
-    let method = req.method;
-    let reply = route(daemon, method, path, query, &body);
-    let resp = match reply {
-        Reply::Json(status, s) => Response::json(status, s),
-        Reply::Text(status, content_type, s) => Response {
-            status,
-            content_type,
-            headers: Vec::new(),
-            body: s.into_bytes(),
-        },
-        Reply::NotAllowed(allow) => {
-            let mut r = Response::error(
-                405,
-                &format!("{method} is not allowed on {path}; use {allow}"),
-            );
-            r.headers.push(("Allow", allow.to_string()));
-            r
-        }
-    };
-    debug!(method, path, status = resp.status, "admin request");
+    let resp = route(daemon, req.method, path, query, &body);
+    debug!(
+        method = req.method,
+        path,
+        status = resp.status,
+        "admin request"
+    );
     resp
 }
 
@@ -149,7 +130,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn route(daemon: &Daemon, method: &str, path: &str, query: &str, body: &str) -> Reply {
+fn route(daemon: &Daemon, method: &str, path: &str, query: &str, body: &str) -> Response {
     let segs: Vec<String> = path
         .trim_matches('/')
         .split('/')
@@ -161,14 +142,15 @@ fn route(daemon: &Daemon, method: &str, path: &str, query: &str, body: &str) -> 
     let listener = listener.as_deref();
     let get = method == "GET" || method == "HEAD";
     let post = method == "POST";
-    let result = |r: Result<Reply, ApiError>| r.unwrap_or_else(|e| error(&e));
+    let result = |r: Result<Response, ApiError>| r.unwrap_or_else(|e| error(&e));
     match segs.as_slice() {
         [] if get => json(200, &index()),
-        ["metrics"] if get => Reply::Text(
-            200,
-            crate::metrics::CONTENT_TYPE,
-            crate::metrics::render(&daemon.snapshot(true)),
-        ),
+        ["metrics"] if get => Response {
+            status: 200,
+            content_type: crate::metrics::CONTENT_TYPE,
+            headers: Vec::new(),
+            body: crate::metrics::render(&daemon.snapshot(true)).into_bytes(),
+        },
         ["backends"] if get => json(200, &daemon.backends_view()),
         ["tables"] if get => json(200, &daemon.tables_view()),
         ["backends", name, "drain"] if post => result(
@@ -201,8 +183,10 @@ fn route(daemon: &Daemon, method: &str, path: &str, query: &str, body: &str) -> 
         | ["backends"]
         | ["tables"]
         | ["lookup", "cid", _]
-        | ["lookup", "client", _] => Reply::NotAllowed("GET"),
-        ["backends", _, "drain" | "undrain" | "weight"] | ["reload"] => Reply::NotAllowed("POST"),
+        | ["lookup", "client", _] => not_allowed(method, path, "GET"),
+        ["backends", _, "drain" | "undrain" | "weight"] | ["reload"] => {
+            not_allowed(method, path, "POST")
+        }
         _ => {
             if !get && !post {
                 warn!(%method, path, "admin: unexpected request");
