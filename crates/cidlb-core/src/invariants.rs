@@ -12,7 +12,19 @@
 //!   exactly 1;
 //! - a forwarded datagram goes to a backend that exists;
 //! - a split datagram's parts tile it (start at 0, contiguous, end at its length) and
-//!   each part goes to a backend that exists.
+//!   each part goes to a backend that exists;
+//! - **explanation is routing**: before each client datagram with one CID (or none),
+//!   [`Router::explain_cid`] / [`Router::explain_client`] for its sender predict the
+//!   verdict exactly (backend and outcome; a predicted new flow may instead be refused
+//!   by the per-source limit);
+//! - **bindings are kept**: a client datagram never changes the backend of its CID's
+//!   existing binding while that backend is in the set (only a backend's ServerHello
+//!   rebinds a CID), whatever the CID decodes to and whether the backend is down.
+//!
+//! The router under test has a CID format ([`TestFormat`]) under which CIDs that
+//! start with 1 or 2 decode to backends 0 and 1, 3 to a server ID nobody has, and 0
+//! does not decode; backends 2 and 3 have no server ID, so their learned CIDs collide
+//! with the encoding now and then, as random CIDs of real servers do.
 //!
 //! [`check_events_with`] also runs them with the per-source new-flow limit on and
 //! checks, in addition:
@@ -28,8 +40,8 @@ use std::time::{Duration, Instant};
 use cidlb_wire::build;
 
 use crate::{
-    Backend, BackendId, BackendState, CidRoute, CidRouting, ClientRoute, DropReason,
-    MultiCidPolicy, Router, RouterConfig, Verdict,
+    AddressDecision, Backend, BackendId, BackendState, CidDecision, CidFormat, CidRouting,
+    DropReason, MultiCidPolicy, RouteOutcome, Router, RouterConfig, ServerId, Verdict,
 };
 
 /// Flow table bound of the router under test.
@@ -97,6 +109,23 @@ pub fn policy(p: u8) -> MultiCidPolicy {
     ][usize::from(p % 3)]
 }
 
+/// The CID format of the router under test (see the module docs).
+#[derive(Debug)]
+pub struct TestFormat;
+
+impl CidFormat for TestFormat {
+    fn cid_len(&self, _at: &[u8]) -> Option<usize> {
+        None
+    }
+
+    fn server_id(&self, cid: &[u8]) -> Option<ServerId> {
+        match cid.first() {
+            Some(&b @ 1..=3) => ServerId::new(&[b]),
+            _ => None,
+        }
+    }
+}
+
 /// The bytes a client event sends.
 pub fn client_datagram(kind: &Kind) -> Vec<u8> {
     match kind {
@@ -136,7 +165,11 @@ fn first_cid(kind: &Kind) -> Option<[u8; 4]> {
 pub fn check_events_with(policy: MultiCidPolicy, limit: Option<(u32, u32)>, events: &[Ev]) {
     let t0 = Instant::now();
     let mut now = t0;
-    let mut cfg = RouterConfig::new(CidRouting::fixed(CID_LEN), [9, 8, 7, 6]);
+    let cid_routing = CidRouting {
+        fixed_len: Some(CID_LEN),
+        format: Some(std::sync::Arc::new(TestFormat)),
+    };
+    let mut cfg = RouterConfig::new(cid_routing, [9, 8, 7, 6]);
     cfg.max_flows = MAX_FLOWS;
     cfg.max_bindings = MAX_BINDINGS;
     cfg.maglev_table_size = 257;
@@ -148,7 +181,11 @@ pub fn check_events_with(policy: MultiCidPolicy, limit: Option<(u32, u32)>, even
         let mut r = Router::new(cfg.clone(), t0);
         r.set_backends(
             (0..BACKENDS)
-                .map(|i| Backend::new(u16::from(i), format!("b{i}"), addr(200 + i)))
+                .map(|i| {
+                    let mut b = Backend::new(u16::from(i), format!("b{i}"), addr(200 + i));
+                    b.server_id = (i < 2).then(|| ServerId::new(&[i + 1])).flatten();
+                    b
+                })
                 .collect(),
         )
         .expect("a valid backend set");
@@ -161,18 +198,10 @@ pub fn check_events_with(policy: MultiCidPolicy, limit: Option<(u32, u32)>, even
         match e {
             Ev::Client { from, kind } => {
                 let d = client_datagram(kind);
-                // Whether this datagram may not be refused by the limiter.
-                let has_flow = matches!(
-                    r.explain_client(now, addr(*from)),
-                    ClientRoute::Flow { serves: true, .. }
-                );
-                let known_cid = first_cid(kind).is_some_and(|c| {
-                    matches!(
-                        r.explain_cid(now, &c),
-                        CidRoute::Encoded { serves: true, .. }
-                            | CidRoute::Bound { serves: true, .. }
-                    )
-                });
+                // What the explanation predicts for this datagram (one CID or none).
+                let predicted = predict(&r, now, addr(*from), kind, policy);
+                // The CID's binding before: a client datagram must not rebind it.
+                let bound_before = first_cid(kind).and_then(|c| r.binding(now, &c));
                 let before = r.counters().total_routed() + r.counters().total_dropped();
                 let v = r.route(now, addr(*from), &d);
                 twin.warm(
@@ -208,10 +237,21 @@ pub fn check_events_with(policy: MultiCidPolicy, limit: Option<(u32, u32)>, even
                     }
                     Verdict::Drop(DropReason::SourceRateLimited) => {
                         assert!(limit.is_some(), "rate limited without a limit");
-                        assert!(!has_flow, "an existing flow was rate limited");
-                        assert!(!known_cid, "a known CID was rate limited");
                     }
                     Verdict::Drop(_) => {}
+                }
+                if let Some(p) = predicted {
+                    check_prediction(p, v);
+                }
+                if let (Some(c), Some(before)) = (first_cid(kind), bound_before) {
+                    if r.backend(before.backend).is_some() {
+                        let after = r.binding(now, &c).map(|b| (b.backend, b.source));
+                        assert_eq!(
+                            after,
+                            Some((before.backend, before.source)),
+                            "a client datagram rebound a CID"
+                        );
+                    }
                 }
             }
             Ev::Backend { b, to, cid, hello } => {
@@ -249,6 +289,78 @@ pub fn check_events_with(policy: MultiCidPolicy, limit: Option<(u32, u32)>, even
             r.source_count() <= MAX_FLOWS,
             "limiter table over its bound"
         );
+    }
+}
+
+/// What the explanation says routing will do with a client event's datagram: a CID
+/// decision, an address decision, or nothing to compare (raw bytes; mixed CIDs under a
+/// policy other than `first`).
+#[derive(Clone, Copy, Debug)]
+enum Prediction {
+    Cid(CidDecision),
+    Address(AddressDecision),
+}
+
+fn predict(
+    r: &Router,
+    now: Instant,
+    from: SocketAddr,
+    kind: &Kind,
+    policy: MultiCidPolicy,
+) -> Option<Prediction> {
+    match kind {
+        Kind::Cid(c) => Some(Prediction::Cid(r.explain_cid(now, c, Some(from)).decision)),
+        Kind::Mixed(c, _) if policy == MultiCidPolicy::First => {
+            Some(Prediction::Cid(r.explain_cid(now, c, Some(from)).decision))
+        }
+        Kind::Hello => Some(Prediction::Address(r.explain_client(now, from).decision)),
+        Kind::Mixed(..) | Kind::Raw(_) => None,
+    }
+}
+
+/// The verdict is what the prediction said: same backend, same outcome; a predicted
+/// new flow may be refused by the per-source limit instead, nothing else may.
+fn check_prediction(p: Prediction, v: Verdict) {
+    let (backend, outcome, new_flow) = match p {
+        Prediction::Cid(d) => {
+            let outcome = match d {
+                CidDecision::Learned(_) => RouteOutcome::Learned,
+                CidDecision::Encoded { .. } => RouteOutcome::Encoded,
+                CidDecision::Seeded(_) => RouteOutcome::Seeded,
+                CidDecision::ByFlow { .. } => RouteOutcome::CidByFlow,
+                CidDecision::Hashed(_) => RouteOutcome::UnknownCid,
+            };
+            (d.backend(), outcome, matches!(d, CidDecision::Hashed(_)))
+        }
+        Prediction::Address(d) => {
+            let outcome = match d {
+                AddressDecision::Flow(_) => RouteOutcome::Flow,
+                AddressDecision::Hashed(_) => RouteOutcome::Hashed,
+            };
+            (
+                d.backend(),
+                outcome,
+                matches!(d, AddressDecision::Hashed(_)),
+            )
+        }
+    };
+    match (backend, v) {
+        (
+            Some(b),
+            Verdict::Forward {
+                backend,
+                outcome: o,
+            },
+        ) => {
+            assert_eq!(
+                (backend, o),
+                (b, outcome),
+                "explanation {p:?} but routed {v:?}"
+            )
+        }
+        (Some(_), Verdict::Drop(DropReason::SourceRateLimited)) if new_flow => {}
+        (None, Verdict::Drop(DropReason::NoBackend)) => {}
+        _ => panic!("explanation {p:?} but routed {v:?}"),
     }
 }
 

@@ -5,11 +5,13 @@
 //! table for new flows. It reads no clock and touches no socket: every entry point takes
 //! `now`, so the same inputs always give the same decisions.
 //!
-//! Routing order for a client datagram (DESIGN.md):
+//! Routing order for a client datagram ([`decision`], where it is written once and
+//! documented step by step; `docs/architecture.md`):
 //!
-//! 1. With a CID (the first record that carries one): encoded (the CID format decodes a
-//!    server ID of a live backend), else a learned or seeded binding, else the client
-//!    address's flow (seeding a binding), else Maglev keyed by the CID, counted as
+//! 1. With a CID (the first record that carries one): a binding learned from a
+//!    backend's ServerHello, else the CID format's encoding (a server ID of a live
+//!    backend), else a seeded binding, else the client address's flow (seeding a
+//!    binding when the CID has none), else Maglev keyed by the CID, counted as
 //!    unknown.
 //! 2. Without a CID: the address's flow, else Maglev keyed by the address.
 //!
@@ -35,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+pub mod decision;
 mod health;
 mod index;
 #[doc(hidden)]
@@ -46,11 +49,12 @@ mod router;
 pub mod table;
 
 pub use backend::{Backend, BackendId, BackendState, ServerId};
+pub use decision::{AddressDecision, CidDecision, Decoded};
 pub use health::{effective_state, HealthThresholds, HealthTracker};
 pub use keys::{Binding, BindingSource, CidKey, Flow, FlowKey};
 pub use outcome::{Counters, DropReason, Event, RouteOutcome};
 pub use router::{
-    BackendSetError, CidFormat, CidRoute, CidRouting, ClientRoute, MultiCidPolicy,
-    PreparedBackends, ReturnOutcome, Router, RouterConfig, SplitPart, Verdict, MAX_SPLIT_RECORDS,
-    WARM_BATCH,
+    BackendSetError, BindingView, CidExplanation, CidFormat, CidRouting, ClientExplanation,
+    FlowView, MultiCidPolicy, PreparedBackends, ReturnOutcome, Router, RouterConfig, SplitPart,
+    Verdict, MAX_SPLIT_RECORDS, WARM_BATCH,
 };

@@ -22,10 +22,14 @@ use std::time::{Duration, Instant};
 use cidlb_wire::{handshake, inspect, CidLength, Records};
 
 use crate::backend::{Backend, BackendId, BackendState, ServerId};
+use crate::decision::{
+    decide_address, decide_cid, AddressDecision, BindingFacts, CidDecision, Decoded, FlowFacts,
+    Lookups,
+};
 use crate::keys::{Binding, BindingSource, CidKey, Flow, FlowKey, SourceKey, TokenBucket};
 use crate::maglev::{MaglevBackend, MaglevTable};
 use crate::outcome::{Counters, DropReason, Event, RouteOutcome};
-use crate::table::{BoundedTable, Inserted, Tick};
+use crate::table::{BoundedTable, Entry, Inserted, Tick};
 
 /// A CID format: reads routable CIDs (QUIC-LB, a server-ID prefix...). The hook for
 /// stateless "encoded" routing; formats themselves live elsewhere.
@@ -225,62 +229,57 @@ impl PreparedBackends {
     }
 }
 
-/// Where a datagram carrying a given CID would go now, and why (admin lookups; see
-/// [`Router::explain_cid`]).
+/// A binding as an explanation shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CidRoute {
-    /// The listener's CID format decodes the CID to this server ID, which `backend`
-    /// has (stateless, encoded routing). `serves` is false when that backend is down.
-    Encoded {
-        /// The server ID in the CID.
-        server_id: ServerId,
-        /// The backend with that server ID.
-        backend: BackendId,
-        /// Whether the backend takes this traffic now (not down).
-        serves: bool,
-    },
-    /// A binding maps the CID to `backend`. `serves` is false when that backend is
-    /// down or gone: the datagram would then fall through to the sender's flow.
-    Bound {
-        /// The binding.
-        binding: Binding,
-        /// Whether the bound backend takes this traffic now.
-        serves: bool,
-        /// Seconds since the binding was last used.
-        idle_secs: u32,
-    },
-    /// No binding: the datagram follows its sender's flow if the sender has one (and
-    /// a binding is seeded), else Maglev keyed by the CID picks `hashed` (counted as
-    /// `unknown_cid`); `None` when no backend takes new flows.
-    Unknown {
-        /// Maglev's choice for this CID.
-        hashed: Option<BackendId>,
-        /// A server ID decoded from the CID that no backend has, if any.
-        unknown_server_id: Option<ServerId>,
-    },
+pub struct BindingView {
+    /// The binding.
+    pub binding: Binding,
+    /// Whether its backend serves now (exists and is not down).
+    pub serves: bool,
+    /// Whether its backend is still in the backend set.
+    pub exists: bool,
+    /// Seconds since it was last used.
+    pub idle_secs: u32,
 }
 
-/// Where a CID-less datagram from a given client address would go now, and why (admin
-/// lookups; see [`Router::explain_client`]).
+/// A flow as an explanation shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientRoute {
-    /// The address has a flow to `backend`. When `serves` is false (backend down or
-    /// gone) the next datagram is rescheduled to `hashed`.
-    Flow {
-        /// The flow's backend.
-        backend: BackendId,
-        /// Whether it takes this traffic now.
-        serves: bool,
-        /// Seconds since the flow was last used.
-        idle_secs: u32,
-        /// Where a new flow from this address would go.
-        hashed: Option<BackendId>,
-    },
-    /// No flow: a new one would go to `hashed` (Maglev keyed by the address).
-    New {
-        /// Maglev's choice (`None`: no backend takes new flows).
-        hashed: Option<BackendId>,
-    },
+pub struct FlowView {
+    /// The flow's backend.
+    pub backend: BackendId,
+    /// Whether that backend serves now.
+    pub serves: bool,
+    /// Seconds since it was last used.
+    pub idle_secs: u32,
+}
+
+/// Where a datagram carrying a given CID would go now, and the facts that decided it
+/// ([`Router::explain_cid`]): the same [`decide_cid`] that routing runs, over the same
+/// tables, read without changing them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CidExplanation {
+    /// The decision routing would take now.
+    pub decision: CidDecision,
+    /// The CID's binding, if it has one (whether or not it decided).
+    pub binding: Option<BindingView>,
+    /// What the listener's CID format makes of the CID (whether or not it decided).
+    pub decoded: Decoded,
+    /// The sender's flow, when a sender was given and it has one.
+    pub flow: Option<FlowView>,
+    /// Maglev's choice for the CID (where step 5 would send it).
+    pub hashed: Option<BackendId>,
+}
+
+/// Where a datagram without CID from a given client address would go now, and why
+/// ([`Router::explain_client`]; the same [`decide_address`] that routing runs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientExplanation {
+    /// The decision routing would take now.
+    pub decision: AddressDecision,
+    /// The address's flow, if it has one.
+    pub flow: Option<FlowView>,
+    /// Where a new flow from this address would go (Maglev on the address).
+    pub hashed: Option<BackendId>,
 }
 
 /// How many bindings one flow may seed (a DTLS 1.3 peer may switch CIDs a few times).
@@ -554,11 +553,7 @@ impl Router {
 
     #[inline]
     fn index_of(&self, id: BackendId) -> Option<usize> {
-        self.slot
-            .get(usize::from(id.0))
-            .copied()
-            .flatten()
-            .map(usize::from)
+        index_in(&self.slot, id)
     }
 
     /// Exists and is not down: existing flows and bindings may use it.
@@ -694,23 +689,29 @@ impl Router {
         }
     }
 
-    /// No CID: the address's flow, else Maglev over the address.
+    /// No CID: [`decide_address`] over the live tables, then apply it.
     fn route_by_address(&mut self, t: Tick, fkey: FlowKey) -> Verdict {
-        let flow = self.touch_flow(t, &fkey);
-        if let Some(flow) = flow {
-            if self.serves(flow.backend) {
-                return self.forward(flow.backend, RouteOutcome::Flow);
+        let mut l = Live::new(self, t, None, Some(fkey), None);
+        let decision = decide_address(&mut l);
+        let flow = l.flow;
+        match decision {
+            AddressDecision::Flow(b) => self.forward(b, RouteOutcome::Flow),
+            AddressDecision::Hashed(None) => {
+                if flow.is_some() {
+                    self.counters.add_event(Event::FlowRescheduled);
+                }
+                self.drop(DropReason::NoBackend)
             }
-            self.counters.add_event(Event::FlowRescheduled);
+            AddressDecision::Hashed(Some(b)) => {
+                if flow.is_some() {
+                    self.counters.add_event(Event::FlowRescheduled);
+                } else if !self.take_new_flow_token(t, &fkey) {
+                    return self.drop(DropReason::SourceRateLimited);
+                }
+                self.insert_flow(t, fkey, b);
+                self.forward(b, RouteOutcome::Hashed)
+            }
         }
-        let Some(b) = self.maglev_pick(&fkey.hash_input()) else {
-            return self.drop(DropReason::NoBackend);
-        };
-        if flow.is_none() && !self.take_new_flow_token(t, &fkey) {
-            return self.drop(DropReason::SourceRateLimited);
-        }
-        self.insert_flow(t, fkey, b);
-        self.forward(b, RouteOutcome::Hashed)
     }
 
     /// Spends one new-flow token of `fkey`'s source; false when the source is over its
@@ -733,120 +734,83 @@ impl Router {
         ok
     }
 
-    /// Encoded, then learned/seeded binding. No side effect on flows. With `tag` (the
-    /// client address's tag), the binding remembers the last address it was used from;
-    /// the third value says whether this datagram came from that same address (the
-    /// common case, which then needs no flow-table work).
-    fn lookup_cid(
-        &mut self,
-        t: Tick,
-        cid: &[u8],
-        tag: Option<u32>,
-    ) -> Option<(BackendId, RouteOutcome, bool)> {
-        if let Some(fmt) = self.cfg.cid.format.as_deref() {
-            if let Some(sid) = fmt.server_id(cid) {
-                let hit = self
-                    .server_ids
-                    .iter()
-                    .find(|(s, _)| *s == sid)
-                    .map(|&(_, b)| b);
-                match hit {
-                    Some(b) if serves(&self.slot, &self.backends, b) => {
-                        return Some((b, RouteOutcome::Encoded, false))
-                    }
-                    _ => self.counters.add_event(Event::EncodedUnknownServer),
-                }
-            } else {
-                self.counters.add_event(Event::EncodedUndecodable);
-            }
-        }
-        let key = CidKey::new(cid)?;
-        let (entry, expired) = self.bindings.touch(&key, t);
-        if expired {
-            self.counters.add_event(Event::BindingExpired);
-        }
-        let entry = entry?;
-        let binding = entry.value;
-        if !serves(&self.slot, &self.backends, binding.backend) {
-            self.counters.add_event(Event::BindingBackendUnavailable);
-            return None;
-        }
-        let same_addr = match tag {
-            Some(tag) if binding.addr_tag == tag => true,
-            Some(tag) => {
-                entry.value.addr_tag = tag;
-                false
-            }
-            None => false,
-        };
-        let outcome = match binding.source {
-            BindingSource::Learned => RouteOutcome::Learned,
-            BindingSource::Seeded => RouteOutcome::Seeded,
-        };
-        Some((binding.backend, outcome, same_addr))
-    }
-
     /// A keyed 32-bit tag of a client address (collisions only cost a skipped flow
     /// refresh, never a wrong route).
     fn addr_tag(&self, fkey: &FlowKey) -> u32 {
         xxhash_rust::xxh3::xxh3_64_with_seed(&fkey.hash_input(), self.cfg.secret[1]) as u32
     }
 
+    /// A CID: [`decide_cid`] over the live tables, then apply it (forward, seed a
+    /// binding, create or keep the sender's flow).
     fn route_cid(&mut self, t: Tick, fkey: FlowKey, cid: &[u8]) -> Verdict {
         let tag = self.addr_tag(&fkey);
-        let known = self.lookup_cid(t, cid, Some(tag));
-        if let Some((b, outcome, true)) = known {
-            // Same CID from the same address as last time: nothing else to check.
+        let mut l = Live::new(self, t, Some(cid), Some(fkey), Some(tag));
+        let decision = decide_cid(&mut l);
+        let (same_addr, flow_seen, flow) = (l.same_addr, l.flow_seen, l.flow);
+        let (b, outcome) = match decision {
+            CidDecision::ByFlow { backend, seed } => {
+                if seed {
+                    self.seed(t, fkey, cid, backend, tag);
+                }
+                return self.forward(backend, RouteOutcome::CidByFlow);
+            }
+            CidDecision::Hashed(None) => {
+                if flow.is_some() {
+                    self.counters.add_event(Event::FlowRescheduled);
+                }
+                return self.drop(DropReason::NoBackend);
+            }
+            CidDecision::Hashed(Some(b)) => {
+                if flow.is_some() {
+                    self.counters.add_event(Event::FlowRescheduled);
+                } else if !self.take_new_flow_token(t, &fkey) {
+                    return self.drop(DropReason::SourceRateLimited);
+                }
+                self.insert_flow(t, fkey, b);
+                return self.forward(b, RouteOutcome::UnknownCid);
+            }
+            CidDecision::Learned(b) => (b, RouteOutcome::Learned),
+            CidDecision::Seeded(b) => (b, RouteOutcome::Seeded),
+            CidDecision::Encoded { backend, .. } => (backend, RouteOutcome::Encoded),
+        };
+        // The CID said where to go. The sender's flow (the path replies take) is only
+        // created when missing, never moved.
+        if same_addr && outcome != RouteOutcome::Encoded {
+            // Same binding, same address as last time: nothing else to check.
             return self.forward(b, outcome);
         }
+        debug_assert!(!flow_seen, "known CIDs do not look at the flow");
         let flow = self.touch_flow(t, &fkey);
-        let flow_backend = flow.map(|f| f.backend).filter(|&b| self.serves(b));
-        if let Some((b, outcome, _)) = known {
-            match flow {
-                None => {
-                    self.counters.add_event(Event::CidNewAddress);
+        let flow_serves = flow.is_some_and(|f| self.serves(f.backend));
+        match flow {
+            None => {
+                self.counters.add_event(Event::CidNewAddress);
+                self.insert_flow(t, fkey, b);
+            }
+            Some(f) if f.backend != b => {
+                if flow_serves {
+                    //= https://www.rfc-editor.org/rfc/rfc9146#section-6
+                    //# the receiver MUST NOT replace the address it uses for
+                    //# sending records to its peer with the source address
+                    //# specified in the received datagram, unless [...] The
+                    //# received datagram has been cryptographically verified
+                    //
+                    // A balancer cannot verify records: the datagram goes where its
+                    // CID says, but the address's flow (the path replies take) stays
+                    // where it was.
+                    self.counters.add_event(Event::CidFlowConflict);
+                } else {
+                    self.counters.add_event(Event::FlowRescheduled);
                     self.insert_flow(t, fkey, b);
                 }
-                Some(f) if f.backend != b => {
-                    if flow_backend.is_some() {
-                        //= https://www.rfc-editor.org/rfc/rfc9146#section-6
-                        //# the receiver MUST NOT replace the address it uses for
-                        //# sending records to its peer with the source address
-                        //# specified in the received datagram, unless [...] The
-                        //# received datagram has been cryptographically verified
-                        //
-                        // A balancer cannot verify records: the datagram goes where its
-                        // CID says, but the address's flow (the path replies take)
-                        // stays where it was.
-                        self.counters.add_event(Event::CidFlowConflict);
-                    } else {
-                        self.counters.add_event(Event::FlowRescheduled);
-                        self.insert_flow(t, fkey, b);
-                    }
-                }
-                Some(_) => {}
             }
-            return self.forward(b, outcome);
+            Some(_) => {}
         }
-        if let (Some(b), Some(f)) = (flow_backend, flow) {
-            if f.seeds < MAX_SEEDS_PER_FLOW {
-                self.seed(t, fkey, cid, b, tag);
-            }
-            return self.forward(b, RouteOutcome::CidByFlow);
-        }
-        let Some(b) = self.maglev_pick(cid) else {
-            return self.drop(DropReason::NoBackend);
-        };
-        if flow.is_none() && !self.take_new_flow_token(t, &fkey) {
-            return self.drop(DropReason::SourceRateLimited);
-        }
-        if flow.is_some() {
-            self.counters.add_event(Event::FlowRescheduled);
-        }
-        self.insert_flow(t, fkey, b);
-        self.forward(b, RouteOutcome::UnknownCid)
+        self.forward(b, outcome)
     }
 
+    /// Binds `cid` to `b` after [`decide_cid`] said to seed (the CID has no binding,
+    /// or one to a backend that is gone).
     fn seed(&mut self, t: Tick, fkey: FlowKey, cid: &[u8], b: BackendId, tag: u32) {
         let Some(key) = CidKey::new(cid) else { return };
         let binding = Binding {
@@ -901,14 +865,17 @@ impl Router {
                     match known {
                         Some(b) => b,
                         None => {
-                            let b = match self.lookup_cid(t, c, None) {
-                                Some((b, _, _)) => {
+                            // The same decision without a sender: the flow is
+                            // the primary CID's business.
+                            let decision = decide_cid(&mut Live::new(self, t, Some(c), None, None));
+                            let b = match decision {
+                                d if d.is_known() => {
                                     self.counters.add_event(Event::SplitGroupKnown);
-                                    b
+                                    d.backend().unwrap_or(primary)
                                 }
-                                None => {
+                                d => {
                                     self.counters.add_event(Event::SplitGroupUnknown);
-                                    self.maglev_pick(c).unwrap_or(primary)
+                                    d.backend().unwrap_or(primary)
                                 }
                             };
                             if n_seen < seen.len() {
@@ -1055,69 +1022,38 @@ impl Router {
         self.maglev_pick(&FlowKey::from(client).hash_input())
     }
 
-    /// Where a datagram carrying `cid` would be routed now, and why; changes nothing
-    /// (the real routing also looks at the sender's flow; see [`CidRoute::Unknown`]).
-    pub fn explain_cid(&self, now: Instant, cid: &[u8]) -> CidRoute {
+    /// Where a datagram carrying `cid` from `client` (if given) would be routed now,
+    /// and why: [`decide_cid`] over the tables, changing nothing. Without `client` it
+    /// explains a datagram from an address without a flow.
+    pub fn explain_cid(
+        &self,
+        now: Instant,
+        cid: &[u8],
+        client: Option<SocketAddr>,
+    ) -> CidExplanation {
         let t = self.tick(now);
-        let mut unknown_server_id = None;
-        if let Some(fmt) = self.cfg.cid.format.as_deref() {
-            if let Some(sid) = fmt.server_id(cid) {
-                match self.server_ids.iter().find(|(s, _)| *s == sid) {
-                    Some(&(server_id, backend)) if self.serves(backend) => {
-                        return CidRoute::Encoded {
-                            server_id,
-                            backend,
-                            serves: true,
-                        }
-                    }
-                    Some(&(server_id, backend)) => {
-                        // A down backend: routing falls through to bindings.
-                        if let Some(r) = self.explain_binding(t, cid) {
-                            return r;
-                        }
-                        return CidRoute::Encoded {
-                            server_id,
-                            backend,
-                            serves: false,
-                        };
-                    }
-                    None => unknown_server_id = Some(sid),
-                }
-            }
-        }
-        if let Some(r) = self.explain_binding(t, cid) {
-            return r;
-        }
-        CidRoute::Unknown {
+        let mut p = Peek::new(self, t, Some(cid), client.map(FlowKey::from));
+        let decision = decide_cid(&mut p);
+        CidExplanation {
+            decision,
+            binding: p.binding_view(),
+            decoded: p.decode(),
+            flow: p.flow_view(),
             hashed: self.maglev_pick(cid),
-            unknown_server_id,
         }
     }
 
-    fn explain_binding(&self, t: Tick, cid: &[u8]) -> Option<CidRoute> {
-        let key = CidKey::new(cid)?;
-        let e = self.bindings.peek(&key, t)?;
-        Some(CidRoute::Bound {
-            binding: e.value,
-            serves: self.serves(e.value.backend),
-            idle_secs: t.saturating_sub(e.last_seen),
-        })
-    }
-
-    /// Where a datagram without CID from `client` would be routed now, and why;
-    /// changes nothing.
-    pub fn explain_client(&self, now: Instant, client: SocketAddr) -> ClientRoute {
+    /// Where a datagram without CID from `client` would be routed now, and why:
+    /// [`decide_address`] over the tables, changing nothing.
+    pub fn explain_client(&self, now: Instant, client: SocketAddr) -> ClientExplanation {
         let t = self.tick(now);
         let fkey = FlowKey::from(client);
-        let hashed = self.maglev_pick(&fkey.hash_input());
-        match self.flows.peek(&fkey, t) {
-            Some(e) => ClientRoute::Flow {
-                backend: e.value.backend,
-                serves: self.serves(e.value.backend),
-                idle_secs: t.saturating_sub(e.last_seen),
-                hashed,
-            },
-            None => ClientRoute::New { hashed },
+        let mut p = Peek::new(self, t, None, Some(fkey));
+        let decision = decide_address(&mut p);
+        ClientExplanation {
+            decision,
+            flow: p.flow_view(),
+            hashed: self.maglev_pick(&fkey.hash_input()),
         }
     }
 
@@ -1149,12 +1085,207 @@ impl Router {
 /// hold a borrow of another field).
 #[inline]
 fn serves(slot: &[Option<u16>], backends: &[Backend], id: BackendId) -> bool {
+    index_in(slot, id).is_some_and(|i| backends[i].state != BackendState::Down)
+}
+
+/// Where backend `id` is in the backend list, if it is in the set.
+#[inline]
+fn index_in(slot: &[Option<u16>], id: BackendId) -> Option<usize> {
     slot.get(usize::from(id.0))
         .copied()
         .flatten()
-        .is_some_and(|i| backends[usize::from(i)].state != BackendState::Down)
+        .map(usize::from)
 }
 
 fn now_alive(last_seen: Tick, now: Tick, idle: Tick) -> bool {
     now.saturating_sub(last_seen) <= idle
+}
+
+// ------------------------------------------------------------------ the two lookups
+
+/// What the CID format makes of `cid` (no counting).
+fn decode(r: &Router, cid: &[u8]) -> Decoded {
+    let Some(fmt) = r.cfg.cid.format.as_deref() else {
+        return Decoded::NoFormat;
+    };
+    let Some(server_id) = fmt.server_id(cid) else {
+        return Decoded::Undecodable;
+    };
+    match r.server_ids.iter().find(|(s, _)| *s == server_id) {
+        Some(&(_, backend)) => Decoded::Backend {
+            server_id,
+            backend,
+            serves: r.serves(backend),
+        },
+        None => Decoded::UnknownServer(server_id),
+    }
+}
+
+/// [`Lookups`] for routing: answers from the tables, refreshing the entries it reads
+/// and counting what it sees, and remembers what the caller needs afterwards.
+struct Live<'r, 'c> {
+    r: &'r mut Router,
+    t: Tick,
+    cid: Option<&'c [u8]>,
+    fkey: Option<FlowKey>,
+    /// The sender's address tag: a serving binding remembers it.
+    tag: Option<u32>,
+    /// The binding was last used from the same address (see [`Binding::addr_tag`]).
+    same_addr: bool,
+    /// Whether the flow was looked up, and what it was.
+    flow_seen: bool,
+    flow: Option<Flow>,
+}
+
+impl<'r, 'c> Live<'r, 'c> {
+    fn new(
+        r: &'r mut Router,
+        t: Tick,
+        cid: Option<&'c [u8]>,
+        fkey: Option<FlowKey>,
+        tag: Option<u32>,
+    ) -> Self {
+        Live {
+            r,
+            t,
+            cid,
+            fkey,
+            tag,
+            same_addr: false,
+            flow_seen: false,
+            flow: None,
+        }
+    }
+}
+
+impl Lookups for Live<'_, '_> {
+    fn binding(&mut self) -> Option<BindingFacts> {
+        let key = CidKey::new(self.cid?)?;
+        let r = &mut *self.r;
+        let (entry, expired) = r.bindings.touch(&key, self.t);
+        if expired {
+            r.counters.add_event(Event::BindingExpired);
+        }
+        let entry = entry?;
+        let b = entry.value;
+        let exists = index_in(&r.slot, b.backend).is_some();
+        let serves = serves(&r.slot, &r.backends, b.backend);
+        if !serves {
+            r.counters.add_event(Event::BindingBackendUnavailable);
+        } else if let Some(tag) = self.tag {
+            self.same_addr = b.addr_tag == tag;
+            entry.value.addr_tag = tag;
+        }
+        Some(BindingFacts {
+            backend: b.backend,
+            source: b.source,
+            serves,
+            exists,
+        })
+    }
+
+    fn decode(&mut self) -> Decoded {
+        let Some(cid) = self.cid else {
+            return Decoded::NoFormat;
+        };
+        let d = decode(self.r, cid);
+        match d {
+            Decoded::NoFormat | Decoded::Backend { serves: true, .. } => {}
+            Decoded::Undecodable => self.r.counters.add_event(Event::EncodedUndecodable),
+            Decoded::UnknownServer(_) | Decoded::Backend { serves: false, .. } => {
+                self.r.counters.add_event(Event::EncodedUnknownServer)
+            }
+        }
+        d
+    }
+
+    fn flow(&mut self) -> Option<FlowFacts> {
+        let fkey = self.fkey?;
+        self.flow_seen = true;
+        self.flow = self.r.touch_flow(self.t, &fkey);
+        self.flow.map(|f| FlowFacts {
+            backend: f.backend,
+            serves: self.r.serves(f.backend),
+            may_seed: f.seeds < MAX_SEEDS_PER_FLOW,
+        })
+    }
+
+    fn hashed(&mut self) -> Option<BackendId> {
+        match (self.cid, self.fkey) {
+            (Some(cid), _) => self.r.maglev_pick(cid),
+            (None, Some(f)) => self.r.maglev_pick(&f.hash_input()),
+            (None, None) => None,
+        }
+    }
+}
+
+/// [`Lookups`] for explanations: the same answers as [`Live`] from the same tables,
+/// read without changing or counting anything.
+struct Peek<'r, 'c> {
+    r: &'r Router,
+    t: Tick,
+    cid: Option<&'c [u8]>,
+    fkey: Option<FlowKey>,
+}
+
+impl<'r, 'c> Peek<'r, 'c> {
+    fn new(r: &'r Router, t: Tick, cid: Option<&'c [u8]>, fkey: Option<FlowKey>) -> Self {
+        Peek { r, t, cid, fkey }
+    }
+
+    fn binding_entry(&self) -> Option<&Entry<CidKey, Binding>> {
+        self.r.bindings.peek(&CidKey::new(self.cid?)?, self.t)
+    }
+
+    fn flow_entry(&self) -> Option<&Entry<FlowKey, Flow>> {
+        self.r.flows.peek(&self.fkey?, self.t)
+    }
+
+    fn binding_view(&self) -> Option<BindingView> {
+        self.binding_entry().map(|e| BindingView {
+            binding: e.value,
+            serves: self.r.serves(e.value.backend),
+            exists: index_in(&self.r.slot, e.value.backend).is_some(),
+            idle_secs: self.t.saturating_sub(e.last_seen),
+        })
+    }
+
+    fn flow_view(&self) -> Option<FlowView> {
+        self.flow_entry().map(|e| FlowView {
+            backend: e.value.backend,
+            serves: self.r.serves(e.value.backend),
+            idle_secs: self.t.saturating_sub(e.last_seen),
+        })
+    }
+}
+
+impl Lookups for Peek<'_, '_> {
+    fn binding(&mut self) -> Option<BindingFacts> {
+        self.binding_view().map(|v| BindingFacts {
+            backend: v.binding.backend,
+            source: v.binding.source,
+            serves: v.serves,
+            exists: v.exists,
+        })
+    }
+
+    fn decode(&mut self) -> Decoded {
+        self.cid.map_or(Decoded::NoFormat, |c| decode(self.r, c))
+    }
+
+    fn flow(&mut self) -> Option<FlowFacts> {
+        self.flow_entry().map(|e| FlowFacts {
+            backend: e.value.backend,
+            serves: self.r.serves(e.value.backend),
+            may_seed: e.value.seeds < MAX_SEEDS_PER_FLOW,
+        })
+    }
+
+    fn hashed(&mut self) -> Option<BackendId> {
+        match (self.cid, self.fkey) {
+            (Some(cid), _) => self.r.maglev_pick(cid),
+            (None, Some(f)) => self.r.maglev_pick(&f.hash_input()),
+            (None, None) => None,
+        }
+    }
 }

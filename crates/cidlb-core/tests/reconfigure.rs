@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use cidlb_core::{
-    Backend, BackendId, BackendState, BindingSource, CidRoute, CidRouting, ClientRoute,
+    AddressDecision, Backend, BackendId, BackendState, BindingSource, CidDecision, CidRouting,
     RouteOutcome, Router, RouterConfig, Verdict,
 };
 use cidlb_wire::build;
@@ -174,42 +174,26 @@ fn explain_says_where_and_why() {
     let mut r = router(vec![backend(0, "a"), backend(1, "b")], now);
     let sessions = populate(&mut r, now, 10);
     let (client, cid, b) = sessions[0];
-    match r.explain_cid(now, &cid) {
-        CidRoute::Bound {
-            binding, serves, ..
-        } => {
-            assert_eq!(binding.backend, b);
-            assert_eq!(binding.source, BindingSource::Learned);
-            assert!(serves);
-        }
-        other => panic!("{other:?}"),
-    }
-    match r.explain_cid(now, &[1, 2, 3, 4]) {
-        CidRoute::Unknown { hashed, .. } => assert!(hashed.is_some()),
-        other => panic!("{other:?}"),
-    }
-    match r.explain_client(now, client) {
-        ClientRoute::Flow {
-            backend, serves, ..
-        } => {
-            assert_eq!(backend, b);
-            assert!(serves);
-        }
-        other => panic!("{other:?}"),
-    }
+    let e = r.explain_cid(now, &cid, None);
+    assert_eq!(e.decision, CidDecision::Learned(b));
+    let bound = e.binding.expect("a binding");
+    assert_eq!(bound.binding.source, BindingSource::Learned);
+    assert!(bound.serves && bound.exists);
+    let e = r.explain_cid(now, &[1, 2, 3, 4], None);
+    assert!(matches!(e.decision, CidDecision::Hashed(Some(_))));
+    let e = r.explain_client(now, client);
+    assert_eq!(e.decision, AddressDecision::Flow(b));
+    assert!(e.flow.is_some_and(|f| f.serves));
     let fresh = addr("203.0.113.9:4444");
-    assert_eq!(
-        r.explain_client(now, fresh),
-        ClientRoute::New {
-            hashed: r.hashed_backend(fresh)
-        }
-    );
-    // A down backend: the binding no longer serves.
+    let e = r.explain_client(now, fresh);
+    assert_eq!(e.decision, AddressDecision::Hashed(r.hashed_backend(fresh)));
+    assert_eq!(e.flow, None);
+    // A down backend: the binding no longer serves; the sender's flow is down too, so
+    // the datagram would be rescheduled by Maglev, and the binding kept.
     r.set_backend_state(b, BackendState::Down);
-    match r.explain_cid(now, &cid) {
-        CidRoute::Bound { serves, .. } => assert!(!serves),
-        other => panic!("{other:?}"),
-    }
+    let e = r.explain_cid(now, &cid, Some(client));
+    assert!(e.binding.is_some_and(|v| !v.serves && v.exists));
+    assert!(matches!(e.decision, CidDecision::Hashed(Some(x)) if x != b));
     // Explaining changes nothing.
     assert_eq!(r.counters().total_routed(), 10);
 }

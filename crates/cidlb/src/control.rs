@@ -43,8 +43,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use cidlb_core::{
-    effective_state, Backend, BackendId, BackendState, BindingSource, CidRoute, ClientRoute,
-    Counters, HealthThresholds, HealthTracker, Router,
+    effective_state, AddressDecision, Backend, BackendId, BackendState, CidDecision,
+    CidExplanation, Counters, Decoded, HealthThresholds, HealthTracker, Router,
 };
 use cidlb_net::health::{ProbeResult, ProbeTarget};
 use cidlb_net::{DataPlane, ListenerShared, StatsSnapshot, TrafficSnapshot};
@@ -868,7 +868,7 @@ impl Daemon {
                 ),
             ));
         }
-        let route = lock_router(&self.plane.listeners()[li]).explain_cid(Instant::now(), &cid);
+        let e = lock_router(&self.plane.listeners()[li]).explain_cid(Instant::now(), &cid, None);
         let name = |id: BackendId| {
             Self::backend_ref(&st, li, id).map_or_else(|| format!("#{}", id.0), |b| b.name)
         };
@@ -880,75 +880,7 @@ impl Daemon {
                 cid.len()
             ));
         }
-        let (kind, backend, serves, idle_secs, reason) = match route {
-            CidRoute::Encoded {
-                server_id,
-                backend,
-                serves,
-            } => (
-                "encoded",
-                Some(backend),
-                serves,
-                None,
-                format!(
-                    "the CID decodes to server ID {} of backend {}{}",
-                    hex_string(server_id.as_bytes()),
-                    name(backend),
-                    if serves {
-                        " (stateless routing)"
-                    } else {
-                        ", which is down and has no binding for it: a datagram would follow its sender's flow or Maglev"
-                    }
-                ),
-            ),
-            CidRoute::Bound {
-                binding,
-                serves,
-                idle_secs,
-            } => {
-                let (kind, how) = match binding.source {
-                    BindingSource::Learned => ("learned", "learned from its ServerHello"),
-                    BindingSource::Seeded => (
-                        "seeded",
-                        "seeded from the flow the CID first appeared on",
-                    ),
-                };
-                (
-                    kind,
-                    Some(binding.backend),
-                    serves,
-                    Some(idle_secs),
-                    if serves {
-                        format!(
-                            "bound to backend {} ({how}); last used {idle_secs} s ago",
-                            name(binding.backend)
-                        )
-                    } else {
-                        format!(
-                            "bound to backend {} ({how}), which is down or gone: a datagram would follow its sender's flow or Maglev",
-                            name(binding.backend)
-                        )
-                    },
-                )
-            }
-            CidRoute::Unknown {
-                hashed,
-                unknown_server_id,
-            } => (
-                "unknown",
-                hashed,
-                hashed.is_some(),
-                None,
-                format!(
-                    "{}no binding: a datagram would follow its sender's flow if it has one (seeding a binding), else Maglev on the CID picks {} (counted as unknown_cid)",
-                    unknown_server_id.map_or(String::new(), |s| format!(
-                        "server ID {} decoded from the CID belongs to no backend; ",
-                        hex_string(s.as_bytes())
-                    )),
-                    hashed.map_or_else(|| "nothing: no backend takes new flows".into(), |b| format!("backend {}", name(b))),
-                ),
-            ),
-        };
+        let (kind, backend, serves, idle_secs, reason) = cid_reason(&e, &name);
         Ok(CidLookup {
             listener: lcfg.name.clone(),
             cid: hex_string(&cid),
@@ -976,7 +908,7 @@ impl Daemon {
         })?;
         let st = self.state();
         let li = self.listener_index(&st, listener)?;
-        let route = lock_router(&self.plane.listeners()[li]).explain_client(Instant::now(), addr);
+        let e = lock_router(&self.plane.listeners()[li]).explain_client(Instant::now(), addr);
         let name = |id: BackendId| {
             Self::backend_ref(&st, li, id).map_or_else(|| format!("#{}", id.0), |b| b.name)
         };
@@ -986,40 +918,36 @@ impl Daemon {
                 |b| format!("backend {}", name(b)),
             )
         };
-        let (kind, backend, serves, idle_secs, hashed, reason) = match route {
-            ClientRoute::Flow {
-                backend,
-                serves,
-                idle_secs,
-                hashed,
-            } => (
+        let hashed = e.hashed;
+        let idle_secs = e.flow.map(|f| f.idle_secs);
+        let (kind, backend, serves, reason) = match (e.decision, e.flow) {
+            (AddressDecision::Flow(b), f) => (
                 "flow",
-                Some(backend),
-                serves,
-                Some(idle_secs),
-                hashed,
-                if serves {
-                    format!(
-                        "the address has a flow to backend {} (last used {idle_secs} s ago)",
-                        name(backend)
-                    )
-                } else {
-                    format!(
-                        "the address's flow points to backend {}, which is down or gone: the next datagram is rescheduled to {}",
-                        name(backend),
-                        hashed_name(hashed)
-                    )
-                },
+                Some(b),
+                true,
+                format!(
+                    "the address has a flow to backend {} (last used {} s ago)",
+                    name(b),
+                    f.map_or(0, |f| f.idle_secs)
+                ),
             ),
-            ClientRoute::New { hashed } => (
+            (AddressDecision::Hashed(h), Some(f)) => (
+                "flow",
+                Some(f.backend),
+                false,
+                format!(
+                    "the address's flow points to backend {}, which is down or gone: the next datagram is rescheduled to {}",
+                    name(f.backend),
+                    hashed_name(h)
+                ),
+            ),
+            (AddressDecision::Hashed(h), None) => (
                 "new",
-                hashed,
-                hashed.is_some(),
-                None,
-                hashed,
+                h,
+                h.is_some(),
                 format!(
                     "no flow: a new one would go to {} (Maglev on the address)",
-                    hashed_name(hashed)
+                    hashed_name(h)
                 ),
             ),
         };
@@ -1033,6 +961,98 @@ impl Daemon {
             new_flow_backend: hashed.and_then(|b| Self::backend_ref(&st, li, b)),
             reason,
         })
+    }
+}
+
+/// The lookup's route word, backend, whether it serves, idle seconds and reason text,
+/// from the core's explanation (the decision routing takes).
+fn cid_reason(
+    e: &CidExplanation,
+    name: &dyn Fn(BackendId) -> String,
+) -> (&'static str, Option<BackendId>, bool, Option<u32>, String) {
+    let decoded = match e.decoded {
+        Decoded::Backend {
+            server_id, backend, ..
+        } => Some(format!(
+            "it decodes to server ID {} of backend {}",
+            hex_string(server_id.as_bytes()),
+            name(backend)
+        )),
+        Decoded::UnknownServer(s) => Some(format!(
+            "server ID {} decoded from it belongs to no backend",
+            hex_string(s.as_bytes())
+        )),
+        Decoded::NoFormat | Decoded::Undecodable => None,
+    };
+    let idle = e.binding.map(|b| b.idle_secs);
+    let down_binding = e.binding.filter(|b| !b.serves).map(|b| {
+        format!(
+            "its binding to backend {} is kept while that backend is down or gone; ",
+            name(b.binding.backend)
+        )
+    });
+    match e.decision {
+        CidDecision::Learned(b) => (
+            "learned",
+            Some(b),
+            true,
+            idle,
+            format!(
+                "bound to backend {} (learned from its ServerHello); last used {} s ago{}",
+                name(b),
+                idle.unwrap_or(0),
+                decoded.map_or(String::new(), |d| format!(
+                    " ({d}, but a learned binding is the backend's own word and wins)"
+                ))
+            ),
+        ),
+        CidDecision::Encoded { backend, server_id } => (
+            "encoded",
+            Some(backend),
+            true,
+            None,
+            format!(
+                "{}the CID decodes to server ID {} of backend {} (stateless routing)",
+                down_binding.unwrap_or_default(),
+                hex_string(server_id.as_bytes()),
+                name(backend)
+            ),
+        ),
+        CidDecision::Seeded(b) => (
+            "seeded",
+            Some(b),
+            true,
+            idle,
+            format!(
+                "bound to backend {} (seeded from the flow the CID first appeared on); last used {} s ago",
+                name(b),
+                idle.unwrap_or(0)
+            ),
+        ),
+        CidDecision::ByFlow { backend, seed } => (
+            "flow",
+            Some(backend),
+            true,
+            idle,
+            format!(
+                "{}the sender's flow goes to backend {}{}",
+                down_binding.unwrap_or_default(),
+                name(backend),
+                if seed { ", and a binding is seeded from it" } else { "" }
+            ),
+        ),
+        CidDecision::Hashed(h) => (
+            "unknown",
+            h,
+            h.is_some(),
+            idle,
+            format!(
+                "{}{}no serving binding: a datagram would follow its sender's flow if it has one, else Maglev on the CID picks {} (counted as unknown_cid)",
+                down_binding.unwrap_or_default(),
+                decoded.map_or(String::new(), |d| format!("{d}; ")),
+                h.map_or_else(|| "nothing: no backend takes new flows".into(), |b| format!("backend {}", name(b))),
+            ),
+        ),
     }
 }
 
