@@ -62,9 +62,9 @@ pub use prefix::PrefixFormat;
 pub use quic_lb::{QuicLbConfig, QuicLbParams, DRAFT, UNROUTABLE_ROTATION};
 pub use set::{Decoded, FormatSet, Undecodable};
 
-/// Longest CID handled here: what the balancer's wire parser accepts
-/// (`cidlb_wire::MAX_CID_LEN`). QUIC-LB CIDs are at most 20 octets.
-pub const MAX_CID_LEN: usize = 32;
+/// Longest CID handled here: what the balancer's wire parser accepts (the one
+/// definition is `cidlb_wire::MAX_CID_LEN`). QUIC-LB CIDs are at most 20 octets.
+pub use cidlb_core::MAX_CID_LEN;
 
 /// A Connection ID, stored inline (no allocation).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -160,6 +160,28 @@ pub fn parse_hex(text: &str) -> Option<Vec<u8>> {
         .chunks(2)
         .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
         .collect()
+}
+
+/// Parses a CID that a person wrote: hex as [`parse_hex`] reads it (either case; `:`,
+/// `-`, `_` or spaces between octets; a leading `0x`), 1 to [`MAX_CID_LEN`] octets.
+/// Every CID given to cidlb by hand (the admin API's `/lookup/cid/`, `cidlb cid
+/// decode`) goes through here, so they accept the same strings. The error says what
+/// is wrong, for a person.
+pub fn parse_cid(text: &str) -> Result<Cid, String> {
+    let bytes = parse_hex(text).ok_or_else(|| {
+        format!("{text:?} is not a CID in hex (e.g. a0b1c2d3, a0:b1:c2:d3 or 0xa0b1c2d3)")
+    })?;
+    if bytes.is_empty() {
+        return Err(format!(
+            "the CID is empty: a CID has 1 to {MAX_CID_LEN} octets"
+        ));
+    }
+    Cid::new(&bytes).ok_or_else(|| {
+        format!(
+            "the CID has {} octets: a CID has 1 to {MAX_CID_LEN}",
+            bytes.len()
+        )
+    })
 }
 
 /// Why a format or configuration was rejected.
@@ -284,6 +306,14 @@ mod tests {
         assert_eq!(parse_hex("abc"), None);
         assert_eq!(parse_hex("zz"), None);
         assert_eq!(hex_string(&[0, 0xff]), "00ff");
+        assert_eq!(
+            parse_cid("0xA0:b1-c2 d3").map(|c| c.to_hex()),
+            Ok("a0b1c2d3".to_string())
+        );
+        assert!(parse_cid("").is_err());
+        assert!(parse_cid("abc").is_err());
+        assert!(parse_cid(&"ab".repeat(MAX_CID_LEN + 1)).is_err());
+        assert!(parse_cid(&"ab".repeat(MAX_CID_LEN)).is_ok());
         let c = Cid::new(&[1, 2]).unwrap();
         assert_eq!(format!("{c} {c:?}"), "0102 Cid(0102)");
         assert!(Cid::new(&[0; 33]).is_none());

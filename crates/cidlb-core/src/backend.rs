@@ -60,6 +60,18 @@ pub enum BackendState {
     Down,
 }
 
+impl BackendState {
+    /// The state's word in logs, metrics labels, the admin API and the configuration
+    /// file: `up`, `draining` or `down`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendState::Up => "up",
+            BackendState::Draining => "draining",
+            BackendState::Down => "down",
+        }
+    }
+}
+
 /// One backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backend {

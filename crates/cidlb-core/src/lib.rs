@@ -45,8 +45,12 @@ pub mod invariants;
 mod keys;
 pub mod maglev;
 mod outcome;
+pub mod plane;
 mod router;
 pub mod table;
+
+/// Longest CID the balancer handles (the wire parser's bound, re-exported).
+pub use cidlb_wire::MAX_CID_LEN;
 
 pub use backend::{Backend, BackendId, BackendState, ServerId};
 pub use decision::{AddressDecision, CidDecision, Decoded};

@@ -15,12 +15,24 @@
 //! per listener: flows, CID bindings, Maglev) are shared behind a mutex so that a
 //! binding learned on one worker routes a rebound client on another.
 //!
+//! **Layout.** [`NatPlane`] implements the control plane's
+//! [`cidlb_core::plane::DataPlane`], and each [`NatListener`] its
+//! [`cidlb_core::plane::ListenerPlane`]; the routers are private to this crate. A
+//! worker is two parts: `worker.rs`, what every userspace plane shares (the event
+//! loop, listener sockets, batched receive, routing a batch under one lock, replies
+//! to clients from the listener socket, counters), and an *egress* (`worker::Egress`)
+//! that sends routed datagrams to backends and reads what they answer: `nat.rs`, one
+//! connected upstream socket per (client address, backend), where CIDs are learned
+//! from ServerHellos. A second userspace egress (e.g. transparent NAT) is a second
+//! implementation of `Egress`, not a copy of the loop.
+//!
 //! All `unsafe` (batched syscalls) lives in [`sys`].
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod health;
+mod nat;
 mod stats;
 pub mod sys;
 mod upstream;
@@ -29,13 +41,19 @@ mod worker;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cidlb_core::{Backend, Router, RouterConfig};
+use cidlb_core::plane::{BackendCounts, ListenerPlane, PlaneSnapshot, TableSizes, Traffic};
+use cidlb_core::{
+    Backend, BackendId, BackendState, CidExplanation, ClientExplanation, PreparedBackends, Router,
+    RouterConfig,
+};
 
-pub use stats::{BackendTraffic, ListenerStats, StatsSnapshot, TrafficSnapshot, TrafficTable};
+pub use stats::{
+    BackendTraffic, ListenerStats, StatsSnapshot, TrafficSnapshot, TrafficTable, NAT_STATS,
+};
 
 /// One listener to serve.
 #[derive(Clone, Debug)]
@@ -70,21 +88,116 @@ impl Default for DataPlaneConfig {
     }
 }
 
-/// A listener's shared state: its router and counters.
+/// One listener of the NAT plane: its router (shared by the workers, private to the
+/// plane) and counters. The control plane sees it as a [`ListenerPlane`].
 #[derive(Debug)]
-pub struct ListenerShared {
-    /// Name.
-    pub name: String,
-    /// Bound address (the real port when 0 was asked for).
-    pub local_addr: SocketAddr,
-    /// The routing state, shared by all workers.
-    pub router: Mutex<Router>,
+pub struct NatListener {
+    name: String,
+    local_addr: SocketAddr,
+    /// The routing state, shared by all workers; nothing outside this crate locks it.
+    router: Mutex<Router>,
     /// Data-plane counters.
-    pub stats: ListenerStats,
+    stats: ListenerStats,
     /// Datagrams and bytes to and from each backend, by backend id.
-    pub traffic: TrafficTable,
+    traffic: TrafficTable,
     /// Source IP of upstream sockets (`None`: chosen by the kernel).
-    pub upstream_source: Option<IpAddr>,
+    upstream_source: Option<IpAddr>,
+}
+
+impl NatListener {
+    /// The router, locked. A worker that panicked while holding the lock left a router
+    /// that is still structurally valid (every mutation is a single table operation):
+    /// keep serving.
+    pub(crate) fn router(&self) -> MutexGuard<'_, Router> {
+        self.router.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The data-plane counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+}
+
+impl ListenerPlane for NatListener {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    fn reconfigure(&self, cfg: RouterConfig, backends: PreparedBackends) {
+        self.router().reconfigure(cfg, backends);
+    }
+
+    fn set_backend_state(&self, id: BackendId, state: BackendState) -> bool {
+        self.router().set_backend_state(id, state)
+    }
+
+    fn set_backend_weight(&self, id: BackendId, weight: u32) -> bool {
+        self.router().set_backend_weight(id, weight)
+    }
+
+    fn explain_cid(&self, cid: &[u8], client: Option<SocketAddr>) -> CidExplanation {
+        self.router().explain_cid(Instant::now(), cid, client)
+    }
+
+    fn explain_client(&self, client: SocketAddr) -> ClientExplanation {
+        self.router().explain_client(Instant::now(), client)
+    }
+
+    fn snapshot(&self, per_backend: bool) -> PlaneSnapshot {
+        let r = self.router();
+        let (flow_bytes, binding_bytes) = r.table_bytes();
+        let cfg = r.config();
+        let tables = TableSizes {
+            flows: r.flow_count(),
+            bindings: r.binding_count(),
+            max_flows: cfg.max_flows,
+            max_bindings: cfg.max_bindings,
+            flow_idle: cfg.flow_idle,
+            binding_idle: cfg.binding_idle,
+            flow_bytes,
+            binding_bytes,
+            source_bytes: r.source_table_bytes(),
+        };
+        let per_backend = if per_backend {
+            r.per_backend_counts(Instant::now())
+                .into_iter()
+                .map(|(backend, flows, bindings)| BackendCounts {
+                    backend,
+                    flows,
+                    bindings,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let counters = r.counters().clone();
+        drop(r);
+        let stats = self.stats.snapshot().samples();
+        PlaneSnapshot {
+            counters,
+            tables,
+            stats,
+            per_backend,
+        }
+    }
+
+    fn traffic(&self, id: BackendId) -> Traffic {
+        let t = self.traffic.snapshot(id);
+        Traffic {
+            to_backend_datagrams: t.to_backend_datagrams,
+            to_backend_bytes: t.to_backend_bytes,
+            from_backend_datagrams: t.from_backend_datagrams,
+            from_backend_bytes: t.from_backend_bytes,
+        }
+    }
+
+    fn router_config(&self) -> RouterConfig {
+        self.router().config().clone()
+    }
 }
 
 /// Bounds of the workers' upstream-flow tables, changeable at run time (a reload);
@@ -97,19 +210,21 @@ pub(crate) struct UpstreamLimits {
     pub idle_secs: AtomicU32,
 }
 
-/// The running data plane.
+/// The running NAT data plane.
 #[derive(Debug)]
-pub struct DataPlane {
-    listeners: Vec<Arc<ListenerShared>>,
+pub struct NatPlane {
+    listeners: Vec<Arc<NatListener>>,
+    /// The same listeners, as the control plane sees them.
+    planes: Vec<Arc<dyn ListenerPlane>>,
     stop: Arc<AtomicBool>,
     wakers: Vec<Arc<mio::Waker>>,
     threads: Vec<JoinHandle<()>>,
     limits: Arc<UpstreamLimits>,
 }
 
-impl DataPlane {
+impl NatPlane {
     /// Binds every listener on every worker and starts the workers.
-    pub fn start(specs: Vec<ListenerSpec>, cfg: DataPlaneConfig) -> io::Result<DataPlane> {
+    pub fn start(specs: Vec<ListenerSpec>, cfg: DataPlaneConfig) -> io::Result<NatPlane> {
         let workers = cfg.workers.max(1);
         let now = Instant::now();
         let mut listeners = Vec::new();
@@ -127,7 +242,7 @@ impl DataPlane {
             router
                 .set_backends(spec.backends)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-            listeners.push(Arc::new(ListenerShared {
+            listeners.push(Arc::new(NatListener {
                 name: spec.name,
                 local_addr,
                 router: Mutex::new(router),
@@ -141,7 +256,8 @@ impl DataPlane {
         let mut wakers = Vec::new();
         let mut threads = Vec::new();
         for (i, socks) in sockets.into_iter().enumerate() {
-            let w = worker::Worker::new(i, listeners.clone(), socks, stop.clone(), limits.clone())?;
+            let egress = nat::NatEgress::new(i, &listeners, limits.clone());
+            let w = worker::Worker::new(i, listeners.clone(), socks, stop.clone(), egress)?;
             wakers.push(w.waker());
             threads.push(
                 std::thread::Builder::new()
@@ -149,8 +265,13 @@ impl DataPlane {
                     .spawn(move || w.run())?,
             );
         }
-        Ok(DataPlane {
+        let planes = listeners
+            .iter()
+            .map(|l| l.clone() as Arc<dyn ListenerPlane>)
+            .collect();
+        Ok(NatPlane {
             listeners,
+            planes,
             stop,
             wakers,
             threads,
@@ -158,10 +279,33 @@ impl DataPlane {
         })
     }
 
+    /// The listeners with their NAT-specific counters, in spec order.
+    pub fn nat_listeners(&self) -> &[Arc<NatListener>] {
+        &self.listeners
+    }
+
+    /// Stops and waits for the workers.
+    pub fn join(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        cidlb_core::plane::DataPlane::shutdown(self);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl cidlb_core::plane::DataPlane for NatPlane {
+    fn listeners(&self) -> &[Arc<dyn ListenerPlane>] {
+        &self.planes
+    }
+
     /// Re-reads the bound and idle timeout of the workers' upstream flows from the
     /// routers' settings (their `max_flows` and `flow_idle`), after a reload changed
     /// them: each worker applies them at its next sweep.
-    pub fn refresh_upstream_limits(&self) {
+    fn refresh_limits(&self) {
         let l = upstream_limits(&self.listeners);
         self.limits
             .capacity
@@ -171,44 +315,27 @@ impl DataPlane {
             .store(l.idle_secs.into_inner(), Ordering::Relaxed);
     }
 
-    /// The listeners (routers and counters), in spec order.
-    pub fn listeners(&self) -> &[Arc<ListenerShared>] {
-        &self.listeners
-    }
-
-    /// Asks every worker to stop.
-    pub fn shutdown(&self) {
+    fn shutdown(&self) {
         self.stop.store(true, Ordering::SeqCst);
         for w in &self.wakers {
             let _ = w.wake();
         }
     }
-
-    /// Stops and waits for the workers.
-    pub fn join(mut self) {
-        self.shutdown();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
 }
 
-impl Drop for DataPlane {
+impl Drop for NatPlane {
     fn drop(&mut self) {
-        self.shutdown();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        self.stop_and_join();
     }
 }
 
 /// Upstream-flow bounds derived from the routers: a worker may hold every flow of every
 /// listener in the worst case, and keeps an upstream socket as long as its flow lives.
-fn upstream_limits(listeners: &[Arc<ListenerShared>]) -> UpstreamLimits {
+fn upstream_limits(listeners: &[Arc<NatListener>]) -> UpstreamLimits {
     let mut cap = 0usize;
     let mut idle = Duration::ZERO;
     for l in listeners {
-        let r = l.router.lock().unwrap_or_else(|p| p.into_inner());
+        let r = l.router();
         cap = cap.saturating_add(r.config().max_flows);
         idle = idle.max(r.config().flow_idle);
     }

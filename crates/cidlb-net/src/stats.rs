@@ -2,21 +2,30 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use cidlb_core::plane::{StatInfo, StatKind};
 use cidlb_core::BackendId;
 
+/// Declares each counter once: its doc comment is its help text, its kind says counter
+/// or gauge; the struct of atomics, its plain copy and the list of [`StatInfo`] all
+/// come from that one declaration.
 macro_rules! stats {
-    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+    ($( #[doc = $doc:literal] $name:ident : $kind:ident ),* $(,)?) => {
         /// Per-listener data-plane counters, updated by every worker.
         #[derive(Debug, Default)]
         pub struct ListenerStats {
-            $( $(#[$doc])* pub $name: AtomicU64, )*
+            $( #[doc = $doc] pub $name: AtomicU64, )*
         }
 
         /// A plain copy of [`ListenerStats`].
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub struct StatsSnapshot {
-            $( $(#[$doc])* pub $name: u64, )*
+            $( #[doc = $doc] pub $name: u64, )*
         }
+
+        /// What each of the NAT plane's counters is, in declaration order.
+        pub const NAT_STATS: &[StatInfo] = &[
+            $( StatInfo { name: stringify!($name), help: $doc.trim_ascii(), kind: StatKind::$kind }, )*
+        ];
 
         impl ListenerStats {
             /// Reads every counter.
@@ -26,9 +35,9 @@ macro_rules! stats {
         }
 
         impl StatsSnapshot {
-            /// `(name, value)` pairs, for metrics export.
-            pub fn pairs(&self) -> Vec<(&'static str, u64)> {
-                vec![ $( (stringify!($name), self.$name), )* ]
+            /// Every counter with what it is, in declaration order ([`NAT_STATS`]).
+            pub fn samples(&self) -> Vec<(StatInfo, u64)> {
+                NAT_STATS.iter().copied().zip([ $( self.$name, )* ]).collect()
             }
         }
     };
@@ -36,35 +45,35 @@ macro_rules! stats {
 
 stats! {
     /// Datagrams received from clients.
-    client_datagrams,
+    client_datagrams: Counter,
     /// Bytes received from clients.
-    client_bytes,
+    client_bytes: Counter,
     /// Client datagrams larger than the receive slot (17 KiB), dropped.
-    oversized_datagrams,
+    oversized_datagrams: Counter,
     /// Datagrams sent to backends.
-    upstream_datagrams,
+    upstream_datagrams: Counter,
     /// Bytes sent to backends.
-    upstream_bytes,
+    upstream_bytes: Counter,
     /// Sends to a backend that failed (buffer full, ICMP unreachable...).
-    upstream_send_errors,
+    upstream_send_errors: Counter,
     /// Datagrams received from backends.
-    backend_datagrams,
+    backend_datagrams: Counter,
     /// Bytes received from backends.
-    backend_bytes,
+    backend_bytes: Counter,
     /// Datagrams sent back to clients.
-    reply_datagrams,
+    reply_datagrams: Counter,
     /// Sends to a client that failed.
-    reply_send_errors,
+    reply_send_errors: Counter,
     /// Upstream flows (sockets) opened.
-    upstreams_opened,
+    upstreams_opened: Counter,
     /// Upstream flows closed after their idle timeout.
-    upstreams_expired,
+    upstreams_expired: Counter,
     /// Upstream flows closed to make room (table full).
-    upstreams_evicted,
+    upstreams_evicted: Counter,
     /// Upstream sockets that could not be opened (e.g. out of file descriptors).
-    upstream_open_errors,
+    upstream_open_errors: Counter,
     /// Upstream flows open now.
-    upstreams_open,
+    upstreams_open: Gauge,
 }
 
 impl ListenerStats {

@@ -1,26 +1,36 @@
-//! One worker thread: an epoll loop over its listener sockets and upstream flows.
+//! One worker thread of a userspace plane: what every userspace egress shares.
+//!
+//! The loop polls the worker's listener sockets and its egress's sockets (one mio
+//! poll), reads client datagrams in batches (`recvmmsg`), routes each batch under one
+//! lock of the listener's router, hands every forwarded datagram (or split part) to the
+//! [`Egress`] grouped by backend, queues replies to clients for one `sendmmsg` per
+//! round from the listener socket, and publishes its counters once per round.
+//!
+//! An [`Egress`] sends to backends and reads what they answer: `nat.rs` (one connected
+//! upstream socket per client address and backend) is one; another userspace egress
+//! (transparent NAT) is another implementation, not a copy of this loop.
 
 use std::collections::VecDeque;
-use std::io::{self, ErrorKind};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cidlb_core::{BackendId, FlowKey, Router, SplitPart, Verdict};
-use mio::{Events, Interest, Poll, Token, Waker};
+use cidlb_core::{BackendId, SplitPart, Verdict};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use tracing::{debug, warn};
 
 use crate::stats::BackendTraffic;
 use crate::sys::{Received, Recv, RecvBatch, SendBatch};
-use crate::upstream::{UpKey, Upstream, Upstreams};
-use crate::{sys, ListenerShared, UpstreamLimits, SWEEP_EVERY};
+use crate::{NatListener, SWEEP_EVERY};
 
 const WAKER: Token = Token(usize::MAX);
-const LISTENER_BASE: usize = usize::MAX / 2;
+/// Tokens from here on are listener sockets; the egress owns the tokens below.
+pub(crate) const LISTENER_BASE: usize = usize::MAX / 2;
 /// Datagrams read from one socket before others get a turn.
-const BUDGET: usize = 64;
+pub(crate) const BUDGET: usize = 64;
 /// Datagrams per `recvmmsg` on a listener socket.
 const RX_BATCH: usize = 32;
 /// From this many flows and bindings on, a received batch's table entries are loaded
@@ -35,16 +45,28 @@ const _: () = assert!(
 const _: () = assert!(RX_BATCH <= 256, "batch positions fit a u8");
 /// Largest client datagram accepted (bigger ones are dropped and counted): DTLS
 /// records are at most 2^14 bytes of plaintext plus expansion.
-const RX_SLOT: usize = 17 * 1024;
-/// Datagrams per `recvmmsg` on an upstream socket (one client's replies).
-const UP_RX_BATCH: usize = 8;
+pub(crate) const RX_SLOT: usize = 17 * 1024;
 /// Replies per `sendmmsg`.
 const TX_BATCH: usize = 32;
 
-fn lock(m: &Mutex<Router>) -> MutexGuard<'_, Router> {
-    // A worker that panicked while holding the lock left a router that is still
-    // structurally valid (every mutation is a single table operation): keep serving.
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// Sends routed datagrams to backends and reads their answers (see the module docs).
+pub(crate) trait Egress {
+    /// Sends `data`, a datagram (or the records of a split part) from `client`, to
+    /// `backend` of listener `li`, counting it in `w` when it leaves.
+    fn forward(
+        &mut self,
+        w: &mut Shared,
+        li: usize,
+        client: SocketAddr,
+        backend: BackendId,
+        data: &[u8],
+        now: Instant,
+    );
+    /// Serves a readiness event on one of the egress's own tokens (below
+    /// [`LISTENER_BASE`]); true when that socket is drained.
+    fn service(&mut self, w: &mut Shared, token: Token) -> bool;
+    /// Periodic upkeep (expiring idle upstream state), every [`SWEEP_EVERY`].
+    fn sweep(&mut self, w: &mut Shared, now: Instant);
 }
 
 /// Datagram counts of one loop round, per listener.
@@ -56,141 +78,56 @@ struct LocalCounts {
     backend_bytes: u64,
 }
 
-pub(crate) struct Worker {
-    id: usize,
+/// The part of a worker that its egress may use: the poll registry, the listeners and
+/// their sockets, the reply queues and the counters.
+pub(crate) struct Shared {
+    pub id: usize,
     poll: Poll,
-    waker: Arc<Waker>,
-    listeners: Vec<Arc<ListenerShared>>,
+    pub listeners: Vec<Arc<NatListener>>,
     sockets: Vec<mio::net::UdpSocket>,
-    ups: Upstreams,
-    stop: Arc<AtomicBool>,
-    scratch: Vec<u8>,
-    /// Split plans of the current batch: (datagram index in the batch, part).
-    parts: Vec<(usize, SplitPart)>,
-    /// Verdicts of the current batch.
-    verdicts: Vec<Verdict>,
-    rx: Option<RecvBatch>,
-    up_rx: Option<RecvBatch>,
     /// Replies queued per listener, flushed with one sendmmsg per round.
     tx: Vec<SendBatch>,
-    /// Sockets whose budget ran out before they were drained (edge-triggered epoll
-    /// will not tell us again).
-    pending: VecDeque<Token>,
-    last_open_error: Option<Instant>,
-    /// Upstream-flow bounds shared with the control plane, and the values applied.
-    limits: Arc<UpstreamLimits>,
-    applied_limits: (usize, u32),
     /// Per listener, the per-backend traffic counters seen so far (by backend id),
     /// each with this worker's counts not yet published.
     traffic: Vec<Vec<(Arc<BackendTraffic>, [u64; 4])>>,
-    /// Per listener, datagram counts not yet published (see [`Worker::publish`]).
+    /// Per listener, datagram counts not yet published (see [`Shared::publish`]).
     local: Vec<LocalCounts>,
 }
 
-impl Worker {
-    pub fn new(
-        id: usize,
-        listeners: Vec<Arc<ListenerShared>>,
-        sockets: Vec<std::net::UdpSocket>,
-        stop: Arc<AtomicBool>,
-        limits: Arc<UpstreamLimits>,
-    ) -> io::Result<Worker> {
-        let poll = Poll::new()?;
-        let n_listeners = listeners.len();
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let mut socks = Vec::new();
-        for (i, s) in sockets.into_iter().enumerate() {
-            let mut s = mio::net::UdpSocket::from_std(s);
-            poll.registry()
-                .register(&mut s, Token(LISTENER_BASE + i), Interest::READABLE)?;
-            socks.push(s);
-        }
-        let seed = listeners
-            .last()
-            .map_or([0; 4], |l| lock(&l.router).config().secret);
-        // Each worker may hold every flow in the worst case.
-        let capacity = limits.capacity.load(Ordering::Relaxed);
-        let idle = limits.idle_secs.load(Ordering::Relaxed);
-        Ok(Worker {
-            id,
-            poll,
-            waker,
-            listeners,
-            sockets: socks,
-            ups: Upstreams::new(
-                capacity.max(1),
-                idle,
-                [seed[0] ^ id as u64, seed[1], seed[2], seed[3] ^ 0xabcd],
-                Instant::now(),
-            ),
-            stop,
-            scratch: Vec::with_capacity(RX_SLOT),
-            parts: Vec::with_capacity(cidlb_core::MAX_SPLIT_RECORDS * RX_BATCH),
-            verdicts: Vec::with_capacity(RX_BATCH),
-            rx: Some(RecvBatch::new(RX_BATCH, RX_SLOT)),
-            up_rx: Some(RecvBatch::new(UP_RX_BATCH, RX_SLOT)),
-            tx: (0..n_listeners)
-                .map(|_| SendBatch::new(TX_BATCH, RX_SLOT))
-                .collect(),
-            pending: VecDeque::new(),
-            last_open_error: None,
-            limits,
-            applied_limits: (capacity, idle),
-            traffic: vec![Vec::new(); n_listeners],
-            local: vec![LocalCounts::default(); n_listeners],
-        })
+impl Shared {
+    /// The registry the egress registers its sockets with (tokens below
+    /// [`LISTENER_BASE`]).
+    pub fn registry(&self) -> &Registry {
+        self.poll.registry()
     }
 
-    pub fn waker(&self) -> Arc<Waker> {
-        self.waker.clone()
+    /// Counts one datagram of `len` bytes sent to `backend` of listener `li`.
+    pub fn sent_to_backend(&mut self, li: usize, backend: BackendId, len: usize) {
+        let n = len as u64;
+        let c = &mut self.local[li];
+        c.upstream_datagrams += 1;
+        c.upstream_bytes += n;
+        let t = self.traffic(li, backend);
+        t[0] += 1;
+        t[1] += n;
     }
 
-    pub fn run(mut self) {
-        let mut events = Events::with_capacity(1024);
-        let mut next_sweep = Instant::now() + SWEEP_EVERY;
-        debug!(worker = self.id, "worker started");
-        while !self.stop.load(Ordering::Relaxed) {
-            let now = Instant::now();
-            let timeout = if self.pending.is_empty() {
-                next_sweep.saturating_duration_since(now)
-            } else {
-                Duration::ZERO
-            };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != ErrorKind::Interrupted {
-                    warn!(worker = self.id, error = %e, "poll failed");
-                }
-                continue;
-            }
-            for ev in events.iter() {
-                self.service(ev.token());
-            }
-            for _ in 0..self.pending.len() {
-                if let Some(t) = self.pending.pop_front() {
-                    self.service(t);
-                }
-            }
+    /// Queues `data` from `backend` as a reply to `client` from listener `li`'s socket
+    /// (flushing the queue when full), counting it.
+    pub fn reply(&mut self, li: usize, backend: BackendId, client: SocketAddr, data: &[u8]) {
+        let n = data.len() as u64;
+        let c = &mut self.local[li];
+        c.backend_datagrams += 1;
+        c.backend_bytes += n;
+        let t = self.traffic(li, backend);
+        t[2] += 1;
+        t[3] += n;
+        if self.tx[li].is_full() {
             self.flush_replies();
-            self.publish();
-            let now = Instant::now();
-            if now >= next_sweep {
-                self.sweep(now);
-                next_sweep = now + SWEEP_EVERY;
-            }
         }
-        self.flush_replies();
-        self.publish();
-        debug!(worker = self.id, "worker stopped");
-    }
-
-    fn service(&mut self, t: Token) {
-        let drained = match t {
-            WAKER => true,
-            Token(i) if i >= LISTENER_BASE => self.read_clients(i - LISTENER_BASE),
-            Token(slot) => self.read_backend(slot),
-        };
-        if !drained && !self.pending.contains(&t) {
-            self.pending.push_back(t);
+        if !self.tx[li].push(client, data) {
+            let l = &self.listeners[li];
+            l.stats.add(&l.stats.reply_send_errors, 1);
         }
     }
 
@@ -206,6 +143,21 @@ impl Worker {
             }
         }
         &mut self.traffic[li][i].1
+    }
+
+    /// Sends the queued replies, one `sendmmsg` per listener.
+    pub fn flush_replies(&mut self) {
+        for (li, tx) in self.tx.iter_mut().enumerate() {
+            if tx.is_empty() {
+                continue;
+            }
+            let (sent, failed) = tx.flush(self.sockets[li].as_raw_fd());
+            let l = &self.listeners[li];
+            l.stats.add(&l.stats.reply_datagrams, sent as u64);
+            if failed > 0 {
+                l.stats.add(&l.stats.reply_send_errors, failed as u64);
+            }
+        }
     }
 
     /// Publishes the counts gathered since the last call: one atomic add per counter
@@ -245,46 +197,135 @@ impl Worker {
             }
         }
     }
+}
 
-    fn sweep(&mut self, now: Instant) {
-        let limits = (
-            self.limits.capacity.load(Ordering::Relaxed),
-            self.limits.idle_secs.load(Ordering::Relaxed),
-        );
-        if limits != self.applied_limits {
-            self.ups.set_limits(limits.0.max(1), limits.1);
-            self.applied_limits = limits;
+/// A worker: the shared loop around an egress `E`.
+pub(crate) struct Worker<E: Egress> {
+    w: Shared,
+    egress: E,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    scratch: Vec<u8>,
+    /// Split plans of the current batch: (datagram index in the batch, part).
+    parts: Vec<(usize, SplitPart)>,
+    /// Verdicts of the current batch.
+    verdicts: Vec<Verdict>,
+    rx: Option<RecvBatch>,
+    /// Sockets whose budget ran out before they were drained (edge-triggered epoll
+    /// will not tell us again).
+    pending: VecDeque<Token>,
+}
+
+impl<E: Egress> Worker<E> {
+    pub fn new(
+        id: usize,
+        listeners: Vec<Arc<NatListener>>,
+        sockets: Vec<std::net::UdpSocket>,
+        stop: Arc<AtomicBool>,
+        egress: E,
+    ) -> std::io::Result<Worker<E>> {
+        let poll = Poll::new()?;
+        let n_listeners = listeners.len();
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut socks = Vec::new();
+        for (i, s) in sockets.into_iter().enumerate() {
+            let mut s = mio::net::UdpSocket::from_std(s);
+            poll.registry()
+                .register(&mut s, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            socks.push(s);
         }
-        let registry = self.poll.registry();
-        let mut closed = 0u64;
-        let mut per_listener = vec![0u64; self.listeners.len()];
-        self.ups.sweep(now, 4096, |mut u: Upstream| {
-            let _ = registry.deregister(&mut u.socket);
-            closed += 1;
-            per_listener[usize::from(u.key.listener)] += 1;
-        });
-        for (l, n) in self.listeners.iter().zip(per_listener) {
-            if n > 0 {
-                l.stats.add(&l.stats.upstreams_expired, n);
-                l.stats
-                    .upstreams_open
-                    .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+        Ok(Worker {
+            w: Shared {
+                id,
+                poll,
+                listeners,
+                sockets: socks,
+                tx: (0..n_listeners)
+                    .map(|_| SendBatch::new(TX_BATCH, RX_SLOT))
+                    .collect(),
+                traffic: vec![Vec::new(); n_listeners],
+                local: vec![LocalCounts::default(); n_listeners],
+            },
+            egress,
+            waker,
+            stop,
+            scratch: Vec::with_capacity(RX_SLOT),
+            parts: Vec::with_capacity(cidlb_core::MAX_SPLIT_RECORDS * RX_BATCH),
+            verdicts: Vec::with_capacity(RX_BATCH),
+            rx: Some(RecvBatch::new(RX_BATCH, RX_SLOT)),
+            pending: VecDeque::new(),
+        })
+    }
+
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        let id = self.w.id;
+        debug!(worker = id, "worker started");
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let timeout = if self.pending.is_empty() {
+                next_sweep.saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.w.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != ErrorKind::Interrupted {
+                    warn!(worker = id, error = %e, "poll failed");
+                }
+                continue;
+            }
+            for ev in events.iter() {
+                self.service(ev.token());
+            }
+            for _ in 0..self.pending.len() {
+                if let Some(t) = self.pending.pop_front() {
+                    self.service(t);
+                }
+            }
+            self.w.flush_replies();
+            self.w.publish();
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.sweep(now);
+                next_sweep = now + SWEEP_EVERY;
             }
         }
-        if self.id == 0 {
-            for l in &self.listeners {
-                lock(&l.router).sweep(now, 4096);
+        self.w.flush_replies();
+        self.w.publish();
+        debug!(worker = id, "worker stopped");
+    }
+
+    fn service(&mut self, t: Token) {
+        let drained = match t {
+            WAKER => true,
+            Token(i) if i >= LISTENER_BASE => self.read_clients(i - LISTENER_BASE),
+            t => self.egress.service(&mut self.w, t),
+        };
+        if !drained && !self.pending.contains(&t) {
+            self.pending.push_back(t);
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        self.egress.sweep(&mut self.w, now);
+        if self.w.id == 0 {
+            for l in &self.w.listeners {
+                l.router().sweep(now, 4096);
             }
         }
     }
 
     /// Reads client datagrams from listener `li` in batches; true when drained.
     fn read_clients(&mut self, li: usize) -> bool {
-        let Some(rx) = self.rx.take() else {
+        let Some(mut rx) = self.rx.take() else {
             return true;
         };
-        let mut rx = rx;
-        let fd = self.sockets[li].as_raw_fd();
+        let fd = self.w.sockets[li].as_raw_fd();
         let mut drained = false;
         let mut budget = BUDGET;
         while budget > 0 {
@@ -314,14 +355,14 @@ impl Worker {
 
     /// Routes a batch under one lock, then forwards outside it.
     fn on_client_batch(&mut self, li: usize, rx: &RecvBatch, n: usize) {
-        let l = self.listeners[li].clone();
+        let l = self.w.listeners[li].clone();
         let now = Instant::now();
         self.parts.clear();
         self.verdicts.clear();
         let mut bytes = 0u64;
         let mut oversized = 0u64;
         {
-            let mut r = lock(&l.router);
+            let mut r = l.router();
             if r.binding_count() + r.flow_count() >= WARM_FROM_ENTRIES {
                 r.warm((0..n).filter_map(|i| match rx.get(i) {
                     Received::Datagram(from, d) => Some((from, d)),
@@ -367,12 +408,14 @@ impl Worker {
         order.sort_unstable();
         for &(_, i) in order.iter() {
             let i = usize::from(i);
-            let v = &verdicts[i];
             let Received::Datagram(client, data) = rx.get(i) else {
                 continue;
             };
-            match *v {
-                Verdict::Forward { backend, .. } => self.forward(li, client, backend, data, now),
+            match verdicts[i] {
+                Verdict::Forward { backend, .. } => {
+                    self.egress
+                        .forward(&mut self.w, li, client, backend, data, now)
+                }
                 Verdict::Split => self.forward_split(li, i, client, data, now),
                 Verdict::Drop(_) => {}
             }
@@ -404,187 +447,10 @@ impl Worker {
             {
                 scratch.extend_from_slice(&data[q.start..q.end]);
             }
-            self.forward(li, client, p.backend, &scratch, now);
+            self.egress
+                .forward(&mut self.w, li, client, p.backend, &scratch, now);
             self.scratch = scratch;
         }
         self.parts = parts;
-    }
-
-    fn flush_replies(&mut self) {
-        for (li, tx) in self.tx.iter_mut().enumerate() {
-            if tx.is_empty() {
-                continue;
-            }
-            let (sent, failed) = tx.flush(self.sockets[li].as_raw_fd());
-            let l = &self.listeners[li];
-            l.stats.add(&l.stats.reply_datagrams, sent as u64);
-            if failed > 0 {
-                l.stats.add(&l.stats.reply_send_errors, failed as u64);
-            }
-        }
-    }
-
-    fn forward(
-        &mut self,
-        li: usize,
-        client: SocketAddr,
-        backend: BackendId,
-        data: &[u8],
-        now: Instant,
-    ) {
-        let key = UpKey {
-            listener: li as u16,
-            backend,
-            client: FlowKey::from(client),
-        };
-        let slot = match self.ups.get(&key, now) {
-            Some(s) => s,
-            None => match self.open(li, key, client, now) {
-                Some(s) => s,
-                None => return,
-            },
-        };
-        let Some(up) = self.ups.slab.get(slot) else {
-            return;
-        };
-        let l = &self.listeners[li];
-        match up.socket.send(data) {
-            Ok(_) => {
-                let n = data.len() as u64;
-                let c = &mut self.local[li];
-                c.upstream_datagrams += 1;
-                c.upstream_bytes += n;
-                let t = self.traffic(li, backend);
-                t[0] += 1;
-                t[1] += n;
-            }
-            Err(e) => {
-                l.stats.add(&l.stats.upstream_send_errors, 1);
-                debug!(backend = backend.0, error = %e, "send to backend failed");
-            }
-        }
-    }
-
-    fn open(&mut self, li: usize, key: UpKey, client: SocketAddr, now: Instant) -> Option<usize> {
-        let l = self.listeners[li].clone();
-        let addr = lock(&l.router).backend(key.backend)?.addr;
-        let sock = match sys::upstream_socket(l.upstream_source, addr) {
-            Ok(s) => s,
-            Err(e) => {
-                l.stats.add(&l.stats.upstream_open_errors, 1);
-                // One line per second at most: an fd exhaustion must not flood the log.
-                if self
-                    .last_open_error
-                    .is_none_or(|t| now.duration_since(t) > Duration::from_secs(1))
-                {
-                    warn!(listener = %l.name, backend = %addr, error = %e,
-                        "cannot open an upstream socket; datagram dropped (see upstream_open_errors)");
-                    self.last_open_error = Some(now);
-                }
-                return None;
-            }
-        };
-        let up = Upstream {
-            key,
-            client,
-            socket: mio::net::UdpSocket::from_std(sock),
-        };
-        let (slot, gone) = self.ups.insert(up, now);
-        if let Some((mut old, live)) = gone {
-            let _ = self.poll.registry().deregister(&mut old.socket);
-            let ol = &self.listeners[usize::from(old.key.listener)];
-            ol.stats.add(
-                if live {
-                    &ol.stats.upstreams_evicted
-                } else {
-                    &ol.stats.upstreams_expired
-                },
-                1,
-            );
-            ol.stats.upstreams_open.fetch_sub(1, Ordering::Relaxed);
-        }
-        let up = self.ups.slab.get_mut(slot)?;
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut up.socket, Token(slot), Interest::READABLE)
-        {
-            warn!(error = %e, "cannot register an upstream socket");
-        }
-        l.stats.add(&l.stats.upstreams_opened, 1);
-        l.stats.add(&l.stats.upstreams_open, 1);
-        Some(slot)
-    }
-
-    /// Reads backend datagrams from the upstream flow in `slot`; true when drained.
-    fn read_backend(&mut self, slot: usize) -> bool {
-        let Some(mut rx) = self.up_rx.take() else {
-            return true;
-        };
-        let mut drained = false;
-        let now = Instant::now();
-        let mut got = false;
-        let mut budget = BUDGET;
-        while budget > 0 {
-            let Some(up) = self.ups.slab.get(slot) else {
-                drained = true; // closed meanwhile
-                break;
-            };
-            let (li, backend, client) = (usize::from(up.key.listener), up.key.backend, up.client);
-            let (n, more) = match rx.next(up.socket.as_raw_fd()) {
-                Recv::Datagrams { n, more } => (n, more),
-                Recv::Empty => {
-                    drained = true;
-                    break;
-                }
-                Recv::Error(e) => {
-                    // ECONNREFUSED after an ICMP port unreachable from the backend.
-                    let l = &self.listeners[li];
-                    l.stats.add(&l.stats.upstream_send_errors, 1);
-                    debug!(error = %e, "upstream recv error");
-                    budget -= 1;
-                    continue;
-                }
-            };
-            got = true;
-            budget = budget.saturating_sub(n.max(1));
-            let l = self.listeners[li].clone();
-            {
-                let mut r = lock(&l.router);
-                for i in 0..n {
-                    if let Received::Datagram(_, data) = rx.get(i) {
-                        r.handle_backend_datagram(now, backend, client, data);
-                    }
-                }
-            }
-            for i in 0..n {
-                let Received::Datagram(_, data) = rx.get(i) else {
-                    l.stats.add(&l.stats.oversized_datagrams, 1);
-                    continue;
-                };
-                let len = data.len() as u64;
-                let c = &mut self.local[li];
-                c.backend_datagrams += 1;
-                c.backend_bytes += len;
-                let t = self.traffic(li, backend);
-                t[2] += 1;
-                t[3] += len;
-                if self.tx[li].is_full() {
-                    self.flush_replies();
-                }
-                if !self.tx[li].push(client, data) {
-                    l.stats.add(&l.stats.reply_send_errors, 1);
-                }
-            }
-            if !more {
-                drained = true;
-                break;
-            }
-        }
-        if got {
-            self.ups.touch_slot(slot, now);
-        }
-        self.up_rx = Some(rx);
-        drained
     }
 }

@@ -6,8 +6,9 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use cidlb_core::plane::ListenerPlane;
 use cidlb_core::{Backend, CidRouting, RouterConfig};
-use cidlb_net::{DataPlane, DataPlaneConfig, ListenerSpec};
+use cidlb_net::{DataPlaneConfig, ListenerSpec, NatPlane};
 use cidlb_wire::build;
 
 fn sock(addr: &str) -> UdpSocket {
@@ -24,10 +25,10 @@ fn recv(s: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
         .map(|(n, a)| (buf[..n].to_vec(), a))
 }
 
-fn plane(backend: SocketAddr, flow_idle: Duration) -> DataPlane {
+fn plane(backend: SocketAddr, flow_idle: Duration) -> NatPlane {
     let mut rc = RouterConfig::new(CidRouting::fixed(4), [1, 2, 3, 4]);
     rc.flow_idle = flow_idle;
-    DataPlane::start(
+    NatPlane::start(
         vec![ListenerSpec {
             name: "test".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -53,7 +54,7 @@ fn cid_record(cid: &[u8], payload: &[u8]) -> Vec<u8> {
 fn replies_and_backend_initiated_datagrams_follow_their_flow() {
     let backend = sock("127.0.0.1:0");
     let dp = plane(backend.local_addr().unwrap(), Duration::from_secs(600));
-    let lb = dp.listeners()[0].local_addr;
+    let lb = dp.nat_listeners()[0].local_addr();
     let client = sock("127.0.0.1:0");
 
     // Handshake start: the backend sees a new upstream flow, answers with a CID.
@@ -89,7 +90,7 @@ fn replies_and_backend_initiated_datagrams_follow_their_flow() {
     assert_eq!(recv(&client).unwrap().0, b"old path");
     backend.send_to(b"new path", up2).unwrap();
     assert_eq!(recv(&rebound).unwrap().0, b"new path");
-    let s = dp.listeners()[0].stats.snapshot();
+    let s = dp.nat_listeners()[0].stats();
     assert_eq!(s.upstreams_opened, 2);
     dp.join();
 }
@@ -98,7 +99,7 @@ fn replies_and_backend_initiated_datagrams_follow_their_flow() {
 fn idle_upstream_flows_expire() {
     let backend = sock("127.0.0.1:0");
     let dp = plane(backend.local_addr().unwrap(), Duration::from_secs(1));
-    let lb = dp.listeners()[0].local_addr;
+    let lb = dp.nat_listeners()[0].local_addr();
     let client = sock("127.0.0.1:0");
     client
         .send_to(&cid_record(&[1, 2, 3, 4], b"x"), lb)
@@ -108,7 +109,7 @@ fn idle_upstream_flows_expire() {
     let mut expired = false;
     for _ in 0..40 {
         std::thread::sleep(Duration::from_millis(250));
-        if dp.listeners()[0].stats.snapshot().upstreams_expired >= 1 {
+        if dp.nat_listeners()[0].stats().upstreams_expired >= 1 {
             expired = true;
             break;
         }
@@ -117,7 +118,7 @@ fn idle_upstream_flows_expire() {
     // Nothing reaches the client through the closed flow any more.
     backend.send_to(b"late", up).unwrap();
     assert!(recv(&client).is_none());
-    assert_eq!(dp.listeners()[0].stats.snapshot().upstreams_open, 0);
+    assert_eq!(dp.nat_listeners()[0].stats().upstreams_open, 0);
     dp.join();
 }
 
@@ -125,10 +126,10 @@ fn idle_upstream_flows_expire() {
 fn a_second_instance_on_the_same_address_is_refused() {
     let backend = sock("127.0.0.1:0");
     let first = plane(backend.local_addr().unwrap(), Duration::from_secs(600));
-    let taken = first.listeners()[0].local_addr;
+    let taken = first.nat_listeners()[0].local_addr();
     let mut rc = RouterConfig::new(CidRouting::fixed(4), [1, 2, 3, 4]);
     rc.flow_idle = Duration::from_secs(600);
-    let second = DataPlane::start(
+    let second = NatPlane::start(
         vec![ListenerSpec {
             name: "again".into(),
             listen: taken,
@@ -156,7 +157,7 @@ fn each_clients_datagrams_keep_their_order() {
     const CLIENTS: u8 = 12;
     const EACH: u32 = 100;
     let backends: Vec<UdpSocket> = (0..3).map(|_| sock("127.0.0.1:0")).collect();
-    let dp = DataPlane::start(
+    let dp = NatPlane::start(
         vec![ListenerSpec {
             name: "test".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -174,7 +175,7 @@ fn each_clients_datagrams_keep_their_order() {
         },
     )
     .unwrap();
-    let lb = dp.listeners()[0].local_addr;
+    let lb = dp.nat_listeners()[0].local_addr();
     // The backends read while the clients send (a burst left in a backend's default
     // receive buffer would overflow it); each stops after 1 s without a datagram.
     let readers: Vec<_> = backends

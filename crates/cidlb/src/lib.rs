@@ -8,6 +8,8 @@ pub mod cid;
 pub mod config;
 pub mod control;
 pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod run;
+pub mod specs;
 pub mod status;

@@ -19,7 +19,10 @@ use cidlb_core::{BackendState, DropReason, Event, RouteOutcome};
 use cidlb_net::health::ProbeResult;
 use strum::IntoEnumIterator;
 
-use crate::control::{state_word, BackendSnapshot, ListenerSnapshot, Snapshot};
+use cidlb_core::plane::{StatInfo, StatKind};
+
+use crate::control::{BackendSnapshot, ListenerSnapshot, Snapshot};
+use crate::http::HttpCounts;
 
 /// Content type of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -28,9 +31,6 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 type ListenerGauge = fn(&ListenerSnapshot) -> usize;
 /// Writes one backend's samples, given its `listener` and `backend` labels.
 type PerBackend<'a> = dyn Fn(&mut Expo, &[(&str, &str)], &BackendSnapshot) + 'a;
-
-/// Data-plane counters that are gauges rather than counters.
-const GAUGE_STATS: &[&str] = &["upstreams_open"];
 
 struct Expo {
     out: String,
@@ -90,9 +90,9 @@ pub fn families() -> Vec<(String, &'static str, String)> {
         ("cidlb_bindings_max".into(), "gauge", "Bound of the binding table (limits.max_bindings).".into()),
         ("cidlb_table_bytes".into(), "gauge", "Memory allocated by a routing table (flows, bindings, sources: the per-source new-flow limiter).".into()),
     ];
-    for (name, _) in cidlb_net::StatsSnapshot::default().pairs() {
-        let (full, kind) = stat_family(name);
-        v.push((full, kind, format!("Data plane: {}.", stat_help(name))));
+    for s in cidlb_net::NAT_STATS {
+        let (full, kind) = stat_family(s);
+        v.push((full, kind, format!("Data plane: {}", s.help)));
     }
     v.extend([
         (
@@ -164,37 +164,15 @@ pub fn families() -> Vec<(String, &'static str, String)> {
     v
 }
 
-fn stat_family(name: &str) -> (String, &'static str) {
-    if GAUGE_STATS.contains(&name) {
-        (format!("cidlb_listener_{name}"), "gauge")
-    } else {
-        (format!("cidlb_listener_{name}_total"), "counter")
-    }
-}
-
-fn stat_help(name: &str) -> &'static str {
-    match name {
-        "client_datagrams" => "datagrams received from clients",
-        "client_bytes" => "bytes received from clients",
-        "oversized_datagrams" => "datagrams larger than 17 KiB, dropped",
-        "upstream_datagrams" => "datagrams sent to backends",
-        "upstream_bytes" => "bytes sent to backends",
-        "upstream_send_errors" => "sends to a backend that failed",
-        "backend_datagrams" => "datagrams received from backends",
-        "backend_bytes" => "bytes received from backends",
-        "reply_datagrams" => "datagrams sent back to clients",
-        "reply_send_errors" => "sends to a client that failed",
-        "upstreams_opened" => "upstream flows (sockets) opened",
-        "upstreams_expired" => "upstream flows closed after their idle timeout",
-        "upstreams_evicted" => "upstream flows closed to make room",
-        "upstream_open_errors" => "upstream sockets that could not be opened",
-        "upstreams_open" => "upstream flows open now",
-        _ => "see docs/metrics.md",
+fn stat_family(s: &StatInfo) -> (String, &'static str) {
+    match s.kind {
+        StatKind::Gauge => (format!("cidlb_listener_{}", s.name), "gauge"),
+        StatKind::Counter => (format!("cidlb_listener_{}_total", s.name), "counter"),
     }
 }
 
 /// Renders the exposition of `s`.
-pub fn render(s: &Snapshot) -> String {
+pub fn render(s: &Snapshot, admin: &HttpCounts) -> String {
     let fams = families();
     let mut e = Expo {
         out: String::with_capacity(16 * 1024),
@@ -294,16 +272,13 @@ pub fn render(s: &Snapshot) -> String {
             l.source_bytes,
         );
     }
-    let stat_names: Vec<&'static str> = cidlb_net::StatsSnapshot::default()
-        .pairs()
-        .into_iter()
-        .map(|p| p.0)
-        .collect();
-    for (i, name) in stat_names.iter().enumerate() {
-        let (full, _) = stat_family(name);
+    for stat in cidlb_net::NAT_STATS {
+        let (full, _) = stat_family(stat);
         fam(&mut e, &full);
         for l in ls {
-            e.sample(&full, &[("listener", &l.name)], l.stats.pairs()[i].1);
+            if let Some(v) = l.stat(stat.name) {
+                e.sample(&full, &[("listener", &l.name)], v);
+            }
         }
     }
 
@@ -337,7 +312,7 @@ pub fn render(s: &Snapshot) -> String {
         each(&mut e, &|e, lb, b| {
             for st in [BackendState::Up, BackendState::Draining, BackendState::Down] {
                 let mut labels = lb.to_vec();
-                labels.push(("state", state_word(st)));
+                labels.push(("state", st.name()));
                 e.sample(name, &labels, u8::from(get(b) == st));
             }
         });
@@ -394,7 +369,7 @@ pub fn render(s: &Snapshot) -> String {
         e.sample("cidlb_health_transitions_total", &labels, b.went_down);
     });
     fam(&mut e, "cidlb_admin_connections_total");
-    let a = &s.admin;
+    let a = admin;
     for (outcome, n) in [
         ("served", a.served),
         ("bad_request", a.bad_requests),
@@ -462,16 +437,11 @@ pub fn reference_tables() -> String {
     table(
         "Data-plane counters (per listener)",
         "metric",
-        cidlb_net::StatsSnapshot::default()
-            .pairs()
-            .into_iter()
-            .map(|(n, _)| {
-                let (full, kind) = stat_family(n);
-                let mut h = stat_help(n).to_string();
-                if let Some(c) = h.get_mut(0..1) {
-                    c.make_ascii_uppercase();
-                }
-                (full, format!("{h} ({kind})."))
+        cidlb_net::NAT_STATS
+            .iter()
+            .map(|s| {
+                let (full, kind) = stat_family(s);
+                (full, format!("{} ({kind}).", s.help.trim_end_matches('.')))
             })
             .collect(),
     );
@@ -526,13 +496,6 @@ mod tests {
                      `CIDLB_BLESS=1 cargo test -p cidlb --lib metrics` to regenerate it"
                 );
             }
-        }
-        for n in cidlb_net::StatsSnapshot::default()
-            .pairs()
-            .iter()
-            .map(|p| p.0)
-        {
-            assert_ne!(stat_help(n), "see docs/metrics.md", "stat_help lacks {n}");
         }
     }
 

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cidlb_core::{Backend, BackendId, RouterConfig};
-use cidlb_net::{DataPlane, DataPlaneConfig, ListenerSpec};
+use cidlb_core::plane::DataPlane;
+use cidlb_net::{DataPlaneConfig, NatPlane};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{info, warn};
 
@@ -13,63 +13,7 @@ use crate::admin::AdminServer;
 use crate::config::{Config, RoutingMode};
 use crate::control::Daemon;
 use crate::health::StopSignal;
-
-/// A fresh per-instance secret for the tables' keyed hashing and eviction sampling.
-pub fn random_secret() -> [u64; 4] {
-    let mut b = [0u8; 32];
-    if getrandom::getrandom(&mut b).is_err() {
-        // No entropy source: fall back to the clock and the pid (still unpredictable
-        // enough to an off-path attacker, and logged).
-        warn!("no OS randomness; table hash keys derived from the clock");
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        b[..8].copy_from_slice(&t.to_le_bytes());
-        b[8..12].copy_from_slice(&std::process::id().to_le_bytes());
-    }
-    let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-    [w(0), w(1), w(2), w(3)]
-}
-
-/// The data-plane listener specs for `cfg`.
-pub fn listener_specs(cfg: &Config, secret: [u64; 4]) -> Vec<ListenerSpec> {
-    cfg.listeners
-        .iter()
-        .map(|l| {
-            // The fixed CID length, and the listener's CID format for encoded routing.
-            let mut rc = RouterConfig::new(l.cid_routing(), secret);
-            rc.multi_cid = l.multi_cid;
-            rc.route_by_cid = l.routing == RoutingMode::Cid;
-            rc.flow_idle = cfg.timeouts.flow_idle;
-            rc.binding_idle = cfg.timeouts.cid_binding_idle;
-            rc.max_flows = cfg.limits.max_flows;
-            rc.max_bindings = cfg.limits.max_bindings;
-            rc.new_flows_per_source = cfg.limits.new_flow_limit();
-            rc.hash_seed = cfg.hashing.seed;
-            rc.maglev_table_size = cfg.hashing.maglev_table_size;
-            let backends = l
-                .backends
-                .iter()
-                .enumerate()
-                .map(|(i, b)| Backend {
-                    id: BackendId(i as u16),
-                    name: b.name.clone(),
-                    addr: b.address,
-                    weight: b.weight,
-                    state: b.state,
-                    server_id: l.backend_server_id(b),
-                })
-                .collect();
-            ListenerSpec {
-                name: l.name.clone(),
-                listen: l.address,
-                router: rc,
-                backends,
-                upstream_source: l.upstream_source,
-            }
-        })
-        .collect()
-}
+use crate::specs::{listener_specs, random_secret};
 
 /// Raises the soft open-files limit to the hard limit: NAT mode holds one socket per
 /// client address.
@@ -108,7 +52,7 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
         .unwrap_or_else(|| DataPlaneConfig::default().workers);
     let secret = random_secret();
     let specs = listener_specs(&cfg, secret);
-    let plane = DataPlane::start(
+    let plane = NatPlane::start(
         specs,
         DataPlaneConfig {
             workers,
@@ -121,10 +65,10 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
             RoutingMode::Cid => format!("CID routing, CID length {}", lc.cid_length.unwrap_or(0)),
             RoutingMode::Address => "address-only routing".to_string(),
         };
-        info!(listener = %l.name, address = %l.local_addr, backends = lc.backends.len(), %mode, "listening");
+        info!(listener = %l.name(), address = %l.local_addr(), backends = lc.backends.len(), %mode, "listening");
     }
     let daemon = Arc::new(Daemon::new(
-        plane,
+        Box::new(plane),
         cfg.clone(),
         secret,
         opts.config_path.clone(),
@@ -160,7 +104,7 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
         info!(address = %a.local_addr(), "admin API: GET /metrics, /backends, /tables; POST /reload");
     }
     for l in daemon.plane().listeners() {
-        println!("cidlb: listener {} ready on {}", l.name, l.local_addr);
+        println!("cidlb: listener {} ready on {}", l.name(), l.local_addr());
     }
     info!(
         workers,
@@ -187,21 +131,17 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     }
     stop.stop();
     let _ = health.join();
-    let plane = daemon.plane();
-    plane.shutdown();
+    daemon.shutdown();
     std::thread::sleep(Duration::from_millis(10));
-    for l in plane.listeners() {
-        let s = l.stats.snapshot();
-        let r = l.router.lock().unwrap_or_else(|p| p.into_inner());
-        let c = r.counters();
+    for l in daemon.snapshot(false).listeners {
         info!(
             listener = %l.name,
-            client_datagrams = s.client_datagrams,
-            routed = c.total_routed(),
-            dropped = c.total_dropped(),
-            replies = s.reply_datagrams,
-            flows = r.flow_count(),
-            bindings = r.binding_count(),
+            client_datagrams = l.stat("client_datagrams").unwrap_or(0),
+            routed = l.counters.total_routed(),
+            dropped = l.counters.total_dropped(),
+            replies = l.stat("reply_datagrams").unwrap_or(0),
+            flows = l.flows,
+            bindings = l.bindings,
             "final counters"
         );
     }

@@ -6,11 +6,11 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use cidlb::config::Config;
-use cidlb::control::{Daemon, Overrides};
-use cidlb::run::listener_specs;
-use cidlb_core::{BackendId, BackendState, Verdict};
+use cidlb::control::{Daemon, ErrorKind, Overrides};
+use cidlb::specs::listener_specs;
+use cidlb_core::{BackendId, BackendState};
 use cidlb_net::health::{ProbeResult, ProbeTarget};
-use cidlb_net::{DataPlane, DataPlaneConfig};
+use cidlb_net::{DataPlaneConfig, NatPlane};
 use cidlb_wire::build;
 
 /// UDP sockets that stand in for backends (nothing needs to answer here).
@@ -38,7 +38,7 @@ fn config(backends: &[(&str, SocketAddr, &str)], extra: &str) -> Config {
 
 fn daemon(cfg: Config) -> Daemon {
     let secret = [1, 2, 3, 4];
-    let plane = DataPlane::start(
+    let plane = NatPlane::start(
         listener_specs(&cfg, secret),
         DataPlaneConfig {
             workers: 1,
@@ -46,38 +46,104 @@ fn daemon(cfg: Config) -> Daemon {
         },
     )
     .unwrap();
-    Daemon::new(plane, cfg, secret, None, Overrides::default())
+    Daemon::new(Box::new(plane), cfg, secret, None, Overrides::default())
 }
 
-/// Routes a ClientHello from `client` through the listener's router (as a worker
-/// would) and teaches it a CID binding from the chosen backend's ServerHello.
-fn session(d: &Daemon, client: SocketAddr, cid: [u8; 4]) -> BackendId {
-    let l = &d.plane().listeners()[0];
-    let mut r = l.router.lock().unwrap();
-    let now = Instant::now();
-    let Verdict::Forward { backend, .. } = r.route(
-        now,
-        client,
-        &build::client_hello_datagram([1; 32], &[], None),
-    ) else {
-        panic!("not forwarded")
-    };
-    r.handle_backend_datagram(
-        now,
-        backend,
-        client,
-        &build::server_hello_datagram([2; 32], Some(&cid)),
-    );
-    backend
+const WAIT: Duration = Duration::from_secs(5);
+
+/// The listener's address.
+fn listener(d: &Daemon) -> SocketAddr {
+    d.plane().listeners()[0].local_addr()
 }
 
+/// The id of the backend at `addr`.
+fn id_of(d: &Daemon, addr: SocketAddr) -> BackendId {
+    d.snapshot(false).listeners[0]
+        .backends
+        .iter()
+        .find(|b| b.address == addr)
+        .map(|b| b.id)
+        .expect("a backend at that address")
+}
+
+/// Waits until one of `backends` receives a datagram that contains `marker` (others
+/// are skipped); returns its index and the sender (cidlb's upstream socket).
+fn received(backends: &[(UdpSocket, SocketAddr)], marker: &[u8]) -> Option<(usize, SocketAddr)> {
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 2048];
+    for (s, _) in backends {
+        s.set_nonblocking(true).unwrap();
+    }
+    while Instant::now() < deadline {
+        for (i, (s, _)) in backends.iter().enumerate() {
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                if buf[..n].windows(marker.len()).any(|w| w == marker) {
+                    return Some((i, from));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+/// A DTLS session as the balancer sees one: a ClientHello from a fresh port on
+/// `client_ip` reaches a backend, which answers with a ServerHello announcing `cid`
+/// through cidlb (where the binding is learned) to the client. Returns the client's
+/// address and the backend that got the session.
+fn session(
+    d: &Daemon,
+    backends: &[(UdpSocket, SocketAddr)],
+    client_ip: &str,
+    cid: [u8; 4],
+) -> (SocketAddr, BackendId) {
+    let c = UdpSocket::bind(format!("{client_ip}:0")).unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    // The ClientHello's random tells this session's datagram from others.
+    let mut random = [0u8; 32];
+    for (i, b) in random.iter_mut().enumerate() {
+        *b = cid[i % 4] ^ (i as u8);
+    }
+    c.send_to(
+        &build::client_hello_datagram(random, &[], None),
+        listener(d),
+    )
+    .unwrap();
+    let (i, upstream) = received(backends, &random).expect("the ClientHello reaches a backend");
+    backends[i]
+        .0
+        .send_to(&build::server_hello_datagram([2; 32], Some(&cid)), upstream)
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    c.recv_from(&mut buf)
+        .expect("the ServerHello reaches the client");
+    (c.local_addr().unwrap(), id_of(d, backends[i].1))
+}
+
+/// Where a CID record from `client` goes now: the plane's own explanation (the
+/// decision it takes; the property tests of the core hold the two equal).
 fn cid_route(d: &Daemon, client: SocketAddr, cid: [u8; 4]) -> Option<BackendId> {
-    let mut rec = Vec::new();
-    build::cid12(1, 1, &cid, &[0; 24], &mut rec);
-    let l = &d.plane().listeners()[0];
-    match l.router.lock().unwrap().route(Instant::now(), client, &rec) {
-        Verdict::Forward { backend, .. } => Some(backend),
-        _ => None,
+    d.plane().listeners()[0]
+        .explain_cid(&cid, Some(client))
+        .decision
+        .backend()
+}
+
+/// Client datagrams routed plus dropped so far.
+fn outcomes(d: &Daemon) -> u64 {
+    let l = &d.snapshot(false).listeners[0];
+    l.counters.total_routed() + l.counters.total_dropped()
+}
+
+/// Waits until the listener has an outcome for `n` datagrams in all.
+fn wait_outcomes(d: &Daemon, n: u64) {
+    let deadline = Instant::now() + WAIT;
+    while outcomes(d) < n {
+        assert!(
+            Instant::now() < deadline,
+            "datagrams were not routed in time"
+        );
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -89,24 +155,18 @@ fn ids(d: &Daemon) -> Vec<(String, BackendId)> {
         .collect()
 }
 
-fn clients(n: u16) -> Vec<(SocketAddr, [u8; 4])> {
-    (0..n)
-        .map(|i| {
-            (
-                format!("127.0.0.1:{}", 20000 + i).parse().unwrap(),
-                [0xc0, 0, (i >> 8) as u8, i as u8],
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn reload_keeps_ids_by_name_and_every_binding() {
     let p = ports(4);
     let (a, b, c) = (p[0].1, p[1].1, p[2].1);
     let d = daemon(config(&[("a", a, ""), ("b", b, "")], ""));
-    let cs = clients(60);
-    let owners: Vec<BackendId> = cs.iter().map(|(cl, cid)| session(&d, *cl, *cid)).collect();
+    let (cs, owners): (Vec<(SocketAddr, [u8; 4])>, Vec<BackendId>) = (0..60u16)
+        .map(|i| {
+            let cid = [0xc0, 0, (i >> 8) as u8, i as u8];
+            let (cl, owner) = session(&d, &p[..2], "127.0.0.1", cid);
+            ((cl, cid), owner)
+        })
+        .unzip();
     let before = ids(&d);
 
     // Add c, reorder the file: ids follow names, not positions.
@@ -171,11 +231,8 @@ fn a_drain_survives_reloads_that_do_not_touch_that_backend() {
     assert_eq!(v.state, "draining");
     // New flows all go to a now.
     for i in 0..50u16 {
-        let cl: SocketAddr = format!("127.0.0.2:{}", 30000 + i).parse().unwrap();
-        assert_eq!(
-            session(&d, cl, [1, 1, (i >> 8) as u8, i as u8]),
-            BackendId(0)
-        );
+        let (_, owner) = session(&d, &p, "127.0.0.2", [1, 1, (i >> 8) as u8, i as u8]);
+        assert_eq!(owner, BackendId(0));
     }
     // A reload that changes something else keeps the drain...
     d.apply_config(config(
@@ -188,12 +245,7 @@ fn a_drain_survives_reloads_that_do_not_touch_that_backend() {
     assert_eq!(b.admin, BackendState::Draining);
     assert_eq!(snap.listeners[0].backends[0].weight, 3);
     assert_eq!(snap.listeners[0].flow_idle, Duration::from_secs(300));
-    let r = d.plane().listeners()[0]
-        .router
-        .lock()
-        .unwrap()
-        .config()
-        .flow_idle;
+    let r = d.plane().listeners()[0].router_config().flow_idle;
     assert_eq!(
         r,
         Duration::from_secs(300),
@@ -227,7 +279,7 @@ fn a_drain_survives_reloads_that_do_not_touch_that_backend() {
     let e = d
         .set_admin_state(None, "nope", BackendState::Up)
         .unwrap_err();
-    assert_eq!(e.status, 404);
+    assert_eq!(e.kind, ErrorKind::NotFound);
 }
 
 #[test]
@@ -323,7 +375,7 @@ fn changes_that_need_a_restart_reject_the_whole_reload() {
     );
     moved.listeners[0].address = "127.0.0.1:1".parse().unwrap();
     let e = d.apply_config(moved).unwrap_err();
-    assert_eq!(e.status, 409);
+    assert_eq!(e.kind, ErrorKind::Conflict);
     assert!(e.message.contains("needs a restart"), "{e}");
     assert!(e.message.contains("address"), "{e}");
     assert!(e.message.contains("nothing was changed"), "{e}");
@@ -354,31 +406,39 @@ fn changes_that_need_a_restart_reject_the_whole_reload() {
         .message
         .contains("[admin]"));
     // Without a file there is nothing to reload.
-    assert_eq!(d.reload().unwrap_err().status, 409);
+    assert_eq!(d.reload().unwrap_err().kind, ErrorKind::Conflict);
 }
 
 #[test]
 fn lookups_explain_routing() {
     let p = ports(2);
     let d = daemon(config(&[("a", p[0].1, ""), ("b", p[1].1, "")], ""));
-    let cl: SocketAddr = "127.0.0.3:4000".parse().unwrap();
-    let owner = session(&d, cl, [0xde, 0xad, 0xbe, 0xef]);
+    let (cl, owner) = session(&d, &p, "127.0.0.3", [0xde, 0xad, 0xbe, 0xef]);
     let name = if owner == BackendId(0) { "a" } else { "b" };
-    let v = d.lookup_cid(None, "de:ad:be:ef").unwrap();
+    let v = d.lookup_cid(None, "de:ad:be:ef", None).unwrap();
     assert_eq!(v.route, "learned");
     assert_eq!(v.backend.as_ref().unwrap().name, name);
     assert!(v.reason.contains("ServerHello"), "{}", v.reason);
-    let v = d.lookup_cid(Some("l"), "01020304").unwrap();
+    let v = d.lookup_cid(Some("l"), "01020304", None).unwrap();
     assert_eq!(v.route, "unknown");
     assert!(v.backend.is_some());
-    let v = d.lookup_client(None, "127.0.0.3:4000").unwrap();
+    let v = d.lookup_client(None, &cl.to_string()).unwrap();
     assert_eq!(v.route, "flow");
     assert_eq!(v.backend.as_ref().unwrap().name, name);
     let v = d.lookup_client(None, "[::1]:9").unwrap();
     assert_eq!(v.route, "new");
-    assert_eq!(d.lookup_cid(None, "xyz").unwrap_err().status, 400);
-    assert_eq!(d.lookup_cid(Some("zz"), "01").unwrap_err().status, 404);
-    assert_eq!(d.lookup_client(None, "nope").unwrap_err().status, 400);
+    assert_eq!(
+        d.lookup_cid(None, "xyz", None).unwrap_err().kind,
+        ErrorKind::Invalid
+    );
+    assert_eq!(
+        d.lookup_cid(Some("zz"), "01", None).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        d.lookup_client(None, "nope").unwrap_err().kind,
+        ErrorKind::Invalid
+    );
     let t = d.tables_view();
     assert_eq!(t.listeners[0].flows.entries, 1);
     assert_eq!(t.listeners[0].bindings.entries, 1);
@@ -394,23 +454,33 @@ fn reload_applies_the_per_source_new_flow_limit() {
     let backends = [("a", p[0].1, ""), ("b", p[1].1, "")];
     let d = daemon(config(&backends, ""));
     let hello = build::client_hello_datagram([1; 32], &[], None);
-    let route = |port: u16| {
-        let client: SocketAddr = format!("127.0.0.9:{port}").parse().unwrap();
-        let l = &d.plane().listeners()[0];
-        let v = l
-            .router
-            .lock()
-            .unwrap()
-            .route(Instant::now(), client, &hello);
-        v
+    // Sends `n` ClientHellos, each from a new port of 127.0.0.9, and returns how many
+    // were dropped by the per-source limit.
+    let limited = |n: u64, from: &[UdpSocket]| -> u64 {
+        let before = outcomes(&d);
+        let drops = |d: &Daemon| {
+            d.snapshot(false).listeners[0]
+                .counters
+                .dropped(cidlb_core::DropReason::SourceRateLimited)
+        };
+        let dropped = drops(&d);
+        for s in from.iter().take(n as usize) {
+            s.send_to(&hello, listener(&d)).unwrap();
+        }
+        wait_outcomes(&d, before + n);
+        drops(&d) - dropped
+    };
+    let fresh = |n: usize| -> Vec<UdpSocket> {
+        (0..n)
+            .map(|_| UdpSocket::bind("127.0.0.9:0").unwrap())
+            .collect()
     };
     // Off by default: many new flows from one source.
-    for port in 1000..1050 {
-        assert!(matches!(route(port), Verdict::Forward { .. }));
-    }
+    let early = fresh(50);
+    assert_eq!(limited(50, &early), 0);
     // A session from that source, before the limit.
     let cid = [0xc1, 2, 3, 4];
-    let owner = session(&d, "127.0.0.9:2000".parse().unwrap(), cid);
+    let (_, owner) = session(&d, &p, "127.0.0.9", cid);
 
     let rep = d
         .apply_config(config(
@@ -426,29 +496,22 @@ fn reload_applies_the_per_source_new_flow_limit() {
     );
     assert_eq!(
         d.plane().listeners()[0]
-            .router
-            .lock()
-            .unwrap()
-            .config()
+            .router_config()
             .new_flows_per_source,
         Some((2, 3))
     );
-    let verdicts: Vec<Verdict> = (3000..3010).map(route).collect();
-    let forwarded = verdicts
-        .iter()
-        .filter(|v| matches!(v, Verdict::Forward { .. }))
-        .count();
+    let dropped = limited(10, &fresh(10));
     // 3 at once, and at most 2 more if a second boundary passed meanwhile.
-    assert!((3..=5).contains(&forwarded), "{verdicts:?}");
-    assert!(verdicts.contains(&Verdict::Drop(cidlb_core::DropReason::SourceRateLimited)));
+    assert!((5..=7).contains(&dropped), "{dropped} of 10 dropped");
     // Existing flows and the bound CID (from a new port) still route.
-    assert!(matches!(route(1000), Verdict::Forward { .. }));
-    assert_eq!(
-        cid_route(&d, "127.0.0.9:4000".parse().unwrap(), cid),
-        Some(owner)
-    );
+    assert_eq!(limited(1, &early), 0);
+    let new_port = UdpSocket::bind("127.0.0.9:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    assert_eq!(cid_route(&d, new_port, cid), Some(owner));
 
     // And off again.
     d.apply_config(config(&backends, "")).unwrap();
-    assert!(matches!(route(5000), Verdict::Forward { .. }));
+    assert_eq!(limited(5, &fresh(5)), 0);
 }

@@ -13,15 +13,13 @@
 //! | POST | `/backends/NAME/drain` | no new flows for the backend; its sessions keep working |
 //! | POST | `/backends/NAME/undrain` | back to `up` |
 //! | POST | `/backends/NAME/weight?value=N` | set the weight (or a body `{"weight": N}`) |
-//! | GET | `/lookup/cid/HEX` | which backend a CID goes to, and why |
+//! | GET | `/lookup/cid/HEX[?client=IP:PORT]` | which backend a CID goes to (from that sender), and why |
 //! | GET | `/lookup/client/IP:PORT` | which backend a client address goes to, and why |
 //! | GET | `/tables` | sizes, bounds, timeouts, expiries and evictions of the tables |
 //! | POST | `/reload` | re-read the configuration file (like SIGHUP) |
 //!
 //! Backend and lookup endpoints take `?listener=NAME`, required only when the name is
 //! ambiguous (several listeners).
-
-mod http;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -30,9 +28,8 @@ use cidlb_core::BackendState;
 use serde::Serialize;
 use tracing::{debug, warn};
 
-pub use self::http::{HttpCounts, HttpStats};
-use self::http::{HttpServer, Limits, Request, Response};
-use crate::control::{ApiError, Daemon};
+use crate::control::{ControlError, Daemon, ErrorKind};
+use crate::http::{HttpServer, HttpStats, Limits, Request, Response};
 
 /// The running admin server.
 #[derive(Debug)]
@@ -44,13 +41,14 @@ impl AdminServer {
     /// Binds `addr` and serves `daemon` on a thread of its own.
     pub fn start(addr: SocketAddr, daemon: Arc<Daemon>) -> std::io::Result<AdminServer> {
         let listener = TcpListener::bind(addr)?;
-        let stats = daemon.admin_stats().clone();
+        let stats = Arc::new(HttpStats::default());
+        let own = stats.clone();
         let http = HttpServer::start(
             listener,
             "cidlb-admin",
             Limits::default(),
             stats,
-            Box::new(move |req: &Request<'_>| handle(&daemon, req)),
+            Box::new(move |req: &Request<'_>| handle(&daemon, &own, req)),
         )?;
         Ok(AdminServer { http })
     }
@@ -76,8 +74,17 @@ fn json<T: Serialize>(status: u16, v: &T) -> Response {
     }
 }
 
-fn error(e: &ApiError) -> Response {
-    Response::error(e.status, &e.message)
+/// The HTTP status of a control-plane error.
+fn status(kind: ErrorKind) -> u16 {
+    match kind {
+        ErrorKind::Invalid => 400,
+        ErrorKind::NotFound => 404,
+        ErrorKind::Conflict => 409,
+    }
+}
+
+fn error(e: &ControlError) -> Response {
+    Response::error(status(e.kind), &e.message)
 }
 
 fn not_allowed(method: &str, path: &str, allow: &'static str) -> Response {
@@ -89,10 +96,10 @@ fn not_allowed(method: &str, path: &str, allow: &'static str) -> Response {
     r
 }
 
-fn handle(daemon: &Daemon, req: &Request<'_>) -> Response {
+fn handle(daemon: &Daemon, stats: &HttpStats, req: &Request<'_>) -> Response {
     let (path, query) = req.target.split_once('?').unwrap_or((req.target, ""));
     let body = String::from_utf8_lossy(req.body);
-    let resp = route(daemon, req.method, path, query, &body);
+    let resp = route(daemon, stats, req.method, path, query, &body);
     debug!(
         method = req.method,
         path,
@@ -130,7 +137,14 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn route(daemon: &Daemon, method: &str, path: &str, query: &str, body: &str) -> Response {
+fn route(
+    daemon: &Daemon,
+    stats: &HttpStats,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &str,
+) -> Response {
     let segs: Vec<String> = path
         .trim_matches('/')
         .split('/')
@@ -142,14 +156,14 @@ fn route(daemon: &Daemon, method: &str, path: &str, query: &str, body: &str) -> 
     let listener = listener.as_deref();
     let get = method == "GET" || method == "HEAD";
     let post = method == "POST";
-    let result = |r: Result<Response, ApiError>| r.unwrap_or_else(|e| error(&e));
+    let result = |r: Result<Response, ControlError>| r.unwrap_or_else(|e| error(&e));
     match segs.as_slice() {
         [] if get => json(200, &index()),
         ["metrics"] if get => Response {
             status: 200,
             content_type: crate::metrics::CONTENT_TYPE,
             headers: Vec::new(),
-            body: crate::metrics::render(&daemon.snapshot(true)).into_bytes(),
+            body: crate::metrics::render(&daemon.snapshot(true), &stats.get()).into_bytes(),
         },
         ["backends"] if get => json(200, &daemon.backends_view()),
         ["tables"] if get => json(200, &daemon.tables_view()),
@@ -169,7 +183,12 @@ fn route(daemon: &Daemon, method: &str, path: &str, query: &str, body: &str) -> 
                 .map(|v| json(200, &v)),
         ),
         ["lookup", "cid", hex] if get => {
-            result(daemon.lookup_cid(listener, hex).map(|v| json(200, &v)))
+            let client = param(query, "client");
+            result(
+                daemon
+                    .lookup_cid(listener, hex, client.as_deref())
+                    .map(|v| json(200, &v)),
+            )
         }
         ["lookup", "client", addr] if get => {
             result(daemon.lookup_client(listener, addr).map(|v| json(200, &v)))
@@ -191,15 +210,12 @@ fn route(daemon: &Daemon, method: &str, path: &str, query: &str, body: &str) -> 
             if !get && !post {
                 warn!(%method, path, "admin: unexpected request");
             }
-            error(&ApiError::new(
-                404,
-                format!("no such endpoint: {path} (GET / lists them)"),
-            ))
+            Response::error(404, &format!("no such endpoint: {path} (GET / lists them)"))
         }
     }
 }
 
-fn weight_value(query: &str, body: &str) -> Result<u32, ApiError> {
+fn weight_value(query: &str, body: &str) -> Result<u32, ControlError> {
     let raw = match param(query, "value") {
         Some(v) => v,
         None => {
@@ -211,12 +227,11 @@ fn weight_value(query: &str, body: &str) -> Result<u32, ApiError> {
                     weight: u64,
                 }
                 let w: W = serde_json::from_str(b).map_err(|e| {
-                    ApiError::new(400, format!("body: expected {{\"weight\": N}} ({e})"))
+                    ControlError::invalid(format!("body: expected {{\"weight\": N}} ({e})"))
                 })?;
                 w.weight.to_string()
             } else if b.is_empty() {
-                return Err(ApiError::new(
-                    400,
+                return Err(ControlError::invalid(
                     "give the weight as ?value=N or as a body {\"weight\": N}",
                 ));
             } else {
@@ -226,7 +241,7 @@ fn weight_value(query: &str, body: &str) -> Result<u32, ApiError> {
     };
     raw.trim()
         .parse::<u32>()
-        .map_err(|_| ApiError::new(400, format!("weight {raw:?} is not an integer 0..=10000")))
+        .map_err(|_| ControlError::invalid(format!("weight {raw:?} is not an integer 0..=10000")))
 }
 
 #[derive(Serialize)]
@@ -242,7 +257,7 @@ fn index() -> Index {
             "POST /backends/NAME/drain[?listener=NAME]",
             "POST /backends/NAME/undrain[?listener=NAME]",
             "POST /backends/NAME/weight?value=N[&listener=NAME]",
-            "GET /lookup/cid/HEX[?listener=NAME]",
+            "GET /lookup/cid/HEX[?listener=NAME][&client=IP:PORT]",
             "GET /lookup/client/IP:PORT[?listener=NAME]",
             "GET /tables",
             "POST /reload",

@@ -107,13 +107,13 @@ fn new_flows_per_source() {
         "[limits]\nnew_flows_per_source = 7\nnew_flows_burst = 9\n{base}"
     ))
     .unwrap();
-    let specs = crate::run::listener_specs(&c, [1, 2, 3, 4]);
+    let specs = crate::specs::listener_specs(&c, [1, 2, 3, 4]);
     assert_eq!(specs[0].router.new_flows_per_source, Some((7, 9)));
     assert!(c
         .explain()
         .contains("new_flows_per_source = 7, new_flows_burst = 9"));
     assert_eq!(
-        crate::run::listener_specs(&parse(&base).unwrap(), [1, 2, 3, 4])[0]
+        crate::specs::listener_specs(&parse(&base).unwrap(), [1, 2, 3, 4])[0]
             .router
             .new_flows_per_source,
         None

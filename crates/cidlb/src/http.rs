@@ -1,5 +1,6 @@
-//! A small HTTP/1.1 server for the admin API: one thread, one `mio` poll, bounded in
-//! everything it holds.
+//! A small HTTP/1.1 server (the admin API's): one thread, one `mio` poll, bounded in
+//! everything it holds. It knows nothing of cidlb: a handler turns a request into a
+//! response.
 //!
 //! Why not a crate's server: `tiny_http` (used before) closes its listener for good at
 //! the first failed `accept` and panics its accept thread when `try_clone` of an

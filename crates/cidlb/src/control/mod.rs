@@ -1,0 +1,190 @@
+//! The daemon's control plane: what the operator and the health checks change while
+//! the data plane runs.
+//!
+//! A [`Daemon`] owns the running data plane (any [`DataPlane`]: it talks to each
+//! listener's plane only through [`cidlb_core::plane::ListenerPlane`]) and, per
+//! listener, the control view of each backend: its stable id, the operator's state and
+//! weight, its health, and its counters. Three things change backends at run time, all
+//! through here, one job per module:
+//!
+//! - **health checks** (`health.rs`: [`Daemon::apply_health`]) flip a backend's
+//!   *health* after `rise`/`fall` consecutive results;
+//! - **the operator** (`operator.rs`: [`Daemon::set_admin_state`],
+//!   [`Daemon::set_weight`]) drains, undrains and reweights;
+//! - **a reload** (`reload.rs`: [`Daemon::reload`], [`Daemon::apply_config`]) replaces
+//!   the backend sets, timeouts, limits and health settings, all or nothing.
+//!
+//! Reading: `snapshot.rs` ([`Daemon::snapshot`], what metrics and views are made of),
+//! `views.rs` (the admin API's JSON), `lookup.rs` (where a CID or address goes, and
+//! why, in words, from the core's own decision). Backend ids: `registry.rs`. Errors
+//! are a [`ControlError`] of an [`ErrorKind`]; the admin API maps kinds to HTTP
+//! statuses.
+//!
+//! Health and the operator's state are kept apart: the plane is given
+//! [`cidlb_core::effective_state`] — `down` while unhealthy, else the operator's state
+//! — so a health check never undoes a drain.
+//!
+//! Lock order: the control state first, then whatever a plane locks inside.
+
+mod error;
+mod health;
+mod lookup;
+mod operator;
+mod registry;
+mod reload;
+mod snapshot;
+mod views;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use cidlb_core::plane::{DataPlane, ListenerPlane};
+use cidlb_core::BackendId;
+
+pub use self::error::{ControlError, ErrorKind};
+pub use self::lookup::{BackendRef, CidLookup, ClientLookup};
+use self::registry::ListenerCtl;
+pub use self::reload::ReloadReport;
+pub use self::snapshot::{BackendSnapshot, ListenerSnapshot, Snapshot};
+pub use self::views::{
+    BackendView, BackendsView, ListenerTables, ListenerView, TableView, TablesView, TrafficView,
+};
+use crate::config::Config;
+
+/// Settings given on the command line that override the file on every (re)load.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `cidlb run --admin ADDR`.
+    pub admin: Option<SocketAddr>,
+    /// `cidlb run --workers N`.
+    pub workers: Option<usize>,
+}
+
+impl Overrides {
+    /// Applies the overrides to a freshly loaded configuration.
+    pub fn apply(&self, cfg: &mut Config) {
+        if let Some(a) = self.admin {
+            cfg.admin.enabled = true;
+            cfg.admin.address = Some(a);
+        }
+        if let Some(w) = self.workers {
+            cfg.workers = Some(w);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    config: Config,
+    listeners: Vec<ListenerCtl>,
+    generation: u64,
+}
+
+/// The running balancer: data plane plus control state (see the module docs).
+pub struct Daemon {
+    plane: Box<dyn DataPlane>,
+    secret: [u64; 4],
+    config_path: Option<PathBuf>,
+    overrides: Overrides,
+    started: SystemTime,
+    state: Mutex<State>,
+    reloads_ok: AtomicU64,
+    reloads_rejected: AtomicU64,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// Wraps a data plane started from `config` by [`crate::specs::listener_specs`]
+    /// with the same `secret` (backend ids are the backends' positions in the file).
+    pub fn new(
+        plane: Box<dyn DataPlane>,
+        config: Config,
+        secret: [u64; 4],
+        config_path: Option<PathBuf>,
+        overrides: Overrides,
+    ) -> Daemon {
+        let listeners = config.listeners.iter().map(ListenerCtl::at_start).collect();
+        Daemon {
+            plane,
+            secret,
+            config_path,
+            overrides,
+            started: SystemTime::now(),
+            state: Mutex::new(State {
+                config,
+                listeners,
+                generation: 1,
+            }),
+            reloads_ok: AtomicU64::new(0),
+            reloads_rejected: AtomicU64::new(0),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The data plane.
+    pub fn plane(&self) -> &dyn DataPlane {
+        &*self.plane
+    }
+
+    fn listener(&self, li: usize) -> &Arc<dyn ListenerPlane> {
+        &self.plane.listeners()[li]
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Config {
+        self.state().config.clone()
+    }
+
+    /// The configuration file reloads read, if the daemon was started with one.
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self.config_path.as_deref()
+    }
+
+    /// Stops the data plane (its threads end; dropping the daemon waits for them).
+    pub fn shutdown(&self) {
+        self.plane.shutdown();
+    }
+}
+
+impl State {
+    /// The index of the listener named `listener`, or the only one.
+    fn listener_index(&self, listener: Option<&str>) -> Result<usize, ControlError> {
+        match listener {
+            Some(n) => self
+                .config
+                .listeners
+                .iter()
+                .position(|l| l.name == n)
+                .ok_or_else(|| ControlError::not_found(format!("no listener named {n:?}"))),
+            None if self.config.listeners.len() == 1 => Ok(0),
+            None => Err(ControlError::invalid(format!(
+                "there are {} listeners: add ?listener=NAME ({})",
+                self.config.listeners.len(),
+                self.config
+                    .listeners
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// A backend of listener `li` by id.
+    fn backend(&self, li: usize, id: BackendId) -> Option<&registry::BackendCtl> {
+        self.listeners[li].backends.iter().find(|b| b.id == id)
+    }
+}

@@ -1,0 +1,259 @@
+//! Reloads: the new file is parsed and validated, compared with the running
+//! configuration (changes that need a restart — listeners added, removed, renamed or
+//! moved, `upstream_source`, `workers`, `[admin]` — reject it whole), every listener's
+//! new backend set is checked and its Maglev table built ([`Router::prepare_backends`]),
+//! and only then is each listener's plane reconfigured in one step. A rejected reload
+//! changes nothing.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use cidlb_core::{Backend, HealthTracker, Router};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::error::ControlError;
+use super::Daemon;
+use crate::config::{Config, ListenerConfig};
+use crate::specs::listener_specs;
+
+/// What a reload changed.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReloadReport {
+    /// The new configuration generation.
+    pub generation: u64,
+    /// One line per change.
+    pub changes: Vec<String>,
+}
+
+impl Daemon {
+    /// Re-reads the configuration file and applies it ([`Daemon::apply_config`]).
+    /// Counted in `cidlb_config_reloads_total`.
+    pub fn reload(&self) -> Result<ReloadReport, ControlError> {
+        let r = self.reload_inner();
+        match &r {
+            Ok(rep) => {
+                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                info!(
+                    generation = rep.generation,
+                    changes = rep.changes.len(),
+                    "configuration reloaded"
+                );
+                for c in &rep.changes {
+                    info!("reload: {c}");
+                }
+            }
+            Err(e) => {
+                self.reloads_rejected.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    "reload rejected, the running configuration stays: {}",
+                    e.message
+                );
+            }
+        }
+        r
+    }
+
+    fn reload_inner(&self) -> Result<ReloadReport, ControlError> {
+        let Some(path) = &self.config_path else {
+            return Err(ControlError::conflict(
+                "cidlb was started without --config: there is no file to reload",
+            ));
+        };
+        let mut cfg = Config::load(path).map_err(|e| ControlError::invalid(e.to_string()))?;
+        self.overrides.apply(&mut cfg);
+        self.apply_config(cfg)
+    }
+
+    /// Applies a validated configuration to the running daemon, all or nothing (see
+    /// the module docs).
+    pub fn apply_config(&self, new: Config) -> Result<ReloadReport, ControlError> {
+        let mut st = self.state();
+        let old = st.config.clone();
+        let restart = restart_needed(&old, &new);
+        if !restart.is_empty() {
+            return Err(ControlError::conflict(format!(
+                "the new configuration needs a restart ({}); nothing was changed",
+                restart.join("; ")
+            )));
+        }
+        let now = Instant::now();
+        let keep_ids_for = old
+            .timeouts
+            .flow_idle
+            .max(old.timeouts.cid_binding_idle)
+            .max(new.timeouts.flow_idle)
+            .max(new.timeouts.cid_binding_idle);
+        let mut changes = describe_settings(&old, &new);
+        let specs = listener_specs(&new, self.secret);
+        let health_enabled = new.health.enabled;
+        // Phase 1: new control views, ids and prepared backend sets; nothing touched.
+        let mut staged = Vec::with_capacity(specs.len());
+        for (li, spec) in specs.into_iter().enumerate() {
+            let lname = &new.listeners[li].name;
+            let plane = self.listener(li);
+            let mut s = st.listeners[li].stage(
+                &old.listeners[li],
+                &new.listeners[li],
+                now,
+                keep_ids_for,
+                &|id| plane.traffic(id),
+                &mut changes,
+            )?;
+            if !health_enabled {
+                for c in &mut s.backends {
+                    c.health = HealthTracker::new(true);
+                }
+            }
+            let backends: Vec<Backend> = spec
+                .backends
+                .into_iter()
+                .map(|mut b| {
+                    let c = s
+                        .backends
+                        .iter()
+                        .find(|c| c.name == b.name)
+                        .expect("the spec lists the configuration's backends");
+                    b.id = c.id;
+                    b.state = c.effective(health_enabled);
+                    b.weight = c.weight;
+                    b
+                })
+                .collect();
+            let prepared = Router::prepare_backends(&spec.router, backends).map_err(|e| {
+                ControlError::invalid(format!("listener {lname:?}: {e}; nothing was changed"))
+            })?;
+            staged.push((spec.router, prepared, s));
+        }
+        // Phase 2: swap. Nothing below fails.
+        for (li, (router_cfg, prepared, s)) in staged.into_iter().enumerate() {
+            self.listener(li).reconfigure(router_cfg, prepared);
+            st.listeners[li].install(s);
+        }
+        self.plane.refresh_limits();
+        st.config = new;
+        st.generation += 1;
+        Ok(ReloadReport {
+            generation: st.generation,
+            changes,
+        })
+    }
+}
+
+/// Changes between `old` and `new` that a reload cannot apply.
+fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
+    let mut v = Vec::new();
+    let names = |c: &Config| {
+        c.listeners
+            .iter()
+            .map(|l| l.name.clone())
+            .collect::<Vec<_>>()
+    };
+    if names(old) != names(new) {
+        v.push(format!(
+            "the listeners changed from [{}] to [{}]",
+            names(old).join(", "),
+            names(new).join(", ")
+        ));
+        return v;
+    }
+    for (o, n) in old.listeners.iter().zip(&new.listeners) {
+        if o.address != n.address {
+            v.push(format!(
+                "listener {:?}: address {} -> {}",
+                o.name, o.address, n.address
+            ));
+        }
+        if o.upstream_source != n.upstream_source {
+            v.push(format!(
+                "listener {:?}: upstream_source {} -> {}",
+                o.name,
+                o.upstream_source
+                    .map_or("unset".into(), |i: IpAddr| i.to_string()),
+                n.upstream_source
+                    .map_or("unset".into(), |i: IpAddr| i.to_string())
+            ));
+        }
+    }
+    if old.workers != new.workers {
+        v.push(format!(
+            "workers {} -> {}",
+            old.workers.map_or("unset".into(), |w| w.to_string()),
+            new.workers.map_or("unset".into(), |w| w.to_string())
+        ));
+    }
+    if old.admin != new.admin {
+        v.push(format!(
+            "[admin] {} on {} -> {} on {}",
+            if old.admin.enabled { "on" } else { "off" },
+            old.admin.address(),
+            if new.admin.enabled { "on" } else { "off" },
+            new.admin.address()
+        ));
+    }
+    v
+}
+
+/// Human-readable changes of settings other than backends.
+fn describe_settings(old: &Config, new: &Config) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut diff = |what: &str, a: String, b: String| {
+        if a != b {
+            v.push(format!("{what}: {a} -> {b}"));
+        }
+    };
+    let mut others = Vec::new();
+    fn d(x: Duration) -> String {
+        humantime::format_duration(x).to_string()
+    }
+    type Get = fn(&Config) -> String;
+    let global: [(&str, Get); 13] = [
+        ("timeouts.flow_idle", |c| d(c.timeouts.flow_idle)),
+        ("timeouts.cid_binding_idle", |c| {
+            d(c.timeouts.cid_binding_idle)
+        }),
+        ("limits.max_flows", |c| c.limits.max_flows.to_string()),
+        ("limits.max_bindings", |c| c.limits.max_bindings.to_string()),
+        ("limits.new_flows_per_source", |c| {
+            c.limits.new_flows_per_source.to_string()
+        }),
+        ("limits.new_flows_burst", |c| {
+            c.limits.new_flows_burst.to_string()
+        }),
+        ("hashing.seed", |c| c.hashing.seed.to_string()),
+        ("hashing.maglev_table_size", |c| {
+            c.hashing.maglev_table_size.to_string()
+        }),
+        ("health.enabled", |c| c.health.enabled.to_string()),
+        ("health.interval", |c| d(c.health.interval)),
+        ("health.timeout", |c| d(c.health.timeout)),
+        ("health.rise", |c| c.health.rise.to_string()),
+        ("health.fall", |c| c.health.fall.to_string()),
+    ];
+    for (what, get) in global {
+        diff(what, get(old), get(new));
+    }
+    for (o, n) in old.listeners.iter().zip(&new.listeners) {
+        let p = format!("listener {:?}:", o.name);
+        type GetL = fn(&ListenerConfig) -> String;
+        let per_listener: [(&str, GetL); 3] = [
+            ("routing", |l| l.routing.to_string()),
+            ("cid_length", |l| format!("{:?}", l.cid_length)),
+            ("multi_cid", |l| format!("{:?}", l.multi_cid)),
+        ];
+        for (what, get) in per_listener {
+            diff(&format!("{p} {what}"), get(o), get(n));
+        }
+        // Anything else of the listener (e.g. its CID format).
+        let (mut o2, mut n2) = (o.clone(), n.clone());
+        o2.backends.clear();
+        n2.backends.clear();
+        (o2.routing, o2.cid_length, o2.multi_cid) = (n2.routing, n2.cid_length, n2.multi_cid);
+        if o2 != n2 {
+            others.push(format!("{p} other listener settings changed"));
+        }
+    }
+    v.extend(others);
+    v
+}

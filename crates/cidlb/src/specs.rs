@@ -1,0 +1,65 @@
+//! From a validated [`Config`] to what the data plane is started and reconfigured
+//! with: each listener's router settings and backend set.
+
+use cidlb_core::{Backend, BackendId, RouterConfig};
+use cidlb_net::ListenerSpec;
+use tracing::warn;
+
+use crate::config::{Config, RoutingMode};
+
+/// A fresh per-instance secret for the tables' keyed hashing and eviction sampling.
+pub fn random_secret() -> [u64; 4] {
+    let mut b = [0u8; 32];
+    if getrandom::getrandom(&mut b).is_err() {
+        // No entropy source: fall back to the clock and the pid (still unpredictable
+        // enough to an off-path attacker, and logged).
+        warn!("no OS randomness; table hash keys derived from the clock");
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        b[..8].copy_from_slice(&t.to_le_bytes());
+        b[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    [w(0), w(1), w(2), w(3)]
+}
+
+/// The data-plane listener specs for `cfg`.
+pub fn listener_specs(cfg: &Config, secret: [u64; 4]) -> Vec<ListenerSpec> {
+    cfg.listeners
+        .iter()
+        .map(|l| {
+            // The fixed CID length, and the listener's CID format for encoded routing.
+            let mut rc = RouterConfig::new(l.cid_routing(), secret);
+            rc.multi_cid = l.multi_cid;
+            rc.route_by_cid = l.routing == RoutingMode::Cid;
+            rc.flow_idle = cfg.timeouts.flow_idle;
+            rc.binding_idle = cfg.timeouts.cid_binding_idle;
+            rc.max_flows = cfg.limits.max_flows;
+            rc.max_bindings = cfg.limits.max_bindings;
+            rc.new_flows_per_source = cfg.limits.new_flow_limit();
+            rc.hash_seed = cfg.hashing.seed;
+            rc.maglev_table_size = cfg.hashing.maglev_table_size;
+            let backends = l
+                .backends
+                .iter()
+                .enumerate()
+                .map(|(i, b)| Backend {
+                    id: BackendId(i as u16),
+                    name: b.name.clone(),
+                    addr: b.address,
+                    weight: b.weight,
+                    state: b.state,
+                    server_id: l.backend_server_id(b),
+                })
+                .collect();
+            ListenerSpec {
+                name: l.name.clone(),
+                listen: l.address,
+                router: rc,
+                backends,
+                upstream_source: l.upstream_source,
+            }
+        })
+        .collect()
+}
