@@ -70,3 +70,8 @@ fn invalid_server_configs_are_refused() {
 fn peers_can_move_between_threads() {
     suite::peers_can_move_between_threads::<Mbedtls>();
 }
+
+#[test]
+fn paused_server_answers_nothing_until_resumed() {
+    suite::paused_server_answers_nothing_until_resumed::<Mbedtls>();
+}

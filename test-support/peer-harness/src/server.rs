@@ -6,7 +6,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -171,11 +171,13 @@ pub struct ServerStats {
 /// cookie round trip). A session follows its client to a new address only once the
 /// stack has authenticated application data from there.
 ///
-/// The thread stops on [`stop`](Self::stop) or drop.
+/// The thread stops on [`stop`](Self::stop) or drop, and stalls (as a process under
+/// `kill -STOP` would) between [`pause`](Self::pause) and [`resume`](Self::resume).
 pub struct DtlsServer<S: DtlsStack> {
     local_addr: SocketAddr,
     counters: Counters,
     stop: Arc<AtomicBool>,
+    pause: Arc<Pause>,
     thread: Option<JoinHandle<()>>,
     stack: PhantomData<fn() -> S>,
 }
@@ -201,6 +203,7 @@ impl<S: DtlsStack> DtlsServer<S> {
         let local_addr = socket.local_addr()?;
         let counters = Counters::default();
         let stop = Arc::new(AtomicBool::new(false));
+        let pause = Arc::new(Pause::default());
         let mut server = Server::<S> {
             socket,
             context,
@@ -213,6 +216,7 @@ impl<S: DtlsStack> DtlsServer<S> {
             next_id: 0,
             counters: counters.clone(),
             stop: Arc::clone(&stop),
+            pause: Arc::clone(&pause),
         };
         let thread = thread::Builder::new()
             .name(format!("{}-server-{local_addr}", S::NAME))
@@ -221,6 +225,7 @@ impl<S: DtlsStack> DtlsServer<S> {
             local_addr,
             counters,
             stop,
+            pause,
             thread: Some(thread),
             stack: PhantomData,
         })
@@ -252,6 +257,39 @@ impl<S: DtlsStack> DtlsServer<S> {
             }
             thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Stalls the server as `kill -STOP` stalls a UDP server process: from the time this
+    /// returns until [`resume`](Self::resume), the server thread reads nothing from its
+    /// socket, sends nothing and runs no timers. Datagrams that arrive meanwhile wait in
+    /// the socket's receive buffer (or are dropped by the kernel when it is full) and are
+    /// handled after `resume`, like a stopped process's; sessions and counters stay.
+    ///
+    /// Returns once the thread has stalled: within about one poll interval plus the
+    /// datagram it may be handling (at most 5 s; at once if the thread has ended).
+    pub fn pause(&self) {
+        let mut state = self.pause.lock();
+        state.requested = true;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !state.parked
+            && self.thread.as_ref().is_some_and(|t| !t.is_finished())
+            && Instant::now() < deadline
+        {
+            state = self
+                .pause
+                .changed
+                .wait_timeout(state, POLL_INTERVAL)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Ends a [`pause`](Self::pause): the server thread reads its socket again, starting
+    /// with whatever the kernel queued meanwhile (`SIGCONT`). Does nothing if the server
+    /// is not paused.
+    pub fn resume(&self) {
+        self.pause.lock().requested = false;
+        self.pause.changed.notify_all();
     }
 
     /// Stops the server thread and waits for it (at most about one poll interval).
@@ -378,6 +416,7 @@ struct Server<S: DtlsStack> {
     next_id: SessionId,
     counters: Counters,
     stop: Arc<AtomicBool>,
+    pause: Arc<Pause>,
 }
 
 impl<S: DtlsStack> Server<S> {
@@ -385,6 +424,10 @@ impl<S: DtlsStack> Server<S> {
         let mut datagram = vec![0u8; MAX_DATAGRAM];
         let mut scratch = vec![0u8; MAX_DATAGRAM];
         while !self.stop.load(Ordering::Relaxed) {
+            self.stall_while_paused();
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
             let timeout = self.poll_timeout();
             // Only fails for a zero duration, which `poll_timeout` never returns.
             let _ = self.socket.set_read_timeout(Some(timeout));
@@ -396,6 +439,26 @@ impl<S: DtlsStack> Server<S> {
             self.on_timers(&mut scratch);
             self.forget_stale_handshakes();
         }
+    }
+
+    /// While [`DtlsServer::pause`] holds, does nothing at all (checking `stop` every
+    /// poll interval).
+    fn stall_while_paused(&self) {
+        let mut state = self.pause.lock();
+        if !state.requested {
+            return;
+        }
+        state.parked = true;
+        self.pause.changed.notify_all();
+        while state.requested && !self.stop.load(Ordering::Relaxed) {
+            state = self
+                .pause
+                .changed
+                .wait_timeout(state, POLL_INTERVAL)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        state.parked = false;
     }
 
     fn poll_timeout(&self) -> Duration {
@@ -639,6 +702,27 @@ impl<S: DtlsStack> Server<S> {
         for id in stale {
             self.remove(id);
         }
+    }
+}
+
+/// [`DtlsServer::pause`] and [`DtlsServer::resume`] talking to the server thread.
+#[derive(Debug, Default)]
+struct Pause {
+    state: Mutex<PauseState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct PauseState {
+    /// Set by `pause`, cleared by `resume`.
+    requested: bool,
+    /// Set by the server thread while it stalls.
+    parked: bool,
+}
+
+impl Pause {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PauseState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -331,6 +331,31 @@ pub fn peers_can_move_between_threads<S: DtlsStack>() {
     assert_send::<DtlsServer<S>>();
 }
 
+/// A paused server handles nothing (as a process under `kill -STOP`); once resumed it
+/// reads what was queued meanwhile, and the session goes on without a new handshake.
+pub fn paused_server_answers_nothing_until_resumed<S: DtlsStack>() {
+    let server = server::<S>(4);
+    let mut client = client(&server);
+    client.echo(b"before", TIMEOUT).expect("echo");
+    server.pause();
+    let before = server.stats();
+    client.send(b"while paused").expect("send");
+    assert!(
+        client.recv(Duration::from_millis(300)).is_err(),
+        "a paused server answered"
+    );
+    assert_eq!(server.stats(), before, "a paused server handled a datagram");
+    server.resume();
+    let late = client
+        .recv(TIMEOUT)
+        .expect("the record queued during the pause is echoed after resume");
+    assert_eq!(late, b"while paused");
+    client.echo(b"after", TIMEOUT).expect("echo after resume");
+    let stats = server.stats();
+    assert_eq!(stats.handshakes, 1, "{stats:?}");
+    assert_eq!(stats.echoed, 3, "{stats:?}");
+}
+
 /// What [`every_lost_flight_is_retransmitted`] expects of a stack.
 #[derive(Debug, Clone, Copy)]
 pub struct LossExpectations {

@@ -389,6 +389,11 @@ fn peers_can_move_between_threads() {
     suite::peers_can_move_between_threads::<Strict>();
 }
 
+#[test]
+fn paused_server_answers_nothing_until_resumed() {
+    suite::paused_server_answers_nothing_until_resumed::<Strict>();
+}
+
 fn is_cookie(datagram: &[u8]) -> bool {
     datagram == [COOKIE]
 }
