@@ -17,6 +17,7 @@ use std::time::UNIX_EPOCH;
 
 use cidlb_core::{BackendState, DropReason, Event, RouteOutcome};
 use cidlb_net::health::ProbeResult;
+use cidlb_net::StatsSnapshot;
 use strum::IntoEnumIterator;
 
 use crate::control::{state_word, BackendSnapshot, ListenerSnapshot, Snapshot};
@@ -28,9 +29,6 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 type ListenerGauge = fn(&ListenerSnapshot) -> usize;
 /// Writes one backend's samples, given its `listener` and `backend` labels.
 type PerBackend<'a> = dyn Fn(&mut Expo, &[(&str, &str)], &BackendSnapshot) + 'a;
-
-/// Data-plane counters that are gauges rather than counters.
-const GAUGE_STATS: &[&str] = &["upstreams_open"];
 
 struct Expo {
     out: String,
@@ -90,9 +88,9 @@ pub fn families() -> Vec<(String, &'static str, String)> {
         ("cidlb_bindings_max".into(), "gauge", "Bound of the binding table (limits.max_bindings).".into()),
         ("cidlb_table_bytes".into(), "gauge", "Memory allocated by a routing table (flows, bindings, sources: the per-source new-flow limiter).".into()),
     ];
-    for (name, _) in cidlb_net::StatsSnapshot::default().pairs() {
-        let (full, kind) = stat_family(name);
-        v.push((full, kind, format!("Data plane: {}.", stat_help(name))));
+    for stat in StatsSnapshot::STATS {
+        let (full, kind) = stat_family(stat.name(), stat.is_gauge());
+        v.push((full, kind, stat.help().to_string()));
     }
     v.extend([
         (
@@ -164,32 +162,12 @@ pub fn families() -> Vec<(String, &'static str, String)> {
     v
 }
 
-fn stat_family(name: &str) -> (String, &'static str) {
-    if GAUGE_STATS.contains(&name) {
+/// The name and type of a data-plane counter's family.
+fn stat_family(name: &str, is_gauge: bool) -> (String, &'static str) {
+    if is_gauge {
         (format!("cidlb_listener_{name}"), "gauge")
     } else {
         (format!("cidlb_listener_{name}_total"), "counter")
-    }
-}
-
-fn stat_help(name: &str) -> &'static str {
-    match name {
-        "client_datagrams" => "datagrams received from clients",
-        "client_bytes" => "bytes received from clients",
-        "oversized_datagrams" => "datagrams larger than 17 KiB, dropped",
-        "upstream_datagrams" => "datagrams sent to backends",
-        "upstream_bytes" => "bytes sent to backends",
-        "upstream_send_errors" => "sends to a backend that failed",
-        "backend_datagrams" => "datagrams received from backends",
-        "backend_bytes" => "bytes received from backends",
-        "reply_datagrams" => "datagrams sent back to clients",
-        "reply_send_errors" => "sends to a client that failed",
-        "upstreams_opened" => "upstream flows (sockets) opened",
-        "upstreams_expired" => "upstream flows closed after their idle timeout",
-        "upstreams_evicted" => "upstream flows closed to make room",
-        "upstream_open_errors" => "upstream sockets that could not be opened",
-        "upstreams_open" => "upstream flows open now",
-        _ => "see docs/metrics.md",
     }
 }
 
@@ -294,16 +272,11 @@ pub fn render(s: &Snapshot) -> String {
             l.source_bytes,
         );
     }
-    let stat_names: Vec<&'static str> = cidlb_net::StatsSnapshot::default()
-        .pairs()
-        .into_iter()
-        .map(|p| p.0)
-        .collect();
-    for (i, name) in stat_names.iter().enumerate() {
-        let (full, _) = stat_family(name);
+    for &stat in StatsSnapshot::STATS {
+        let (full, _) = stat_family(stat.name(), stat.is_gauge());
         fam(&mut e, &full);
         for l in ls {
-            e.sample(&full, &[("listener", &l.name)], l.stats.pairs()[i].1);
+            e.sample(&full, &[("listener", &l.name)], l.stats.get(stat));
         }
     }
 
@@ -421,57 +394,68 @@ pub fn reference_tables() -> String {
             .join(" ")
     }
     let mut o = String::new();
-    let mut table = |title: &str, label: &str, rows: Vec<(String, String)>| {
+    // Rows of cells after the first (the label value or metric, in backquotes).
+    let mut table = |title: &str, head: &[&str], rows: Vec<(String, Vec<String>)>| {
         let _ = writeln!(o, "### {title}\n");
-        let _ = writeln!(o, "| `{label}` | meaning |");
-        let _ = writeln!(o, "| --- | --- |");
-        for (name, d) in rows {
-            let _ = writeln!(o, "| `{name}` | {d} |");
+        let _ = writeln!(o, "| {} |", head.join(" | "));
+        let _ = writeln!(o, "|{}", " --- |".repeat(head.len()));
+        for (name, cells) in rows {
+            let _ = writeln!(o, "| `{name}` | {} |", cells.join(" | "));
         }
         let _ = writeln!(o);
     };
     table(
         "Routing outcomes (`cidlb_routed_total`)",
-        "outcome",
+        &["`outcome`", "meaning"],
         RouteOutcome::iter()
-            .map(|x| (<&str>::from(x).to_string(), doc(x.get_documentation())))
+            .map(|x| {
+                (
+                    <&str>::from(x).to_string(),
+                    vec![doc(x.get_documentation())],
+                )
+            })
             .collect(),
     );
     table(
         "Drop reasons (`cidlb_dropped_total`)",
-        "reason",
+        &["`reason`", "meaning"],
         DropReason::iter()
-            .map(|x| (<&str>::from(x).to_string(), doc(x.get_documentation())))
+            .map(|x| {
+                (
+                    <&str>::from(x).to_string(),
+                    vec![doc(x.get_documentation())],
+                )
+            })
             .collect(),
     );
     table(
         "Events (`cidlb_events_total`)",
-        "event",
+        &["`event`", "meaning"],
         Event::iter()
-            .map(|x| (<&str>::from(x).to_string(), doc(x.get_documentation())))
+            .map(|x| {
+                (
+                    <&str>::from(x).to_string(),
+                    vec![doc(x.get_documentation())],
+                )
+            })
             .collect(),
     );
     table(
         "Health-check results (`cidlb_health_checks_total`)",
-        "result",
+        &["`result`", "meaning"],
         ProbeResult::ALL
             .iter()
-            .map(|r| (r.name().to_string(), r.description().to_string()))
+            .map(|r| (r.name().to_string(), vec![r.description().to_string()]))
             .collect(),
     );
     table(
         "Data-plane counters (per listener)",
-        "metric",
-        cidlb_net::StatsSnapshot::default()
-            .pairs()
-            .into_iter()
-            .map(|(n, _)| {
-                let (full, kind) = stat_family(n);
-                let mut h = stat_help(n).to_string();
-                if let Some(c) = h.get_mut(0..1) {
-                    c.make_ascii_uppercase();
-                }
-                (full, format!("{h} ({kind})."))
+        &["metric", "type", "meaning"],
+        StatsSnapshot::STATS
+            .iter()
+            .map(|s| {
+                let (full, kind) = stat_family(s.name(), s.is_gauge());
+                (full, vec![kind.to_string(), s.help().to_string()])
             })
             .collect(),
     );
@@ -526,13 +510,6 @@ mod tests {
                      `CIDLB_BLESS=1 cargo test -p cidlb --lib metrics` to regenerate it"
                 );
             }
-        }
-        for n in cidlb_net::StatsSnapshot::default()
-            .pairs()
-            .iter()
-            .map(|p| p.0)
-        {
-            assert_ne!(stat_help(n), "see docs/metrics.md", "stat_help lacks {n}");
         }
     }
 
