@@ -20,6 +20,7 @@ use cidlb_net::health::ProbeResult;
 use cidlb_net::StatsSnapshot;
 use strum::IntoEnumIterator;
 
+use crate::admin::HttpCounts;
 use crate::control::{state_word, BackendSnapshot, ListenerSnapshot, Snapshot};
 
 /// Content type of the exposition.
@@ -368,14 +369,12 @@ pub fn render(s: &Snapshot) -> String {
     });
     fam(&mut e, "cidlb_admin_connections_total");
     let a = &s.admin;
-    for (outcome, n) in [
-        ("served", a.served),
-        ("bad_request", a.bad_requests),
-        ("timed_out", a.timed_out),
-        ("closed_early", a.closed_early),
-        ("handler_panic", a.handler_panics),
-    ] {
-        e.sample("cidlb_admin_connections_total", &[("outcome", outcome)], n);
+    for (outcome, n) in a.by_outcome() {
+        e.sample(
+            "cidlb_admin_connections_total",
+            &[("outcome", outcome.into())],
+            n,
+        );
     }
     fam(&mut e, "cidlb_admin_accept_errors_total");
     e.sample("cidlb_admin_accept_errors_total", &[], a.accept_errors);
@@ -459,6 +458,17 @@ pub fn reference_tables() -> String {
             })
             .collect(),
     );
+    table(
+        "Admin API connections (`cidlb_admin_connections_total`)",
+        &["`outcome`", "meaning"],
+        HttpCounts::default()
+            .by_outcome()
+            .map(|(x, _)| {
+                let name: &str = x.into();
+                (name.to_string(), vec![doc(x.get_documentation())])
+            })
+            .collect(),
+    );
     o
 }
 
@@ -528,7 +538,8 @@ mod tests {
             .map(<&str>::from)
             .chain(DropReason::iter().map(<&str>::from))
             .chain(Event::iter().map(<&str>::from))
-            .chain(ProbeResult::ALL.iter().map(|r| r.name()));
+            .chain(ProbeResult::ALL.iter().map(|r| r.name()))
+            .chain(HttpCounts::default().by_outcome().map(|(o, _)| o.into()));
         for v in values {
             assert!(
                 doc.contains(&format!("`{v}`")),
