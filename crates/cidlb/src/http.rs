@@ -19,7 +19,8 @@
 //! - a failed `accept` (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) never closes the
 //!   listener: it is counted, logged at most every 10 s, and tried again every 100 ms.
 //!
-//! Every outcome is counted in [`HttpStats`].
+//! How every connection ended ([`ConnOutcome`]) and every failed `accept` are counted in
+//! [`HttpStats`].
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+use strum::{EnumCount, EnumIter, EnumMessage, IntoEnumIterator, IntoStaticStr};
 use tracing::{debug, error, warn};
 
 const LISTENER: Token = Token(0);
@@ -68,34 +70,53 @@ impl Default for Limits {
     }
 }
 
+/// How a connection to the server ended: the `outcome` label of
+/// `cidlb_admin_connections_total` (`snake_case` names via `strum`; the doc comments
+/// are the metrics reference).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumCount, EnumIter, EnumMessage, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum ConnOutcome {
+    /// Answered by the handler.
+    Served,
+    /// Refused before the handler: malformed, too large or chunked (answered 400, 413,
+    /// 431 or 501).
+    BadRequest,
+    /// Not finished 10 s after its accept (the server's timeout).
+    TimedOut,
+    /// The peer left, or the connection failed, before a whole request arrived.
+    ClosedEarly,
+    /// The handler panicked, answered 500 (such a connection counts as `served` too).
+    HandlerPanic,
+}
+
 /// Counters of the server, read by the metrics exposition.
 #[derive(Debug, Default)]
 pub struct HttpStats {
-    /// Requests answered by the handler.
-    pub served: AtomicU64,
-    /// Requests refused before the handler: malformed, too large, unsupported framing.
-    pub bad_requests: AtomicU64,
-    /// Connections closed because they did not finish within the timeout.
-    pub timed_out: AtomicU64,
-    /// Connections closed by the peer, or failed, before a whole request arrived.
-    pub closed_early: AtomicU64,
+    /// Connections by how they ended, indexed by `ConnOutcome as usize`.
+    connections: [AtomicU64; ConnOutcome::COUNT],
     /// `accept` calls that failed (for example out of file descriptors).
-    pub accept_errors: AtomicU64,
-    /// Handler panics, answered with 500.
-    pub handler_panics: AtomicU64,
+    accept_errors: AtomicU64,
 }
 
 impl HttpStats {
+    /// Counts a connection that ended with `o`.
+    pub(crate) fn count(&self, o: ConnOutcome) {
+        self.connections[o as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed `accept`.
+    pub(crate) fn count_accept_error(&self) {
+        self.accept_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Plain copies of the counters.
     pub fn get(&self) -> HttpCounts {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         HttpCounts {
-            served: g(&self.served),
-            bad_requests: g(&self.bad_requests),
-            timed_out: g(&self.timed_out),
-            closed_early: g(&self.closed_early),
-            accept_errors: g(&self.accept_errors),
-            handler_panics: g(&self.handler_panics),
+            connections: self
+                .connections
+                .each_ref()
+                .map(|a| a.load(Ordering::Relaxed)),
+            accept_errors: self.accept_errors.load(Ordering::Relaxed),
         }
     }
 }
@@ -103,18 +124,21 @@ impl HttpStats {
 /// A copy of [`HttpStats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HttpCounts {
-    /// See [`HttpStats::served`].
-    pub served: u64,
-    /// See [`HttpStats::bad_requests`].
-    pub bad_requests: u64,
-    /// See [`HttpStats::timed_out`].
-    pub timed_out: u64,
-    /// See [`HttpStats::closed_early`].
-    pub closed_early: u64,
-    /// See [`HttpStats::accept_errors`].
+    connections: [u64; ConnOutcome::COUNT],
+    /// `accept` calls that failed (for example out of file descriptors).
     pub accept_errors: u64,
-    /// See [`HttpStats::handler_panics`].
-    pub handler_panics: u64,
+}
+
+impl HttpCounts {
+    /// Connections that ended with `o`.
+    pub fn connections(&self, o: ConnOutcome) -> u64 {
+        self.connections[o as usize]
+    }
+
+    /// Every outcome with its count, in declaration order.
+    pub fn by_outcome(self) -> impl Iterator<Item = (ConnOutcome, u64)> {
+        ConnOutcome::iter().map(move |o| (o, self.connections(o)))
+    }
 }
 
 /// A whole request, borrowed from the connection's buffer.
@@ -416,10 +440,6 @@ struct Loop {
     accept_logged: Option<Instant>,
 }
 
-fn count(a: &AtomicU64) {
-    a.fetch_add(1, Ordering::Relaxed);
-}
-
 impl Loop {
     fn run(&mut self, stopping: &AtomicBool) {
         let mut events = Events::with_capacity(64);
@@ -453,7 +473,7 @@ impl Loop {
             let now = Instant::now();
             for slot in 0..self.conns.len() {
                 if self.conns[slot].as_ref().is_some_and(|c| now >= c.deadline) {
-                    count(&self.stats.timed_out);
+                    self.stats.count(ConnOutcome::TimedOut);
                     self.close(slot);
                 }
             }
@@ -507,7 +527,7 @@ impl Loop {
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS, ENOMEM...: the connection stays in the
                     // backlog; try again shortly rather than spin or give up.
-                    count(&self.stats.accept_errors);
+                    self.stats.count_accept_error();
                     self.accept_failures += 1;
                     let now = Instant::now();
                     if self
@@ -556,7 +576,7 @@ impl Loop {
             }
         };
         if matches!(end, End::Early) {
-            count(&self.stats.closed_early);
+            self.stats.count(ConnOutcome::ClosedEarly);
         }
         self.close(slot);
     }
@@ -608,7 +628,7 @@ fn step(
                 return Ok(None);
             }
             Parsed::Refused(status, why) => {
-                count(&stats.bad_requests);
+                stats.count(ConnOutcome::BadRequest);
                 debug!(peer = %conn.peer, status, why, "admin API: request refused");
                 Response::error(status, &why).encode(false)
             }
@@ -628,15 +648,15 @@ fn step(
                         let head_only = m == "HEAD";
                         let r =
                             catch_unwind(AssertUnwindSafe(|| handler(&req))).unwrap_or_else(|_| {
-                                count(&stats.handler_panics);
+                                stats.count(ConnOutcome::HandlerPanic);
                                 error!(method = m, target = t, "admin API: handler panicked");
                                 Response::error(500, "internal error (logged)")
                             });
-                        count(&stats.served);
+                        stats.count(ConnOutcome::Served);
                         r.encode(head_only)
                     }
                     _ => {
-                        count(&stats.bad_requests);
+                        stats.count(ConnOutcome::BadRequest);
                         Response::error(400, "request line is not UTF-8").encode(false)
                     }
                 }
@@ -798,14 +818,21 @@ mod tests {
         // A client that leaves early.
         drop(StdStream::connect(addr).unwrap());
         let deadline = Instant::now() + Duration::from_secs(5);
-        while stats.get().closed_early == 0 && Instant::now() < deadline {
+        while stats.get().connections(ConnOutcome::ClosedEarly) == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         server.stop();
         let c = stats.get();
+        let by: Vec<(&str, u64)> = c.by_outcome().map(|(o, n)| (o.into(), n)).collect();
         assert_eq!(
-            (c.served, c.bad_requests, c.handler_panics, c.closed_early),
-            (4, 1, 1, 1),
+            by,
+            [
+                ("served", 4),
+                ("bad_request", 1),
+                ("timed_out", 0),
+                ("closed_early", 1),
+                ("handler_panic", 1)
+            ],
             "{c:?}"
         );
     }
@@ -833,6 +860,6 @@ mod tests {
             );
         }
         server.stop();
-        assert_eq!(stats.get().timed_out, 2);
+        assert_eq!(stats.get().connections(ConnOutcome::TimedOut), 2);
     }
 }

@@ -510,7 +510,8 @@ fn metrics_lookups_and_status_answer() {
 
     let (code, m) = http(admin, "GET", "/metrics");
     assert_eq!(code, 200);
-    for (name, kind, _) in cidlb::metrics::families() {
+    for f in cidlb::metrics::families() {
+        let (name, kind) = (f.name, f.kind);
         assert!(
             m.contains(&format!("\n# TYPE {name} {kind}\n")),
             "{name} missing"
