@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 cargo build --release --locked -q -p cidlb-core --example hotpath
-bin=target/release/examples/hotpath
+bin="${CARGO_TARGET_DIR:-target}/release/examples/hotpath"
 ir() {
     local out
     out=$(mktemp)

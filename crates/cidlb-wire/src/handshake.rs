@@ -191,8 +191,14 @@ pub fn parse_server_hello(body: &[u8]) -> Result<Hello<'_>, HandshakeError> {
 /// Reads the optional extensions block that ends a hello; the body must end with it.
 fn parse_extensions<'a>(r: &mut Reader<'a>) -> Result<Option<ConnectionIdExt<'a>>, HandshakeError> {
     let e = HandshakeError::BadHello;
+    //= https://www.rfc-editor.org/rfc/rfc5246#section-7.4.1.2
+    //# The presence of extensions can be detected by determining whether
+    //# there are bytes following the compression_methods at the end of the
+    //# ClientHello.
+    //
+    // The same holds for the ServerHello: no bytes left, no extensions.
     if r.is_empty() {
-        return Ok(None); // RFC 5246 §7.4.1.2: extensions may be absent altogether
+        return Ok(None);
     }
     let exts = r.vec16().ok_or(e)?;
     if !r.is_empty() {

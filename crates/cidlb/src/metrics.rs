@@ -29,13 +29,13 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::UNIX_EPOCH;
 
+use cidlb_core::plane::{StatInfo, StatKind};
 use cidlb_core::{BackendState, DropReason, Event, RouteOutcome};
 use cidlb_net::health::ProbeResult;
-use cidlb_core::plane::{StatInfo, StatKind};
 use strum::IntoEnumIterator;
 
-use crate::http::HttpCounts;
 use crate::control::{BackendSnapshot, ListenerSnapshot, Snapshot};
+use crate::http::HttpCounts;
 
 /// Content type of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -539,8 +539,8 @@ mod tests {
     use std::collections::{HashMap, HashSet};
     use std::time::{Duration, Instant};
 
-    use cidlb_core::{BackendId, Counters};
     use cidlb_core::plane::Traffic;
+    use cidlb_core::{BackendId, Counters};
     use cidlb_net::StatsSnapshot;
 
     use crate::http::HttpStats;
@@ -813,7 +813,10 @@ mod tests {
         for _ in 0..n {
             bytes += render(&s, &admin_counts()).len();
         }
-        let samples = render(&s, &admin_counts()).lines().filter(|l| !l.starts_with('#')).count();
+        let samples = render(&s, &admin_counts())
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .count();
         eprintln!(
             "render 3 listeners x 100 backends: {:?} per scrape, {} samples, {} bytes",
             t.elapsed() / n,

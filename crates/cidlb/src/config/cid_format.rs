@@ -20,8 +20,12 @@ impl Ctx<'_> {
     }
 
     /// `[listener.cid_format]` of listener path `p`.
-    pub(super) fn cid_format(&self, p: &str, rf: &RawCidFormat) -> R<crate::cid::CidFormatConfig> {
-        use crate::cid::CidFormatConfig;
+    pub(super) fn cid_format(
+        &self,
+        p: &str,
+        rf: &RawCidFormat,
+    ) -> R<super::routable::CidFormatConfig> {
+        use super::routable::CidFormatConfig;
         let fp = format!("{p}.cid_format");
         let kind = match &rf.format {
             Some(k) => *k.get_ref(),
@@ -109,7 +113,7 @@ impl Ctx<'_> {
                     let key = match &rc.key {
                         None => None,
                         Some(s) => Some(
-                            crate::cid::parse_key(s.get_ref())
+                            super::routable::parse_key(s.get_ref())
                                 .map_err(|e| self.invalid(&format!("{cp}.key"), s, e))?,
                         ),
                     };
@@ -135,11 +139,11 @@ impl Ctx<'_> {
         &self,
         p: &str,
         rl: &RawListener,
-        format: Option<&crate::cid::CidFormatConfig>,
+        format: Option<&super::routable::CidFormatConfig>,
         cid_length: Option<usize>,
         backends: &mut [BackendConfig],
     ) -> R<()> {
-        use crate::cid::{parse_server_id, CidFormatConfig, ServerIdConfig};
+        use super::routable::{parse_server_id, CidFormatConfig, ServerIdConfig};
         use cidlb_cidformat::hex_string;
         if let (Some(CidFormatConfig::Prefix { prefix_length }), Some(n)) = (format, cid_length) {
             if n <= *prefix_length {
@@ -326,7 +330,7 @@ mod tests {
 
     #[test]
     fn cid_format_and_server_ids() {
-        use crate::cid::{CidFormatConfig, ServerIdConfig};
+        use crate::config::routable::{CidFormatConfig, ServerIdConfig};
         // QUIC-LB: cid_length becomes optional; server IDs per rotation.
         let c = parse(&with_format(
             "",

@@ -6,14 +6,6 @@ use cidlb_core::{BackendState, MultiCidPolicy};
 
 use super::{cpu_count, fmt_duration, Config, RoutingMode};
 
-fn state_word(s: BackendState) -> &'static str {
-    match s {
-        BackendState::Up => "up",
-        BackendState::Draining => "draining",
-        BackendState::Down => "down",
-    }
-}
-
 impl Config {
     /// A readable summary of what this configuration makes the balancer do, with
     /// warnings about likely mistakes (what `cidlb check-config FILE` prints).
@@ -82,7 +74,7 @@ impl Config {
                     let _ = writeln!(o, "    Meant for comparison with CID routing.");
                 }
             }
-            crate::cid::explain_listener(&mut o, l);
+            super::routable::explain_listener(&mut o, l);
             match l.upstream_source {
                 Some(ip) => {
                     let _ = writeln!(
@@ -129,7 +121,7 @@ impl Config {
                     b.name,
                     b.address.to_string(),
                     b.weight,
-                    state_word(b.state),
+                    b.state.name(),
                 );
             }
         }
@@ -283,7 +275,7 @@ impl Config {
                     ));
                 }
             }
-            crate::cid::warnings(l, &mut w);
+            super::routable::warnings(l, &mut w);
             if let Some(ip) = l.upstream_source {
                 if ip.is_loopback() && l.backends.iter().any(|b| !b.address.ip().is_loopback()) {
                     w.push(format!(

@@ -49,11 +49,14 @@ mod error;
 mod explain;
 mod load;
 mod model;
+pub mod routable;
 #[cfg(test)]
 mod tests;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrorKind, Location};
+pub(crate) use routable::parse_server_id;
+pub use routable::{CidFormatConfig, ServerIdConfig};
 
 // ------------------------------------------------------------------------- limits
 
@@ -320,7 +323,7 @@ pub struct ListenerConfig {
     pub upstream_source: Option<IpAddr>,
     /// How the backends put their server ID into their CIDs (`[listener.cid_format]`),
     /// for stateless "encoded" routing; `None`: learned routing only.
-    pub cid_format: Option<crate::cid::CidFormatConfig>,
+    pub cid_format: Option<CidFormatConfig>,
     /// The backends, in file order (a backend's index is its id); never empty, at most
     /// [`MAX_BACKENDS`], unique names and addresses.
     pub backends: Vec<BackendConfig>,
@@ -341,7 +344,7 @@ pub struct BackendConfig {
     pub state: BackendState,
     /// The server ID its routable CIDs carry (`server_id`), checked against the
     /// listener's `cid_format`.
-    pub server_id: Option<crate::cid::ServerIdConfig>,
+    pub server_id: Option<ServerIdConfig>,
 }
 
 // ------------------------------------------------------ helpers of the submodules

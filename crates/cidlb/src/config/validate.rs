@@ -544,7 +544,7 @@ impl Ctx<'_> {
         let cid_path = format!("{p}.cid_length");
         let cid_length = match &rl.cid_length {
             None if routing == RoutingMode::Cid
-                && !matches!(cid_format, Some(crate::cid::CidFormatConfig::QuicLb(_))) =>
+                && !matches!(cid_format, Some(super::routable::CidFormatConfig::QuicLb(_))) =>
             {
                 return Err(self.missing(
                     &cid_path,
