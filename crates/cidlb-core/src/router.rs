@@ -1159,6 +1159,7 @@ impl<'r, 'c> Live<'r, 'c> {
 }
 
 impl Lookups for Live<'_, '_> {
+    #[inline(always)]
     fn binding(&mut self) -> Option<BindingFacts> {
         let key = CidKey::new(self.cid?)?;
         let r = &mut *self.r;
@@ -1168,8 +1169,9 @@ impl Lookups for Live<'_, '_> {
         }
         let entry = entry?;
         let b = entry.value;
-        let exists = index_in(&r.slot, b.backend).is_some();
-        let serves = serves(&r.slot, &r.backends, b.backend);
+        let at = index_in(&r.slot, b.backend);
+        let exists = at.is_some();
+        let serves = at.is_some_and(|i| r.backends[i].state != BackendState::Down);
         if !serves {
             r.counters.add_event(Event::BindingBackendUnavailable);
         } else if let Some(tag) = self.tag {
