@@ -3,7 +3,9 @@
 //! sessions from known client addresses: once with no learned binding (the stateless
 //! path: a balancer that never saw the ServerHello, e.g. after a restart or in direct
 //! routing), once with a learned binding for every CID (a balancer that saw the
-//! handshakes). Prints figures; asserts nothing.
+//! handshakes), and once with no binding for the measured CIDs but 100k learned
+//! bindings of other sessions in the table (a balancer that restarted and has learned
+//! new sessions since). Prints figures; asserts nothing.
 //!
 //! `cargo bench -p cidlb-cidformat --bench encoded`
 
@@ -39,11 +41,22 @@ fn quic_lb(key: Option<[u8; 16]>, nonce_len: usize) -> QuicLbConfig {
     .expect("a valid QUIC-LB configuration")
 }
 
+/// How the measured sessions' CIDs stand in the router.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Bindings {
+    /// No binding at all.
+    None,
+    /// No binding for the measured CIDs, 100k for other sessions.
+    Others,
+    /// A learned binding for each.
+    Learned,
+}
+
 /// A router over `set` with 8 backends (server IDs 01..08), and one generator each.
 fn setup(
     set: FormatSet,
     cid_len: usize,
-    learned: bool,
+    bindings: Bindings,
     now: Instant,
 ) -> (Router, Vec<(SocketAddr, Vec<u8>)>) {
     let set = Arc::new(set);
@@ -79,11 +92,20 @@ fn setup(
             CidGenerator::for_set(&set, rotation, &[i + 1], len).expect("a generator")
         })
         .collect();
+    if bindings == Bindings::Others {
+        for i in 0..100_000u32 {
+            let b = (i % 8) as usize;
+            let cid = gens[b].next_cid().expect("a CID");
+            let sh = build::server_hello_datagram([0; 32], Some(cid.as_bytes()));
+            let other = SocketAddr::from(([198, 18, (i >> 8) as u8, i as u8], 20_000));
+            r.handle_backend_datagram(now, BackendId(b as u16), other, &sh);
+        }
+    }
     let mut inputs = Vec::new();
     for i in 0..SESSIONS {
         let b = (i % 8) as usize;
         let cid = gens[b].next_cid().expect("a CID");
-        if learned {
+        if bindings == Bindings::Learned {
             let sh = build::server_hello_datagram([0; 32], Some(cid.as_bytes()));
             r.handle_backend_datagram(now, BackendId(b as u16), client(i), &sh);
         }
@@ -123,10 +145,17 @@ fn bench_encoded(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.measurement_time(Duration::from_secs(3));
     for (name, cid_len, make) in formats {
-        for learned in [false, true] {
-            let (mut r, inputs) = setup(make(key), cid_len, learned, now);
+        for bindings in [Bindings::None, Bindings::Others, Bindings::Learned] {
+            let (mut r, inputs) = setup(make(key), cid_len, bindings, now);
             let mut k = 0usize;
-            let id = format!("{name}/{}", if learned { "learned" } else { "no_binding" });
+            let id = format!(
+                "{name}/{}",
+                match bindings {
+                    Bindings::None => "no_binding",
+                    Bindings::Others => "no_binding_100k_others",
+                    Bindings::Learned => "learned",
+                }
+            );
             g.bench_function(id, |b| {
                 b.iter(|| {
                     let (a, d) = &inputs[k % inputs.len()];

@@ -1161,8 +1161,13 @@ impl<'r, 'c> Live<'r, 'c> {
 impl Lookups for Live<'_, '_> {
     #[inline(always)]
     fn binding(&mut self) -> Option<BindingFacts> {
-        let key = CidKey::new(self.cid?)?;
         let r = &mut *self.r;
+        if r.bindings.is_empty() {
+            // Nothing learned or seeded (encoded CIDs only, or just restarted): skip
+            // hashing the CID.
+            return None;
+        }
+        let key = CidKey::new(self.cid?)?;
         let (entry, expired) = r.bindings.touch(&key, self.t);
         if expired {
             r.counters.add_event(Event::BindingExpired);
