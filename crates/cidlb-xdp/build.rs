@@ -58,7 +58,12 @@ fn main() {
             panic!("cannot run clang ({e}): install clang and libbpf-dev (scripts/test.sh does)")
         });
     assert!(status.success(), "clang failed to compile bpf/cidlb.bpf.c");
-    for f in ["bpf/cidlb.bpf.c", "bpf/cidlb.h", "bpf/xxh3.h", "src/stats_list.rs"] {
+    for f in [
+        "bpf/cidlb.bpf.c",
+        "bpf/cidlb.h",
+        "bpf/xxh3.h",
+        "src/stats_list.rs",
+    ] {
         println!("cargo:rerun-if-changed={f}");
     }
     println!("cargo:rerun-if-env-changed=CIDLB_BPF_CLANG");

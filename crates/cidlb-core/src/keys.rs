@@ -160,3 +160,15 @@ pub struct Binding {
     /// same address skips the flow table; another address is a rebinding to look at.
     pub(crate) addr_tag: u32,
 }
+
+impl Binding {
+    /// A binding as a plane outside this crate reports it in an explanation (e.g. the
+    /// XDP plane, whose maps hold their own address tags): no address tag.
+    pub fn new(backend: BackendId, source: BindingSource) -> Self {
+        Binding {
+            backend,
+            source,
+            addr_tag: 0,
+        }
+    }
+}

@@ -491,18 +491,6 @@ known:
 
 /* ------------------------------------------------------------------ the record walk */
 
-/* The CID length at datagram offset `at` (cidlb-core's `CidLength for &CidRouting`). */
-static __always_inline __u32 cid_len_at(struct cidlb_config *cfg, const __u8 *dg, __u32 at,
-					__u32 dlen, const void *end)
-{
-	if (at >= dlen)
-		return cfg->len_if_empty;
-	const __u8 *p = dg + (at & 0xffff);
-	if ((const void *)(p + 1) > end)
-		return CIDLB_LEN_UNKNOWN;
-	return cfg->cid_len[*p];
-}
-
 /* Reads the CID at datagram offset `at` into a zero-padded buffer. */
 static __always_inline int load_cid(struct xdp_md *xdp, __u32 dg_off, __u32 at, __u32 n,
 				    __u8 *out)
@@ -515,174 +503,209 @@ static __always_inline int load_cid(struct xdp_md *xdp, __u32 dg_off, __u32 at, 
 }
 
 struct walk {
-	__u32 cid_at; /* datagram offset of the first CID */
+	struct xdp_md *xdp;
+	struct ctx *c;
+	__u32 dg_off; /* where the datagram starts in the frame */
+	__u32 dlen;
+	__u32 pos; /* where the next record starts */
+	__u32 err; /* the drop slot of the first malformed record */
 	__u32 cid_len;
 	__u8 has_cid;
 	__u8 mixed;
 	__u8 client_hello;
-	__u8 too_many;
+	__u8 done;
 };
 
 /*
- * Walks every record of the datagram (cidlb-wire's `Records` and `inspect`): returns 0
- * with the facts in `w`, or the drop slot of the first malformed record.
+ * One record of the walk (cidlb-wire's `Records` and `inspect`), a bpf_loop callback so
+ * that the verifier checks it once however many records a datagram has: returns 1 to
+ * stop (the datagram ended, or `err` is set), 0 for the next record.
  */
-static __always_inline __u32 walk_records(struct xdp_md *xdp, struct ctx *c, const __u8 *dg,
-					  __u32 dg_off, __u32 dlen, struct walk *w)
+static long walk_record(__u64 index, void *arg)
 {
-	const void *end = (void *)(long)xdp->data_end;
+	struct walk *w = arg;
+	struct xdp_md *xdp = w->xdp;
+	struct ctx *c = w->c;
 	struct cidlb_config *cfg = c->cfg;
-	__u32 pos = 0;
-	int i;
+	const void *end = (void *)(long)xdp->data_end;
+	const __u8 *dg = (void *)(long)xdp->data + (w->dg_off & 0xff);
+	__u32 dlen = w->dlen & CIDLB_OFF_MASK;
+	__u32 pos = w->pos & CIDLB_OFF_MASK;
 
-	for (i = 0; i < CIDLB_MAX_RECORDS; i++) {
-		if (pos >= dlen)
-			return 0;
-		__u32 rest = dlen - pos;
-		const __u8 *r = dg + (pos & 0xffff);
-		if ((const void *)(r + 1) > end)
-			return CIDLB_DROPPED_TRUNCATED_HEADER;
-		__u8 first = r[0];
-		__u32 hdr, len, cid_at = 0, n = 0;
-		int has_cid = 0;
+	if (pos >= dlen) {
+		w->done = 1;
+		return 1;
+	}
+	__u32 rest = dlen - pos;
+	const __u8 *r = dg + pos;
+	if ((const void *)(r + 1) > end)
+		goto truncated;
+	__u8 first = r[0];
+	__u32 hdr, len, cid_at = 0, n = 0;
+	int has_cid = 0;
 
-		//= https://www.rfc-editor.org/rfc/rfc9147#section-4.1
-		//# If the first byte is alert(21), handshake(22), or ack(proposed, 26), the
-		//# record MUST be interpreted as a DTLSPlaintext record.
-		//
-		//# If the first byte is any other value, then receivers MUST check to see if the
-		//# leading bits of the first byte are 001.  If so, the implementation MUST
-		//# process the record as DTLSCiphertext; the true content type will be inside
-		//# the protected portion.
-		//
-		//# Otherwise, the record MUST be rejected as if it had failed deprotection
-		//
-		// As in cidlb-wire: all of 20..=27 are plaintext-format headers (DTLS 1.2 also
-		// sends 20, 23, 24, 25 in that form; RFC 9853 adds 27).
-		if (first >= 20 && first <= 27) {
-			if (rest < 11 || (const void *)(r + 11) > end)
-				return CIDLB_DROPPED_TRUNCATED_HEADER;
-			if (r[1] != 0xfe)
-				return CIDLB_DROPPED_BAD_VERSION;
-			hdr = 11;
-			if (first == 25) {
-				//= https://www.rfc-editor.org/rfc/rfc9146#section-4
-				//# opaque cid[cid_length];               // New field
-				//
-				// The CID sits between the sequence number and the length; its
-				// length is known only to the receiver.
-				n = cid_len_at(cfg, dg, pos + 11, dlen, end);
-				if (n == CIDLB_LEN_UNKNOWN)
-					return CIDLB_DROPPED_UNKNOWN_CID_LENGTH;
-				if (n > CIDLB_MAX_CID_LEN)
-					return CIDLB_DROPPED_CID_TOO_LONG;
-				if (rest < 11 + n)
-					return CIDLB_DROPPED_TRUNCATED_HEADER;
-				has_cid = 1;
-				cid_at = pos + 11;
-				hdr = 11 + n;
+	//= https://www.rfc-editor.org/rfc/rfc9147#section-4.1
+	//# If the first byte is alert(21), handshake(22), or ack(proposed, 26), the
+	//# record MUST be interpreted as a DTLSPlaintext record.
+	//
+	//# If the first byte is any other value, then receivers MUST check to see if the
+	//# leading bits of the first byte are 001.  If so, the implementation MUST
+	//# process the record as DTLSCiphertext; the true content type will be inside
+	//# the protected portion.
+	//
+	//# Otherwise, the record MUST be rejected as if it had failed deprotection
+	//
+	// As in cidlb-wire: all of 20..=27 are plaintext-format headers (DTLS 1.2 also
+	// sends 20, 23, 24, 25 in that form; RFC 9853 adds 27).
+	if (first >= 20 && first <= 27) {
+		if (rest < 11 || (const void *)(r + 11) > end)
+			goto truncated;
+		if (r[1] != 0xfe) {
+			w->err = CIDLB_DROPPED_BAD_VERSION;
+			return 1;
+		}
+		hdr = 11;
+		if (first == 25) {
+			//= https://www.rfc-editor.org/rfc/rfc9146#section-4
+			//# opaque cid[cid_length];               // New field
+			//
+			// The CID sits between the sequence number and the length; its length
+			// is known only to the receiver.
+			if (rest > 11) {
+				if ((const void *)(r + 12) > end)
+					goto truncated;
+				n = cfg->cid_len[r[11]];
+			} else {
+				n = cfg->len_if_empty;
 			}
+			if (n == CIDLB_LEN_UNKNOWN) {
+				w->err = CIDLB_DROPPED_UNKNOWN_CID_LENGTH;
+				return 1;
+			}
+			if (n > CIDLB_MAX_CID_LEN) {
+				w->err = CIDLB_DROPPED_CID_TOO_LONG;
+				return 1;
+			}
+			if (rest < 11 + n)
+				goto truncated;
+			has_cid = 1;
+			cid_at = pos + 11;
+			hdr = 11 + n;
+		}
+		if (rest < hdr + 2)
+			goto truncated;
+		const __u8 *l = dg + ((pos + hdr) & CIDLB_OFF_MASK);
+		if ((const void *)(l + 2) > end)
+			goto truncated;
+		len = ((__u32)l[0] << 8) | l[1];
+		hdr += 2;
+		/* A plaintext epoch-0 handshake record whose first message is a ClientHello
+		 * (cidlb-wire's `inspect`). */
+		if (first == 22 && r[3] == 0 && r[4] == 0 && len > 0 && rest > hdr) {
+			const __u8 *m = dg + ((pos + hdr) & CIDLB_OFF_MASK);
+			if ((const void *)(m + 1) <= end && m[0] == 1 && len <= rest - hdr)
+				w->client_hello = 1;
+		}
+	} else if (first >= 32 && first <= 63) {
+		//= https://www.rfc-editor.org/rfc/rfc9147#section-4
+		//# 0 1 2 3 4 5 6 7
+		//# +-+-+-+-+-+-+-+-+
+		//# |0|0|1|C|S|L|E E|
+		//# +-+-+-+-+-+-+-+-+
+		//# | Connection ID |   Legend:
+		//# | (if any,      |
+		//# /  length as    /   C   - Connection ID (CID) present
+		//# |  negotiated)  |   S   - Sequence number length
+		//# +-+-+-+-+-+-+-+-+   L   - Length present
+		//# |  8 or 16 bit  |   E   - Epoch
+		//# |Sequence Number|
+		//# +-+-+-+-+-+-+-+-+
+		//# | 16 bit Length |
+		//# | (if present)  |
+		//# +-+-+-+-+-+-+-+-+
+		hdr = 1;
+		if (first & 0x10) {
+			if (rest > 1) {
+				if ((const void *)(r + 2) > end)
+					goto truncated;
+				n = cfg->cid_len[r[1]];
+			} else {
+				n = cfg->len_if_empty;
+			}
+			if (n == CIDLB_LEN_UNKNOWN) {
+				w->err = CIDLB_DROPPED_UNKNOWN_CID_LENGTH;
+				return 1;
+			}
+			if (n > CIDLB_MAX_CID_LEN) {
+				w->err = CIDLB_DROPPED_CID_TOO_LONG;
+				return 1;
+			}
+			if (rest < 1 + n)
+				goto truncated;
+			has_cid = 1;
+			cid_at = pos + 1;
+			hdr = 1 + n;
+		}
+		hdr += (first & 0x08) ? 2 : 1;
+		if (rest < hdr)
+			goto truncated;
+		if (first & 0x04) {
 			if (rest < hdr + 2)
-				return CIDLB_DROPPED_TRUNCATED_HEADER;
-			const __u8 *l = dg + ((pos + hdr) & 0xffff);
+				goto truncated;
+			const __u8 *l = dg + ((pos + hdr) & CIDLB_OFF_MASK);
 			if ((const void *)(l + 2) > end)
-				return CIDLB_DROPPED_TRUNCATED_HEADER;
+				goto truncated;
 			len = ((__u32)l[0] << 8) | l[1];
 			hdr += 2;
-			/* A plaintext epoch-0 handshake record whose first message is a
-			 * ClientHello (cidlb-wire's `inspect`). */
-			if (first == 22 && r[3] == 0 && r[4] == 0 && len > 0 && rest > hdr) {
-				const __u8 *m = dg + ((pos + hdr) & 0xffff);
-				if ((const void *)(m + 1) <= end && m[0] == 1)
-					w->client_hello = 1;
-			}
-		} else if (first >= 32 && first <= 63) {
-			//= https://www.rfc-editor.org/rfc/rfc9147#section-4
-			//# 0 1 2 3 4 5 6 7
-			//# +-+-+-+-+-+-+-+-+
-			//# |0|0|1|C|S|L|E E|
-			//# +-+-+-+-+-+-+-+-+
-			//# | Connection ID |   Legend:
-			//# | (if any,      |
-			//# /  length as    /   C   - Connection ID (CID) present
-			//# |  negotiated)  |   S   - Sequence number length
-			//# +-+-+-+-+-+-+-+-+   L   - Length present
-			//# |  8 or 16 bit  |   E   - Epoch
-			//# |Sequence Number|
-			//# +-+-+-+-+-+-+-+-+
-			//# | 16 bit Length |
-			//# | (if present)  |
-			//# +-+-+-+-+-+-+-+-+
-			hdr = 1;
-			if (first & 0x10) {
-				n = cid_len_at(cfg, dg, pos + 1, dlen, end);
-				if (n == CIDLB_LEN_UNKNOWN)
-					return CIDLB_DROPPED_UNKNOWN_CID_LENGTH;
-				if (n > CIDLB_MAX_CID_LEN)
-					return CIDLB_DROPPED_CID_TOO_LONG;
-				if (rest < 1 + n)
-					return CIDLB_DROPPED_TRUNCATED_HEADER;
-				has_cid = 1;
-				cid_at = pos + 1;
-				hdr = 1 + n;
-			}
-			hdr += (first & 0x08) ? 2 : 1;
-			if (rest < hdr)
-				return CIDLB_DROPPED_TRUNCATED_HEADER;
-			if (first & 0x04) {
-				if (rest < hdr + 2)
-					return CIDLB_DROPPED_TRUNCATED_HEADER;
-				const __u8 *l = dg + ((pos + hdr) & 0xffff);
-				if ((const void *)(l + 2) > end)
-					return CIDLB_DROPPED_TRUNCATED_HEADER;
-				len = ((__u32)l[0] << 8) | l[1];
-				hdr += 2;
-			} else {
-				//= https://www.rfc-editor.org/rfc/rfc9147#section-4
-				//# The length field MAY be omitted by clearing the L bit, which
-				//# means that the record consumes the entire rest of the datagram
-				//# in the lower level transport.
-				len = rest - hdr;
-			}
 		} else {
-			return CIDLB_DROPPED_NOT_DTLS;
+			//= https://www.rfc-editor.org/rfc/rfc9147#section-4
+			//# The length field MAY be omitted by clearing the L bit, which
+			//# means that the record consumes the entire rest of the datagram
+			//# in the lower level transport.
+			len = rest - hdr;
 		}
-		//= https://www.rfc-editor.org/rfc/rfc9147#section-4.3
-		//# Records MUST NOT span datagrams.
-		if (len > rest - hdr)
-			return CIDLB_DROPPED_LENGTH_OVERRUN;
-		if (has_cid) {
-			if (!w->has_cid) {
-				w->has_cid = 1;
-				w->cid_at = cid_at;
-				w->cid_len = n;
-				c->ckey.len = n;
-				if (load_cid(xdp, dg_off, cid_at, n, c->ckey.cid) < 0)
-					return CIDLB_DROPPED_TRUNCATED_HEADER;
-			} else if (!w->mixed) {
-				if (n != w->cid_len) {
+	} else {
+		w->err = CIDLB_DROPPED_NOT_DTLS;
+		return 1;
+	}
+	//= https://www.rfc-editor.org/rfc/rfc9147#section-4.3
+	//# Records MUST NOT span datagrams.
+	if (len > rest - hdr) {
+		w->err = CIDLB_DROPPED_LENGTH_OVERRUN;
+		return 1;
+	}
+	if (has_cid) {
+		if (!w->has_cid) {
+			w->has_cid = 1;
+			w->cid_len = n;
+			c->ckey.len = n;
+			if (load_cid(xdp, w->dg_off, cid_at, n, c->ckey.cid) < 0)
+				goto truncated;
+		} else if (!w->mixed) {
+			if (n != w->cid_len) {
+				w->mixed = 1;
+			} else {
+				__u64 other[4] = {};
+				if (load_cid(xdp, w->dg_off, cid_at, n, (__u8 *)other) < 0)
+					goto truncated;
+				/* ckey.cid is not 8-byte aligned: copy it out in words. */
+				__u64 a0, a1, a2, a3;
+				__builtin_memcpy(&a0, c->ckey.cid, 8);
+				__builtin_memcpy(&a1, c->ckey.cid + 8, 8);
+				__builtin_memcpy(&a2, c->ckey.cid + 16, 8);
+				__builtin_memcpy(&a3, c->ckey.cid + 24, 8);
+				if (a0 != other[0] || a1 != other[1] || a2 != other[2] ||
+				    a3 != other[3])
 					w->mixed = 1;
-				} else {
-					__u64 other[4] = {};
-					if (load_cid(xdp, dg_off, cid_at, n, (__u8 *)other) < 0)
-						return CIDLB_DROPPED_TRUNCATED_HEADER;
-					/* ckey.cid is not 8-byte aligned: copy it out in words. */
-					__u64 a0, a1, a2, a3;
-					__builtin_memcpy(&a0, c->ckey.cid, 8);
-					__builtin_memcpy(&a1, c->ckey.cid + 8, 8);
-					__builtin_memcpy(&a2, c->ckey.cid + 16, 8);
-					__builtin_memcpy(&a3, c->ckey.cid + 24, 8);
-					if (a0 != other[0] || a1 != other[1] || a2 != other[2] ||
-					    a3 != other[3])
-						w->mixed = 1;
-				}
 			}
 		}
-		pos += hdr + len;
 	}
-	if (pos < dlen)
-		w->too_many = 1;
+	w->pos = pos + hdr + len;
 	return 0;
+
+truncated:
+	w->err = CIDLB_DROPPED_TRUNCATED_HEADER;
+	return 1;
 }
 
 /* ------------------------------------------------------------------ entry */
@@ -782,7 +805,8 @@ int cidlb_xdp(struct xdp_md *xdp)
 
 	__u32 dg_off = l4 + sizeof(*udp);
 	__u32 dlen = ulen - sizeof(*udp);
-	const __u8 *dg = data + dg_off;
+	if (dlen > CIDLB_MAX_DATAGRAM)
+		goto bad_udp;
 	c.now = now_secs();
 
 	if (dlen == 0)
@@ -791,11 +815,12 @@ int cidlb_xdp(struct xdp_md *xdp)
 		/* Address-only mode: any datagram, by address (no DTLS validation). */
 		return route_by_address(xdp, &c, dlen);
 
-	struct walk w = {};
-	__u32 err = walk_records(xdp, &c, dg, dg_off, dlen, &w);
-	if (err)
-		return drop(err);
-	if (w.too_many) {
+	struct walk w = { .xdp = xdp, .c = &c, .dg_off = dg_off, .dlen = dlen };
+	bpf_loop(CIDLB_MAX_RECORDS, walk_record, &w, 0);
+	if (w.err)
+		return drop(w.err);
+	if (!w.done && w.pos < dlen) {
+		/* The datagram ended after the last record walked: done, else too many. */
 		count(CIDLB_STAT_PASSED_TOO_MANY_RECORDS);
 		return XDP_PASS;
 	}

@@ -12,6 +12,11 @@
 #define CIDLB_MAX_CID_LEN 32
 /* Records walked per datagram; a datagram with more is passed to the stack. */
 #define CIDLB_MAX_RECORDS 16
+/* Datagram offsets are masked with this for the verifier (a packet pointer's variable
+ * offset must stay below 64 KiB): longer datagrams go to the stack. */
+#define CIDLB_OFF_MASK 0x3fff
+#define CIDLB_MAX_DATAGRAM CIDLB_OFF_MASK
+
 /* Backend ids 0..CIDLB_MAX_BACKENDS-1 (cidlb_core::BackendId). */
 #define CIDLB_MAX_BACKENDS 4096
 #define CIDLB_NO_BACKEND 0xffffffffU
@@ -151,5 +156,18 @@ struct cidlb_punt {
 	__u8 cid[CIDLB_MAX_CID_LEN];
 	__u8 pad[7];
 };
+
+_Static_assert(sizeof(struct cidlb_rotation) == 4, "abi.rs");
+_Static_assert(sizeof(struct cidlb_config) == 360, "abi.rs");
+_Static_assert(sizeof(struct cidlb_backend) == 8, "abi.rs");
+_Static_assert(sizeof(struct cidlb_cid_key) == 33, "abi.rs");
+_Static_assert(sizeof(struct cidlb_binding) == 12, "abi.rs");
+_Static_assert(sizeof(struct cidlb_flow_key) == 18, "abi.rs");
+_Static_assert(sizeof(struct cidlb_flow) == 8, "abi.rs");
+_Static_assert(sizeof(struct cidlb_sid_key) == 18, "abi.rs");
+_Static_assert(sizeof(struct cidlb_sid_val) == 20, "abi.rs");
+_Static_assert(sizeof(struct cidlb_decoded) == 18, "abi.rs");
+_Static_assert(sizeof(struct cidlb_traffic) == 16, "abi.rs");
+_Static_assert(sizeof(struct cidlb_punt) == 40, "abi.rs");
 
 #endif

@@ -1,0 +1,1166 @@
+//! One listener's XDP program: loading, the maps, and the `ListenerPlane` interface.
+
+use std::collections::HashMap as StdHashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf};
+use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+use cidlb_core::decision::{decide_address, decide_cid, BindingFacts, Decoded, FlowFacts, Lookups};
+use cidlb_core::maglev::{MaglevBackend, MaglevTable};
+use cidlb_core::plane::{
+    BackendCounts, ListenerPlane, PlaneSnapshot, StatInfo, TableSizes, Traffic,
+};
+use cidlb_core::{
+    Backend, BackendId, BackendState, Binding as CoreBinding, BindingSource, BindingView,
+    CidExplanation, ClientExplanation, Counters, DropReason, Event, FlowView, MultiCidPolicy,
+    PreparedBackends, RouteOutcome, RouterConfig, ServerId,
+};
+use strum::EnumCount;
+
+use crate::abi::{self, CidKey, FlowKey};
+use crate::format::{length_table, XdpCidFormat};
+use crate::sys::monotonic_secs;
+use crate::{XdpError, XDP_STATS};
+
+/// The compiled program (build.rs).
+static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cidlb.bpf.o"));
+
+/// The program's entry point.
+const PROG_NAME: &str = "cidlb_xdp";
+
+/// Counter slots: the routing outcomes, then drop reasons, then events (the core's
+/// order), then the program's own statistics ([`XDP_STATS`]).
+const OUTCOMES: usize = RouteOutcome::COUNT;
+const DROPS: usize = DropReason::COUNT;
+const EVENTS: usize = Event::COUNT;
+
+/// Where and how to attach the program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attach {
+    /// The interface (the one the listener's address is reached through).
+    pub interface: String,
+    /// Native (`Driver`), generic (`Skb`) or the kernel's choice.
+    pub mode: XdpMode,
+}
+
+/// Everything an XDP listener is built from.
+#[derive(Clone, Debug)]
+pub struct XdpListenerConfig {
+    /// The listener's name.
+    pub name: String,
+    /// The listener's address and port (a specific address: the program matches it).
+    pub addr: SocketAddr,
+    /// The routing settings (table bounds, timeouts, hash seed, mixed-CID policy...).
+    pub router: RouterConfig,
+    /// The routable-CID format, when the listener has one (required then: the program
+    /// decodes it; see [`XdpCidFormat`]).
+    pub format: Option<XdpCidFormat>,
+    /// The backends.
+    pub backends: Vec<Backend>,
+    /// Each backend's MAC, by its IP address (the next hop of direct routing). A backend
+    /// without one gets nothing: the plane treats it as down.
+    pub backend_macs: Vec<(IpAddr, [u8; 6])>,
+    /// The interface's MAC: the source MAC of forwarded frames.
+    pub src_mac: [u8; 6],
+    /// Where to attach; `None` loads the program without attaching it (for
+    /// `BPF_PROG_TEST_RUN`: tests and benchmarks).
+    pub attach: Option<Attach>,
+}
+
+/// The checks that the XDP plane adds to the core's: what it cannot do (yet).
+pub fn check_router_config(
+    cfg: &RouterConfig,
+    format: Option<&XdpCidFormat>,
+) -> Result<(), XdpError> {
+    if cfg.multi_cid == MultiCidPolicy::Split {
+        return Err(XdpError::Config(
+            "multi_cid = \"split\" is not supported by the XDP plane (it forwards whole frames \
+             and cannot cut a datagram into one per backend): use \"first\" or \"drop\""
+                .into(),
+        ));
+    }
+    if cfg.new_flows_per_source.is_some() {
+        return Err(XdpError::Config(
+            "[limits] new_flows_per_source is not supported by the XDP plane yet".into(),
+        ));
+    }
+    if cfg.cid.format.is_some() != format.is_some() {
+        return Err(XdpError::Config(
+            "the XDP plane needs the listener's CID format as an XdpCidFormat (and only with \
+             a format in the router settings)"
+                .into(),
+        ));
+    }
+    for (what, n) in [
+        ("max_flows", cfg.max_flows),
+        ("max_bindings", cfg.max_bindings),
+    ] {
+        if n == 0 || n > u32::MAX as usize {
+            return Err(XdpError::Config(format!(
+                "{what} = {n}: the XDP plane's maps hold 1 to {} entries",
+                u32::MAX
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One listener's XDP program and its maps, behind the data-plane interface.
+pub struct XdpListener {
+    name: String,
+    addr: SocketAddr,
+    inner: Mutex<Inner>,
+    punts: Mutex<RingBuf<MapData>>,
+    slow_path_decoded: AtomicU64,
+}
+
+impl fmt::Debug for XdpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("XdpListener")
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    ebpf: Ebpf,
+    cfg: RouterConfig,
+    format: Option<XdpCidFormat>,
+    backends: Vec<Backend>,
+    macs: StdHashMap<IpAddr, [u8; 6]>,
+    src_mac: [u8; 6],
+    addr: SocketAddr,
+    /// The configuration in force (what `config[live]` holds).
+    config: abi::Config,
+    live: u32,
+    last_flip: Option<Instant>,
+    /// Backend ids written to `backends` (to clear the removed ones).
+    installed_ids: Vec<u16>,
+    /// Keys written to `sids`.
+    installed_sids: Vec<abi::SidKey>,
+    /// Events the loader counts (learned bindings).
+    events: Counters,
+    /// Table sizes from the last walk.
+    counted: (usize, usize),
+}
+
+/// The result of one `BPF_PROG_TEST_RUN`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRunOutput {
+    /// The XDP action (`XDP_DROP` 1, `XDP_PASS` 2, `XDP_TX` 3).
+    pub action: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+}
+
+/// `XDP_DROP`.
+pub const XDP_DROP: u32 = 1;
+/// `XDP_PASS`.
+pub const XDP_PASS: u32 = 2;
+/// `XDP_TX`.
+pub const XDP_TX: u32 = 3;
+
+fn map_err(what: &str) -> impl Fn(aya::maps::MapError) -> XdpError + '_ {
+    move |e| XdpError::Map(format!("{what}: {e}"))
+}
+
+/// The smallest gap between two switches of the live configuration: a reader (one
+/// packet, microseconds) of the copy that the next change overwrites has long finished.
+const FLIP_GAP: Duration = Duration::from_millis(1);
+
+impl XdpListener {
+    /// Loads the program (maps sized from `max_flows` / `max_bindings`), fills its maps
+    /// and attaches it when asked.
+    pub fn new(config: XdpListenerConfig) -> Result<XdpListener, XdpError> {
+        check_router_config(&config.router, config.format.as_ref())?;
+        if config.addr.ip().is_unspecified() || config.addr.port() == 0 {
+            return Err(XdpError::Config(format!(
+                "listener address {}: the XDP plane needs a specific address and port",
+                config.addr
+            )));
+        }
+        let stride = config
+            .router
+            .maglev_table_size
+            .max(cidlb_core::maglev::DEFAULT_TABLE_SIZE) as u32;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("bindings", config.router.max_bindings as u32)
+            .map_max_entries("decoded", config.router.max_bindings as u32)
+            .map_max_entries("flows", config.router.max_flows as u32)
+            .map_max_entries("maglev", 2 * stride)
+            .load(PROGRAM)
+            .map_err(|e| XdpError::Load(format!("loading the XDP program: {e}")))?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROG_NAME)
+            .ok_or_else(|| XdpError::Load("no program cidlb_xdp in the object".into()))?
+            .try_into()
+            .map_err(|e| XdpError::Load(format!("{e}")))?;
+        prog.load().map_err(|e| XdpError::Load(verifier_error(e)))?;
+        let punts = RingBuf::try_from(
+            ebpf.take_map("punts")
+                .ok_or_else(|| XdpError::Load("no map punts".into()))?,
+        )
+        .map_err(map_err("punts"))?;
+        let mut inner = Inner {
+            ebpf,
+            cfg: config.router,
+            format: config.format,
+            backends: config.backends,
+            macs: config.backend_macs.into_iter().collect(),
+            src_mac: config.src_mac,
+            addr: config.addr,
+            config: abi::Config {
+                maglev_stride: stride,
+                ..abi::Config::default()
+            },
+            live: 0,
+            last_flip: None,
+            installed_ids: Vec::new(),
+            installed_sids: Vec::new(),
+            events: Counters::default(),
+            counted: (0, 0),
+        };
+        inner.check_backends(&inner.backends)?;
+        inner.install_all()?;
+        if let Some(a) = &config.attach {
+            let prog: &mut Xdp = inner
+                .ebpf
+                .program_mut(PROG_NAME)
+                .expect("loaded above")
+                .try_into()
+                .expect("an XDP program");
+            prog.attach(&a.interface, a.mode).map_err(|e| {
+                XdpError::Attach(format!("attaching to {}: {}", a.interface, error_chain(&e)))
+            })?;
+        }
+        Ok(XdpListener {
+            name: config.name,
+            addr: config.addr,
+            inner: Mutex::new(inner),
+            punts: Mutex::new(punts),
+            slow_path_decoded: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the CID format (a reload that changes `[listener.cid_format]`; call it
+    /// before [`ListenerPlane::reconfigure`] with the new settings).
+    pub fn set_cid_format(&self, format: Option<XdpCidFormat>) -> Result<(), XdpError> {
+        let mut g = self.lock();
+        g.format = format;
+        g.install_sids()?;
+        g.write_config()
+    }
+
+    /// Replaces the backends' MACs (by IP address); backends without one count as down.
+    pub fn set_backend_macs(&self, macs: Vec<(IpAddr, [u8; 6])>) -> Result<(), XdpError> {
+        let mut g = self.lock();
+        g.macs = macs.into_iter().collect();
+        g.install_backends()?;
+        g.rebuild_maglev()
+    }
+
+    /// Installs a learned binding CID → `backend` (what the NAT plane learns from a
+    /// ServerHello; the daemon installs them in this plane).
+    pub fn learn_binding(&self, cid: &[u8], backend: BackendId) -> Result<(), XdpError> {
+        let key = CidKey::new(cid)
+            .ok_or_else(|| XdpError::Config(format!("a CID of {} octets", cid.len())))?;
+        let mut g = self.lock();
+        let now = monotonic_secs();
+        let map: HashMap<_, CidKey, abi::Binding> =
+            HashMap::try_from(g.ebpf.map("bindings").expect("bindings map"))
+                .map_err(map_err("bindings"))?;
+        if let Ok(old) = map.get(&key, 0) {
+            let alive = !expired(old.last_seen, now, secs(g.cfg.binding_idle));
+            if alive && old.backend != backend.0 {
+                g.events.events[Event::BindingReplaced as usize] += 1;
+            }
+        }
+        let mut map: HashMap<_, CidKey, abi::Binding> =
+            HashMap::try_from(g.ebpf.map_mut("bindings").expect("bindings map"))
+                .map_err(map_err("bindings"))?;
+        map.insert(
+            key,
+            abi::Binding {
+                backend: backend.0,
+                source: abi::LEARNED,
+                pad: 0,
+                last_seen: now,
+                addr_tag: 0,
+            },
+            0,
+        )
+        .map_err(map_err("bindings"))?;
+        g.events.events[Event::BindingLearned as usize] += 1;
+        Ok(())
+    }
+
+    /// The slow path: decodes the encrypted CIDs the program queued (with the
+    /// listener's `FormatSet`, AES-NI where the CPU has it) and caches each decoding in
+    /// the `decoded` map, so that the program routes the CID's next datagrams itself.
+    /// Returns how many CIDs it decoded. [`crate::XdpPlane`] calls it every 2 ms.
+    pub fn service_punts(&self) -> usize {
+        let mut cids = Vec::new();
+        {
+            let mut rb = self.punts.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some(item) = rb.next() {
+                if item.len() >= size_of::<CidKey>() {
+                    let len = item[0];
+                    let n = usize::from(len).min(abi::MAX_CID_LEN);
+                    if let Some(k) = CidKey::new(&item[1..1 + n]) {
+                        cids.push(k);
+                    }
+                }
+                if cids.len() >= 4096 {
+                    break;
+                }
+            }
+        }
+        if cids.is_empty() {
+            return 0;
+        }
+        let mut g = self.lock();
+        let Some(set) = g.format.as_ref().map(|f| f.format_set().clone()) else {
+            return 0;
+        };
+        let Ok(mut map) = HashMap::<_, CidKey, abi::Decoded>::try_from(
+            g.ebpf.map_mut("decoded").expect("decoded map"),
+        ) else {
+            return 0;
+        };
+        let mut n = 0;
+        for k in cids {
+            let _ = map.insert(k, decoded_value(&set, k.as_bytes()), 0);
+            n += 1;
+        }
+        self.slow_path_decoded.fetch_add(n as u64, Relaxed);
+        n
+    }
+
+    /// Runs the program once on `frame` through `BPF_PROG_TEST_RUN` (the maps are the
+    /// live ones: the run routes, counts and seeds as a real frame would).
+    pub fn test_run(&self, frame: &[u8]) -> Result<TestRunOutput, XdpError> {
+        let g = self.lock();
+        let prog: &Xdp = g
+            .ebpf
+            .program(PROG_NAME)
+            .expect("loaded")
+            .try_into()
+            .expect("an XDP program");
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| XdpError::Load(format!("BPF_PROG_TEST_RUN: {}", error_chain(&e))))?;
+        out.truncate(r.data_size_out as usize);
+        Ok(TestRunOutput {
+            action: r.return_value,
+            frame: out,
+        })
+    }
+
+    /// Runs the program `repeat` times on `frame` in the kernel and returns the mean
+    /// time per run (the kernel's own measurement; for benchmarks).
+    pub fn bench_run(&self, frame: &[u8], repeat: u32) -> Result<Duration, XdpError> {
+        let g = self.lock();
+        let prog: &Xdp = g
+            .ebpf
+            .program(PROG_NAME)
+            .expect("loaded")
+            .try_into()
+            .expect("an XDP program");
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| XdpError::Load(format!("BPF_PROG_TEST_RUN: {}", error_chain(&e))))?;
+        Ok(r.duration)
+    }
+
+    /// Fills the tables for benchmarks and capacity tests: `n` seeded bindings for the
+    /// CIDs `cid(i)` and `n` flows for the addresses `client(i)`, all to `backend`.
+    pub fn fill(
+        &self,
+        n: usize,
+        cid: impl Fn(usize) -> Vec<u8>,
+        client: impl Fn(usize) -> SocketAddr,
+        backend: BackendId,
+    ) -> Result<(), XdpError> {
+        let mut g = self.lock();
+        let now = monotonic_secs();
+        {
+            let mut map: HashMap<_, CidKey, abi::Binding> =
+                HashMap::try_from(g.ebpf.map_mut("bindings").expect("bindings map"))
+                    .map_err(map_err("bindings"))?;
+            for i in 0..n {
+                let k = CidKey::new(&cid(i)).ok_or_else(|| XdpError::Config("CID".into()))?;
+                let v = abi::Binding {
+                    backend: backend.0,
+                    source: abi::SEEDED,
+                    pad: 0,
+                    last_seen: now,
+                    addr_tag: 0,
+                };
+                map.insert(k, v, 0).map_err(map_err("bindings"))?;
+            }
+        }
+        let mut map: HashMap<_, FlowKey, abi::Flow> =
+            HashMap::try_from(g.ebpf.map_mut("flows").expect("flows map"))
+                .map_err(map_err("flows"))?;
+        for i in 0..n {
+            let v = abi::Flow {
+                backend: backend.0,
+                seeds: abi::MAX_SEEDS,
+                pad: 0,
+                last_seen: now,
+            };
+            map.insert(FlowKey::from(client(i)), v, 0)
+                .map_err(map_err("flows"))?;
+        }
+        Ok(())
+    }
+
+    /// Bytes the kernel accounts to the flow map and to the binding map (`memlock` in
+    /// the maps' fdinfo), with their capacities.
+    pub fn map_memory(&self) -> Result<[(usize, usize); 2], XdpError> {
+        let g = self.lock();
+        let read = |name: &str, cap: usize| -> Result<(usize, usize), XdpError> {
+            let Some(Map::LruHashMap(m)) = g.ebpf.map(name) else {
+                return Err(XdpError::Map(format!("no LRU map {name}")));
+            };
+            Ok((memlock(m)?, cap))
+        };
+        Ok([
+            read("flows", g.cfg.max_flows)?,
+            read("bindings", g.cfg.max_bindings)?,
+        ])
+    }
+
+    fn explain_at(&self, now: u32, cid: &[u8], client: Option<SocketAddr>) -> CidExplanation {
+        let g = self.lock();
+        let fkey = client.map(FlowKey::from);
+        let mut v = MapView::new(&g, now, Some(cid), fkey);
+        let decision = decide_cid(&mut v);
+        let decoded = v.decode();
+        CidExplanation {
+            decision,
+            binding: v.binding_view(),
+            decoded,
+            flow: v.flow_view(),
+            hashed: g.maglev_pick(cid),
+        }
+    }
+}
+
+/// The slow path's answer for `cid`, as the `decoded` map stores it.
+fn decoded_value(set: &cidlb_cidformat::FormatSet, cid: &[u8]) -> abi::Decoded {
+    match set.decode(cid) {
+        Ok(d) => {
+            let id = d.routing_id.as_bytes();
+            let mut v = abi::Decoded {
+                status: abi::DECODED_SID,
+                len: id.len() as u8,
+                ..abi::Decoded::default()
+            };
+            v.id[..id.len()].copy_from_slice(id);
+            v
+        }
+        Err(_) => abi::Decoded {
+            status: abi::DECODED_UNDECODABLE,
+            ..abi::Decoded::default()
+        },
+    }
+}
+
+fn secs(d: Duration) -> u32 {
+    d.as_secs().min(u64::from(u32::MAX)) as u32
+}
+
+/// The program's `idle_expired`.
+fn expired(last_seen: u32, now: u32, idle: u32) -> bool {
+    now > last_seen && now - last_seen > idle
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+fn verifier_error(e: aya::programs::ProgramError) -> String {
+    let s = error_chain(&e);
+    // The verifier's log ends with its verdict; keep the tail readable.
+    let tail: String = s
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!("the verifier rejected the XDP program: {tail}")
+}
+
+/// `memlock` of a map's fdinfo: what the kernel accounts to it.
+fn memlock(m: &MapData) -> Result<usize, XdpError> {
+    let fd = m.fd().as_fd().as_raw_fd();
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .map_err(|e| XdpError::Map(format!("fdinfo: {e}")))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| XdpError::Map("no memlock in fdinfo".into()))
+}
+
+impl Inner {
+    fn check_backends(&self, backends: &[Backend]) -> Result<(), XdpError> {
+        if let Some(b) = backends
+            .iter()
+            .find(|b| usize::from(b.id.0) >= abi::MAX_BACKENDS)
+        {
+            return Err(XdpError::Config(format!(
+                "backend {:?} has id {}: the XDP plane holds ids below {}",
+                b.name,
+                b.id.0,
+                abi::MAX_BACKENDS
+            )));
+        }
+        Ok(())
+    }
+
+    fn install_all(&mut self) -> Result<(), XdpError> {
+        self.install_backends()?;
+        self.install_sids()?;
+        self.rebuild_maglev()
+    }
+
+    /// A backend's state as the program sees it: down without a MAC.
+    fn effective(&self, b: &Backend) -> BackendState {
+        if self.macs.contains_key(&b.addr.ip()) {
+            b.state
+        } else {
+            BackendState::Down
+        }
+    }
+
+    fn install_backends(&mut self) -> Result<(), XdpError> {
+        let states: Vec<(u16, abi::Backend)> = self
+            .backends
+            .iter()
+            .map(|b| {
+                let state = match self.effective(b) {
+                    BackendState::Up => abi::STATE_UP,
+                    BackendState::Draining => abi::STATE_DRAINING,
+                    BackendState::Down => abi::STATE_DOWN,
+                };
+                let mac = self.macs.get(&b.addr.ip()).copied().unwrap_or([0; 6]);
+                (b.id.0, abi::Backend { mac, state, pad: 0 })
+            })
+            .collect();
+        let mut arr: Array<_, abi::Backend> =
+            Array::try_from(self.ebpf.map_mut("backends").expect("backends map"))
+                .map_err(map_err("backends"))?;
+        for (id, v) in &states {
+            arr.set(u32::from(*id), *v, 0)
+                .map_err(map_err("backends"))?;
+        }
+        for old in &self.installed_ids {
+            if !states.iter().any(|(id, _)| id == old) {
+                arr.set(u32::from(*old), abi::Backend::default(), 0)
+                    .map_err(map_err("backends"))?;
+            }
+        }
+        self.installed_ids = states.iter().map(|(id, _)| *id).collect();
+        Ok(())
+    }
+
+    fn install_sids(&mut self) -> Result<(), XdpError> {
+        let mut entries: Vec<(abi::SidKey, abi::SidVal)> = Vec::new();
+        if let Some(f) = &self.format {
+            entries = f.map_entries();
+            for b in &self.backends {
+                if let Some(sid) = b.server_id {
+                    entries.push((
+                        abi::SidKey::new(abi::SID_ROUTING, sid.as_bytes()),
+                        abi::SidVal {
+                            backend: u32::from(b.id.0),
+                            ..abi::SidVal::default()
+                        },
+                    ));
+                }
+            }
+        }
+        let mut map: HashMap<_, abi::SidKey, abi::SidVal> =
+            HashMap::try_from(self.ebpf.map_mut("sids").expect("sids map"))
+                .map_err(map_err("sids"))?;
+        for (k, v) in &entries {
+            map.insert(*k, *v, 0).map_err(map_err("sids"))?;
+        }
+        for old in &self.installed_sids {
+            if !entries.iter().any(|(k, _)| k == old) {
+                let _ = map.remove(old);
+            }
+        }
+        self.installed_sids = entries.iter().map(|(k, _)| *k).collect();
+        Ok(())
+    }
+
+    /// Builds the core's Maglev table over the backends that take new flows (as
+    /// `Router::build_maglev` does), writes it to the idle half and switches to it.
+    fn rebuild_maglev(&mut self) -> Result<(), XdpError> {
+        let eligible: Vec<&Backend> = self
+            .backends
+            .iter()
+            .filter(|b| self.effective(b) == BackendState::Up && b.weight > 0)
+            .collect();
+        let input: Vec<MaglevBackend<'_>> = eligible
+            .iter()
+            .map(|b| MaglevBackend::new(b.name.as_bytes(), b.weight))
+            .collect();
+        let size = self.cfg.maglev_table_size;
+        let stride = self.config.maglev_stride as usize;
+        if size > stride {
+            return Err(XdpError::Config(format!(
+                "maglev table size {size}: this program was loaded for at most {stride} (restart to grow it)"
+            )));
+        }
+        let table = MaglevTable::new(&input, size)
+            .map_err(|e| XdpError::Config(format!("cannot build the Maglev table: {e}")))?;
+        let ids: Vec<u32> = eligible.iter().map(|b| u32::from(b.id.0)).collect();
+        let half = 1 - self.config.maglev_half;
+        let base = u32::from(half) * self.config.maglev_stride;
+        let len = if table.is_empty() { 0 } else { size as u32 };
+        {
+            let mut arr: Array<_, u32> =
+                Array::try_from(self.ebpf.map_mut("maglev").expect("maglev map"))
+                    .map_err(map_err("maglev"))?;
+            for slot in 0..len {
+                let id = table
+                    .lookup(u64::from(slot))
+                    .map_or(abi::NO_BACKEND, |i| ids[i]);
+                arr.set(base + slot, id, 0).map_err(map_err("maglev"))?;
+            }
+        }
+        self.config.maglev_half = half;
+        self.config.maglev_len = len;
+        self.write_config()
+    }
+
+    /// Writes the settings to the idle copy of `config` and makes it live.
+    fn write_config(&mut self) -> Result<(), XdpError> {
+        let c = &mut self.config;
+        let ip = match self.addr.ip() {
+            IpAddr::V4(v4) => {
+                c.family = 4;
+                v4.to_ipv6_mapped().octets()
+            }
+            IpAddr::V6(v6) => {
+                c.family = 6;
+                v6.octets()
+            }
+        };
+        c.vip = ip;
+        c.port = self.addr.port().to_be();
+        c.route_by_cid = u8::from(self.cfg.route_by_cid);
+        c.multi_cid = match self.cfg.multi_cid {
+            MultiCidPolicy::Drop => abi::MULTI_DROP,
+            _ => abi::MULTI_FIRST,
+        };
+        c.src_mac = self.src_mac;
+        c.flow_idle = secs(self.cfg.flow_idle);
+        c.binding_idle = secs(self.cfg.binding_idle);
+        c.hash_seed = self.cfg.hash_seed;
+        c.tag_key = self.cfg.secret[1];
+        match &self.format {
+            Some(f) => {
+                f.program_tables(c);
+                length_table(&f.cid_routing(self.cfg.cid.fixed_len), c);
+            }
+            None => {
+                c.format = abi::FORMAT_NONE;
+                c.prefix_len = 0;
+                c.rot = [abi::Rotation::default(); 8];
+                length_table(&self.cfg.cid, c);
+            }
+        }
+        let value = *c;
+        if let Some(t) = self.last_flip {
+            let since = t.elapsed();
+            if since < FLIP_GAP {
+                std::thread::sleep(FLIP_GAP - since);
+            }
+        }
+        let next = 1 - self.live;
+        {
+            let mut arr: Array<_, abi::Config> =
+                Array::try_from(self.ebpf.map_mut("config").expect("config map"))
+                    .map_err(map_err("config"))?;
+            arr.set(next, value, 0).map_err(map_err("config"))?;
+        }
+        let mut live: Array<_, u32> =
+            Array::try_from(self.ebpf.map_mut("config_live").expect("config_live map"))
+                .map_err(map_err("config_live"))?;
+        live.set(0, next, 0).map_err(map_err("config_live"))?;
+        self.live = next;
+        self.last_flip = Some(Instant::now());
+        Ok(())
+    }
+
+    fn backend_state(&self, id: u16) -> u8 {
+        let Ok(arr) =
+            Array::<_, abi::Backend>::try_from(self.ebpf.map("backends").expect("backends map"))
+        else {
+            return abi::STATE_ABSENT;
+        };
+        if usize::from(id) >= abi::MAX_BACKENDS {
+            return abi::STATE_ABSENT;
+        }
+        arr.get(&u32::from(id), 0)
+            .map_or(abi::STATE_ABSENT, |b| b.state)
+    }
+
+    fn serves(&self, id: u16) -> bool {
+        matches!(self.backend_state(id), abi::STATE_UP | abi::STATE_DRAINING)
+    }
+
+    fn exists(&self, id: u16) -> bool {
+        self.backend_state(id) != abi::STATE_ABSENT
+    }
+
+    /// The program's `maglev_pick`, read from the live half.
+    fn maglev_pick(&self, input: &[u8]) -> Option<BackendId> {
+        let c = &self.config;
+        if c.maglev_len == 0 || c.maglev_len > c.maglev_stride {
+            return None;
+        }
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(input, c.hash_seed);
+        let mut slot = (h % u64::from(c.maglev_len)) as u32;
+        if c.maglev_half != 0 {
+            slot += c.maglev_stride;
+        }
+        let arr = Array::<_, u32>::try_from(self.ebpf.map("maglev").expect("maglev map")).ok()?;
+        match arr.get(&slot, 0) {
+            Ok(id) if id != abi::NO_BACKEND => Some(BackendId(id as u16)),
+            _ => None,
+        }
+    }
+
+    fn binding(&self, now: u32, cid: &[u8]) -> Option<abi::Binding> {
+        let key = CidKey::new(cid)?;
+        let map = HashMap::<_, CidKey, abi::Binding>::try_from(
+            self.ebpf.map("bindings").expect("bindings map"),
+        )
+        .ok()?;
+        let b = map.get(&key, 0).ok()?;
+        (!expired(b.last_seen, now, secs(self.cfg.binding_idle))).then_some(b)
+    }
+
+    fn flow(&self, now: u32, fkey: &FlowKey) -> Option<abi::Flow> {
+        let map =
+            HashMap::<_, FlowKey, abi::Flow>::try_from(self.ebpf.map("flows").expect("flows map"))
+                .ok()?;
+        let f = map.get(fkey, 0).ok()?;
+        (!expired(f.last_seen, now, secs(self.cfg.flow_idle))).then_some(f)
+    }
+
+    fn sid(&self, key: &abi::SidKey) -> Option<abi::SidVal> {
+        let map = HashMap::<_, abi::SidKey, abi::SidVal>::try_from(
+            self.ebpf.map("sids").expect("sids map"),
+        )
+        .ok()?;
+        map.get(key, 0).ok()
+    }
+
+    /// The program's `decode`, over the same maps. For an encrypted CID the slow path
+    /// has not decoded yet, the answer it will cache (the program passes that one
+    /// datagram to the stack meanwhile).
+    fn decode(&self, cid: &[u8]) -> Decoded {
+        let c = &self.config;
+        if c.format == abi::FORMAT_NONE {
+            return Decoded::NoFormat;
+        }
+        let n = cid.len();
+        if n == 0 || n > abi::MAX_CID_LEN {
+            return Decoded::Undecodable;
+        }
+        let routing = |id: &[u8]| -> Decoded {
+            let Some(sid) = ServerId::new(id) else {
+                return Decoded::Undecodable;
+            };
+            match self.sid(&abi::SidKey::new(abi::SID_ROUTING, id)) {
+                Some(v) => {
+                    let backend = BackendId(v.backend as u16);
+                    Decoded::Backend {
+                        server_id: sid,
+                        backend,
+                        serves: self.serves(backend.0),
+                    }
+                }
+                None => Decoded::UnknownServer(sid),
+            }
+        };
+        if c.format == abi::FORMAT_PREFIX {
+            let p = usize::from(c.prefix_len);
+            if p == 0 || p > 15 || n <= p {
+                return Decoded::Undecodable;
+            }
+            return routing(&cid[..p]);
+        }
+        let first = cid[0];
+        let r = c.rot[usize::from(first >> 5)];
+        if r.mode == abi::ROT_NONE || r.mode == abi::ROT_UNROUTABLE {
+            return Decoded::Undecodable;
+        }
+        if r.flags & abi::ROT_SELF_DESCRIBING != 0 && usize::from(first & 0x1f) + 1 != n {
+            return Decoded::Undecodable;
+        }
+        if n < usize::from(r.min_len) {
+            return Decoded::Undecodable;
+        }
+        if r.mode == abi::ROT_ENCRYPTED {
+            let cached = CidKey::new(cid).and_then(|k| {
+                HashMap::<_, CidKey, abi::Decoded>::try_from(
+                    self.ebpf.map("decoded").expect("decoded map"),
+                )
+                .ok()?
+                .get(&k, 0)
+                .ok()
+            });
+            let d = match (cached, &self.format) {
+                (Some(d), _) => d,
+                (None, Some(f)) => decoded_value(f.format_set(), cid),
+                (None, None) => return Decoded::Undecodable,
+            };
+            if d.status != abi::DECODED_SID || d.len == 0 || d.len > 15 {
+                return Decoded::Undecodable;
+            }
+            return routing(&d.id[..usize::from(d.len)]);
+        }
+        let sl = usize::from(r.sid_len);
+        if sl == 0 || sl > 15 {
+            return Decoded::Undecodable;
+        }
+        let sid = &cid[1..1 + sl];
+        if r.flags & abi::ROT_HAS_MAP != 0 {
+            return match self.sid(&abi::SidKey::new(first >> 5, sid)) {
+                Some(m) if m.len > 0 && m.len <= 15 => routing(&m.id[..usize::from(m.len)]),
+                _ => Decoded::Undecodable,
+            };
+        }
+        routing(sid)
+    }
+
+    fn read_counters(&self) -> (Counters, Vec<u64>) {
+        let mut c = Counters::default();
+        let mut stats = vec![0u64; XDP_STATS.len()];
+        let Ok(arr) =
+            PerCpuArray::<_, u64>::try_from(self.ebpf.map("counters").expect("counters map"))
+        else {
+            return (c, stats);
+        };
+        let total = OUTCOMES + DROPS + EVENTS + XDP_STATS.len();
+        for slot in 0..total {
+            let v: u64 = arr
+                .get(&(slot as u32), 0)
+                .map(|vals| vals.iter().sum())
+                .unwrap_or(0);
+            if slot < OUTCOMES {
+                c.routed[slot] = v;
+            } else if slot < OUTCOMES + DROPS {
+                c.dropped[slot - OUTCOMES] = v;
+            } else if slot < OUTCOMES + DROPS + EVENTS {
+                c.events[slot - OUTCOMES - DROPS] = v;
+            } else {
+                stats[slot - OUTCOMES - DROPS - EVENTS] = v;
+            }
+        }
+        for (e, n) in c.events.iter_mut().zip(self.events.events.iter()) {
+            *e += n;
+        }
+        (c, stats)
+    }
+
+    /// Walks both tables: live entries, and per backend.
+    fn walk(&mut self, now: u32) -> (usize, usize, StdHashMap<u16, (usize, usize)>) {
+        let mut per: StdHashMap<u16, (usize, usize)> = StdHashMap::new();
+        let (mut nf, mut nb) = (0, 0);
+        let flow_idle = secs(self.cfg.flow_idle);
+        let binding_idle = secs(self.cfg.binding_idle);
+        if let Ok(map) =
+            HashMap::<_, FlowKey, abi::Flow>::try_from(self.ebpf.map("flows").expect("flows"))
+        {
+            for (_, f) in map.iter().flatten() {
+                if !expired(f.last_seen, now, flow_idle) {
+                    nf += 1;
+                    per.entry(f.backend).or_default().0 += 1;
+                }
+            }
+        }
+        if let Ok(map) = HashMap::<_, CidKey, abi::Binding>::try_from(
+            self.ebpf.map("bindings").expect("bindings"),
+        ) {
+            for (_, b) in map.iter().flatten() {
+                if !expired(b.last_seen, now, binding_idle) {
+                    nb += 1;
+                    per.entry(b.backend).or_default().1 += 1;
+                }
+            }
+        }
+        self.counted = (nf, nb);
+        (nf, nb, per)
+    }
+}
+
+/// `Lookups` over the maps: what the program reads, read the same way (the core's
+/// `Peek`, for this plane). Changes nothing.
+struct MapView<'a> {
+    g: &'a Inner,
+    now: u32,
+    cid: Option<&'a [u8]>,
+    fkey: Option<FlowKey>,
+}
+
+impl<'a> MapView<'a> {
+    fn new(g: &'a Inner, now: u32, cid: Option<&'a [u8]>, fkey: Option<FlowKey>) -> Self {
+        MapView { g, now, cid, fkey }
+    }
+
+    fn binding_view(&self) -> Option<BindingView> {
+        let b = self.g.binding(self.now, self.cid?)?;
+        Some(BindingView {
+            binding: CoreBinding::new(BackendId(b.backend), source(b.source)),
+            serves: self.g.serves(b.backend),
+            exists: self.g.exists(b.backend),
+            idle_secs: self.now.saturating_sub(b.last_seen),
+        })
+    }
+
+    fn flow_view(&self) -> Option<FlowView> {
+        let f = self.g.flow(self.now, self.fkey.as_ref()?)?;
+        Some(FlowView {
+            backend: BackendId(f.backend),
+            serves: self.g.serves(f.backend),
+            idle_secs: self.now.saturating_sub(f.last_seen),
+        })
+    }
+}
+
+fn source(s: u8) -> BindingSource {
+    if s == abi::LEARNED {
+        BindingSource::Learned
+    } else {
+        BindingSource::Seeded
+    }
+}
+
+impl Lookups for MapView<'_> {
+    fn binding(&mut self) -> Option<BindingFacts> {
+        self.binding_view().map(|v| BindingFacts {
+            backend: v.binding.backend,
+            source: v.binding.source,
+            serves: v.serves,
+            exists: v.exists,
+        })
+    }
+
+    fn decode(&mut self) -> Decoded {
+        self.cid.map_or(Decoded::NoFormat, |c| self.g.decode(c))
+    }
+
+    fn flow(&mut self) -> Option<FlowFacts> {
+        let f = self.g.flow(self.now, self.fkey.as_ref()?)?;
+        Some(FlowFacts {
+            backend: BackendId(f.backend),
+            serves: self.g.serves(f.backend),
+            may_seed: f.seeds < abi::MAX_SEEDS,
+        })
+    }
+
+    fn hashed(&mut self) -> Option<BackendId> {
+        match (self.cid, self.fkey) {
+            (Some(cid), _) => self.g.maglev_pick(cid),
+            (None, Some(f)) => self.g.maglev_pick(&f.hash_input()),
+            (None, None) => None,
+        }
+    }
+}
+
+impl ListenerPlane for XdpListener {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn reconfigure(&self, cfg: RouterConfig, backends: PreparedBackends) {
+        let mut g = self.lock();
+        if let Err(e) = check_router_config(&cfg, g.format.as_ref()) {
+            tracing::error!(listener = %self.name, "XDP plane: reload refused: {e}");
+            return;
+        }
+        let backends = backends.backends().to_vec();
+        if let Err(e) = g.check_backends(&backends) {
+            tracing::error!(listener = %self.name, "XDP plane: reload refused: {e}");
+            return;
+        }
+        let (old_flows, old_bindings) = (g.cfg.max_flows, g.cfg.max_bindings);
+        if cfg.max_flows != old_flows || cfg.max_bindings != old_bindings {
+            tracing::warn!(
+                listener = %self.name,
+                "XDP plane: max_flows / max_bindings take effect at the next restart (maps are sized at load)"
+            );
+        }
+        let secret = g.cfg.secret;
+        g.cfg = RouterConfig {
+            secret,
+            max_flows: old_flows,
+            max_bindings: old_bindings,
+            ..cfg
+        };
+        g.backends = backends;
+        if let Err(e) = g.install_all() {
+            tracing::error!(listener = %self.name, "XDP plane: reload: {e}");
+        }
+    }
+
+    fn set_backend_state(&self, id: BackendId, state: BackendState) -> bool {
+        let mut g = self.lock();
+        let Some(b) = g.backends.iter_mut().find(|b| b.id == id) else {
+            return false;
+        };
+        if b.state != state {
+            b.state = state;
+            if let Err(e) = g.install_backends().and_then(|_| g.rebuild_maglev()) {
+                tracing::error!(listener = %self.name, "XDP plane: backend state: {e}");
+            }
+        }
+        true
+    }
+
+    fn set_backend_weight(&self, id: BackendId, weight: u32) -> bool {
+        let mut g = self.lock();
+        let Some(b) = g.backends.iter_mut().find(|b| b.id == id) else {
+            return false;
+        };
+        if b.weight != weight {
+            b.weight = weight;
+            if let Err(e) = g.rebuild_maglev() {
+                tracing::error!(listener = %self.name, "XDP plane: backend weight: {e}");
+            }
+        }
+        true
+    }
+
+    fn explain_cid(&self, cid: &[u8], client: Option<SocketAddr>) -> CidExplanation {
+        self.explain_at(monotonic_secs(), cid, client)
+    }
+
+    fn explain_client(&self, client: SocketAddr) -> ClientExplanation {
+        let g = self.lock();
+        let now = monotonic_secs();
+        let fkey = FlowKey::from(client);
+        let mut v = MapView::new(&g, now, None, Some(fkey));
+        let decision = decide_address(&mut v);
+        ClientExplanation {
+            decision,
+            flow: v.flow_view(),
+            hashed: g.maglev_pick(&fkey.hash_input()),
+        }
+    }
+
+    fn snapshot(&self, per_backend: bool) -> PlaneSnapshot {
+        let mut g = self.lock();
+        let (counters, stats) = g.read_counters();
+        let mut per = Vec::new();
+        if per_backend {
+            let (_, _, counts) = g.walk(monotonic_secs());
+            per = g
+                .backends
+                .iter()
+                .map(|b| {
+                    let (flows, bindings) = counts.get(&b.id.0).copied().unwrap_or_default();
+                    BackendCounts {
+                        backend: b.id,
+                        flows,
+                        bindings,
+                    }
+                })
+                .collect();
+        }
+        let mem = |name: &str| match g.ebpf.map(name) {
+            Some(Map::LruHashMap(m)) => memlock(m).unwrap_or(0),
+            _ => 0,
+        };
+        let tables = TableSizes {
+            flows: g.counted.0,
+            bindings: g.counted.1,
+            max_flows: g.cfg.max_flows,
+            max_bindings: g.cfg.max_bindings,
+            flow_idle: g.cfg.flow_idle,
+            binding_idle: g.cfg.binding_idle,
+            flow_bytes: mem("flows"),
+            binding_bytes: mem("bindings") + mem("decoded"),
+            source_bytes: 0,
+        };
+        let mut samples: Vec<(StatInfo, u64)> = XDP_STATS.iter().copied().zip(stats).collect();
+        samples.push((
+            crate::SLOW_PATH_DECODED,
+            self.slow_path_decoded.load(Relaxed),
+        ));
+        PlaneSnapshot {
+            counters,
+            tables,
+            stats: samples,
+            per_backend: per,
+        }
+    }
+
+    fn traffic(&self, id: BackendId) -> Traffic {
+        let g = self.lock();
+        let mut t = Traffic::default();
+        if usize::from(id.0) >= abi::MAX_BACKENDS {
+            return t;
+        }
+        if let Ok(arr) =
+            PerCpuArray::<_, abi::Traffic>::try_from(g.ebpf.map("traffic").expect("traffic"))
+        {
+            if let Ok(vals) = arr.get(&u32::from(id.0), 0) {
+                for v in vals.iter() {
+                    t.to_backend_datagrams += v.datagrams;
+                    t.to_backend_bytes += v.bytes;
+                }
+            }
+        }
+        // Direct routing: backends answer clients themselves; nothing comes back here.
+        t
+    }
+
+    fn router_config(&self) -> RouterConfig {
+        self.lock().cfg.clone()
+    }
+}
