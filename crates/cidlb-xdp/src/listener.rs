@@ -149,6 +149,8 @@ struct Inner {
     events: Counters,
     /// Table sizes from the last walk.
     counted: (usize, usize),
+    /// What each half of `maglev` holds (only changed slots are written).
+    halves: [Vec<u32>; 2],
 }
 
 /// The result of one `BPF_PROG_TEST_RUN`.
@@ -226,6 +228,7 @@ impl XdpListener {
             installed_sids: Vec::new(),
             events: Counters::default(),
             counted: (0, 0),
+            halves: [Vec::new(), Vec::new()],
         };
         inner.check_backends(&inner.backends)?;
         inner.install_all()?;
@@ -653,17 +656,26 @@ impl Inner {
         let half = 1 - self.config.maglev_half;
         let base = u32::from(half) * self.config.maglev_stride;
         let len = if table.is_empty() { 0 } else { size as u32 };
+        let want: Vec<u32> = (0..len)
+            .map(|slot| {
+                table
+                    .lookup(u64::from(slot))
+                    .map_or(abi::NO_BACKEND, |i| ids[i])
+            })
+            .collect();
         {
+            let have = &self.halves[usize::from(half)];
             let mut arr: Array<_, u32> =
                 Array::try_from(self.ebpf.map_mut("maglev").expect("maglev map"))
                     .map_err(map_err("maglev"))?;
-            for slot in 0..len {
-                let id = table
-                    .lookup(u64::from(slot))
-                    .map_or(abi::NO_BACKEND, |i| ids[i]);
-                arr.set(base + slot, id, 0).map_err(map_err("maglev"))?;
+            for (slot, id) in want.iter().enumerate() {
+                if have.get(slot) != Some(id) {
+                    arr.set(base + slot as u32, *id, 0)
+                        .map_err(map_err("maglev"))?;
+                }
             }
         }
+        self.halves[usize::from(half)] = want;
         self.config.maglev_half = half;
         self.config.maglev_len = len;
         self.write_config()
