@@ -417,3 +417,11 @@ mod tests {
         assert_eq!(sink.recv_from(&mut buf).unwrap().0, 1);
     }
 }
+
+/// The IP addresses of this host's interfaces (loopback included), for telling the
+/// balancer's own addresses from others; empty when they cannot be read.
+pub fn local_ips() -> Vec<std::net::IpAddr> {
+    if_addrs::get_if_addrs()
+        .map(|v| v.into_iter().map(|i| i.ip()).collect())
+        .unwrap_or_default()
+}
