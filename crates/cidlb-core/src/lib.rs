@@ -45,6 +45,7 @@ pub mod invariants;
 mod keys;
 pub mod maglev;
 mod outcome;
+pub mod own;
 pub mod plane;
 mod router;
 pub mod table;
@@ -57,6 +58,7 @@ pub use decision::{AddressDecision, CidDecision, Decoded};
 pub use health::{effective_state, HealthThresholds, HealthTracker};
 pub use keys::{Binding, BindingSource, CidKey, Flow, FlowKey};
 pub use outcome::{Counters, DropReason, Event, RouteOutcome};
+pub use own::OwnAddresses;
 pub use router::{
     BackendSetError, BindingView, CidExplanation, CidFormat, CidRouting, ClientExplanation,
     FlowView, MultiCidPolicy, PreparedBackends, ReturnOutcome, Router, RouterConfig, SplitPart,

@@ -63,6 +63,10 @@ pub enum DropReason {
     /// /64) was over the listener's per-source new-flow limit. Datagrams of existing
     /// flows and CIDs that match an encoding or binding are never limited.
     SourceRateLimited,
+    /// The datagram's source is an address the balancer's own listeners receive on (a
+    /// spoofed source, or a loop through a backend configured at the listener's
+    /// address): answering it would send the reply to the balancer itself.
+    FromOwnAddress,
 }
 
 impl From<WireError> for DropReason {

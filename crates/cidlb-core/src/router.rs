@@ -120,6 +120,9 @@ pub struct RouterConfig {
     /// [`DropReason::SourceRateLimited`]. A burst of 0 refuses every new flow. `None`
     /// (default): off. The limiter's table holds at most `max_flows` sources.
     pub new_flows_per_source: Option<(u32, u32)>,
+    /// The balancer's own listener addresses: datagrams from them are dropped
+    /// ([`DropReason::FromOwnAddress`]). Default: none.
+    pub own_addresses: crate::own::OwnAddresses,
 }
 
 impl RouterConfig {
@@ -137,6 +140,7 @@ impl RouterConfig {
             hash_seed: 0,
             secret,
             new_flows_per_source: None,
+            own_addresses: crate::own::OwnAddresses::default(),
         }
     }
 }
@@ -618,6 +622,9 @@ impl Router {
 
     /// Routes one datagram from `client` (its source address) at `now`.
     pub fn route(&mut self, now: Instant, client: SocketAddr, datagram: &[u8]) -> Verdict {
+        if self.cfg.own_addresses.contains(client) {
+            return self.drop(DropReason::FromOwnAddress);
+        }
         let t = self.tick(now);
         if !self.cfg.route_by_cid {
             // Address-only mode: any datagram, by address, like an address-hashing

@@ -102,6 +102,8 @@ pub struct NatListener {
     traffic: TrafficTable,
     /// Source IP of upstream sockets (`None`: chosen by the kernel).
     upstream_source: Option<IpAddr>,
+    /// Every listener's bound address (the plane's own addresses, with real ports).
+    bound: Arc<[SocketAddr]>,
 }
 
 impl NatListener {
@@ -127,7 +129,8 @@ impl ListenerPlane for NatListener {
         self.local_addr
     }
 
-    fn reconfigure(&self, cfg: RouterConfig, backends: PreparedBackends) {
+    fn reconfigure(&self, mut cfg: RouterConfig, backends: PreparedBackends) {
+        cfg.own_addresses = cfg.own_addresses.with_listeners(&self.bound);
         self.router().reconfigure(cfg, backends);
     }
 
@@ -220,6 +223,7 @@ pub struct NatPlane {
     wakers: Vec<Arc<mio::Waker>>,
     threads: Vec<JoinHandle<()>>,
     limits: Arc<UpstreamLimits>,
+    workers: usize,
 }
 
 impl NatPlane {
@@ -230,6 +234,7 @@ impl NatPlane {
         let mut listeners = Vec::new();
         // Worker 0's sockets are bound first; with port 0 the others reuse its port.
         let mut sockets: Vec<Vec<std::net::UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut bound_specs = Vec::new();
         for spec in specs {
             sys::ensure_port_free(spec.listen)?;
             let first = sys::bind_reuseport(spec.listen, cfg.socket_buffer)?;
@@ -238,7 +243,14 @@ impl NatPlane {
             for w in sockets.iter_mut().skip(1) {
                 w.push(sys::bind_reuseport(local_addr, cfg.socket_buffer)?);
             }
-            let mut router = Router::new(spec.router, now);
+            bound_specs.push((spec, local_addr));
+        }
+        // The plane's own addresses, with the ports the kernel picked for port 0.
+        let bound: Arc<[SocketAddr]> = bound_specs.iter().map(|(_, a)| *a).collect();
+        for (spec, local_addr) in bound_specs {
+            let mut rc = spec.router;
+            rc.own_addresses = rc.own_addresses.with_listeners(&bound);
+            let mut router = Router::new(rc, now);
             router
                 .set_backends(spec.backends)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
@@ -249,9 +261,10 @@ impl NatPlane {
                 stats: ListenerStats::default(),
                 traffic: TrafficTable::default(),
                 upstream_source: spec.upstream_source,
+                bound: bound.clone(),
             }));
         }
-        let limits = Arc::new(upstream_limits(&listeners));
+        let limits = Arc::new(upstream_limits(&listeners, workers));
         let stop = Arc::new(AtomicBool::new(false));
         let mut wakers = Vec::new();
         let mut threads = Vec::new();
@@ -276,6 +289,7 @@ impl NatPlane {
             wakers,
             threads,
             limits,
+            workers,
         })
     }
 
@@ -306,7 +320,7 @@ impl cidlb_core::plane::DataPlane for NatPlane {
     /// routers' settings (their `max_flows` and `flow_idle`), after a reload changed
     /// them: each worker applies them at its next sweep.
     fn refresh_limits(&self) {
-        let l = upstream_limits(&self.listeners);
+        let l = upstream_limits(&self.listeners, self.workers);
         self.limits
             .capacity
             .store(l.capacity.into_inner(), Ordering::Relaxed);
@@ -329,20 +343,31 @@ impl Drop for NatPlane {
     }
 }
 
-/// Upstream-flow bounds derived from the routers: a worker may hold every flow of every
-/// listener in the worst case, and keeps an upstream socket as long as its flow lives.
-fn upstream_limits(listeners: &[Arc<NatListener>]) -> UpstreamLimits {
-    let mut cap = 0usize;
+/// Upstream-flow bounds derived from the routers: the listeners' `max_flows` together,
+/// shared out between the workers (rounded up), so that all workers together hold at
+/// most that many upstream sockets (plus fewer than `workers` for the rounding), and
+/// the same idle timeout as the flows. A worker whose share is full evicts one of its
+/// own flows (sampled, like the router's tables); an expired flow closes its socket.
+///
+/// The kernel spreads client 4-tuples over the workers' `SO_REUSEPORT` sockets evenly
+/// (a hash), so each worker sees about its share of the flows.
+fn upstream_limits(listeners: &[Arc<NatListener>], workers: usize) -> UpstreamLimits {
+    let mut total = 0usize;
     let mut idle = Duration::ZERO;
     for l in listeners {
         let r = l.router();
-        cap = cap.saturating_add(r.config().max_flows);
+        total = total.saturating_add(r.config().max_flows);
         idle = idle.max(r.config().flow_idle);
     }
     UpstreamLimits {
-        capacity: AtomicUsize::new(cap.max(1)),
+        capacity: AtomicUsize::new(worker_share(total, workers)),
         idle_secs: AtomicU32::new(idle.as_secs().min(u64::from(u32::MAX)) as u32),
     }
+}
+
+/// One worker's share of `total` upstream flows.
+pub fn worker_share(total: usize, workers: usize) -> usize {
+    total.div_ceil(workers.max(1)).max(1)
 }
 
 /// How often workers expire idle state.

@@ -43,7 +43,7 @@ impl NatEgress {
         let seed = listeners
             .last()
             .map_or([0; 4], |l| l.router().config().secret);
-        // Each worker may hold every flow in the worst case.
+        // This worker's share of the listeners' flows (see `upstream_limits`).
         let capacity = limits.capacity.load(Ordering::Relaxed);
         let idle = limits.idle_secs.load(Ordering::Relaxed);
         NatEgress {

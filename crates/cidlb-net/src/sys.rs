@@ -393,6 +393,14 @@ pub fn raise_nofile_limit() -> io::Result<(libc::rlim_t, libc::rlim_t)> {
     Ok((lim.rlim_cur, lim.rlim_max))
 }
 
+/// The IP addresses of this host's interfaces (loopback included), for telling the
+/// balancer's own addresses from others; empty when they cannot be read.
+pub fn local_ips() -> Vec<std::net::IpAddr> {
+    if_addrs::get_if_addrs()
+        .map(|v| v.into_iter().map(|i| i.ip()).collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

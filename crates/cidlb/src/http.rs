@@ -9,8 +9,10 @@
 //! idle connection. `hyper` would need an async runtime the daemon does not otherwise
 //! have. Parsing is `httparse`'s; this module only owns the connections:
 //!
-//! - at most [`Limits::max_connections`] at once; past that, new ones wait in the
-//!   kernel's backlog until a slot frees;
+//! - at most [`Limits::max_connections`] at once; past that, a new connection takes the
+//!   slot of the oldest one still waiting for its request (so idle connections cannot
+//!   starve a real request: they are dropped oldest first), or waits in the kernel's
+//!   backlog while every connection is being answered;
 //! - a request head of at most [`Limits::max_head`] bytes and a body of at most
 //!   [`Limits::max_body`] (`Content-Length` only), else `431` / `413`;
 //! - every connection is closed after one answer (`Connection: close`) or when
@@ -87,6 +89,10 @@ pub enum ConnOutcome {
     ClosedEarly,
     /// The handler panicked, answered 500 (such a connection counts as `served` too).
     HandlerPanic,
+    /// Closed without an answer to make room: every slot was taken, and it was the
+    /// connection that had waited longest for its request (idle connections cannot
+    /// hold the API).
+    Evicted,
 }
 
 /// Counters of the server, read by the metrics exposition.
@@ -491,13 +497,30 @@ impl Loop {
         // Each turn takes a connection from the backlog (kept, or dropped when it cannot
         // be registered or was aborted) or ends the loop: bounded by the backlog.
         loop {
-            let Some(slot) = self.conns.iter().position(Option::is_none) else {
+            let free = self.conns.iter().position(Option::is_none);
+            if free.is_none() && self.oldest_idle().is_none() {
+                // Every connection is being answered: the next waits in the backlog.
                 self.full = true;
                 return;
-            };
+            }
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
                     self.accept_recovered();
+                    let slot = match free {
+                        Some(s) => s,
+                        None => {
+                            // The table is full of connections: the one that has waited
+                            // longest for its request makes room.
+                            let Some(s) = self.oldest_idle() else {
+                                continue;
+                            };
+                            self.stats.count(ConnOutcome::Evicted);
+                            if let Some(mut c) = self.conns[s].take() {
+                                let _ = self.poll.registry().deregister(&mut c.stream);
+                            }
+                            s
+                        }
+                    };
                     let token = Token(FIRST_CONN + slot);
                     if let Err(e) = self.poll.registry().register(
                         &mut stream,
@@ -544,6 +567,20 @@ impl Loop {
                 }
             }
         }
+    }
+
+    /// The connection accepted first among those still reading their request.
+    fn oldest_idle(&self) -> Option<usize> {
+        self.conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                c.as_ref()
+                    .filter(|c| c.out.is_none())
+                    .map(|c| (i, c.deadline))
+            })
+            .min_by_key(|&(_, d)| d)
+            .map(|(i, _)| i)
     }
 
     fn accept_recovered(&mut self) {
@@ -831,16 +868,18 @@ mod tests {
                 ("bad_request", 1),
                 ("timed_out", 0),
                 ("closed_early", 1),
-                ("handler_panic", 1)
+                ("handler_panic", 1),
+                ("evicted", 0)
             ],
             "{c:?}"
         );
     }
 
-    /// More idle connections than slots: the extra ones wait in the backlog, the idle
-    /// ones are closed at the timeout, and then the waiting request is answered.
+    /// More idle connections than slots: a new connection takes the slot of the oldest
+    /// idle one, so a real request is answered at once; the other idle one is closed at
+    /// the timeout.
     #[test]
-    fn idle_connections_time_out_and_free_their_slots() {
+    fn idle_connections_make_room_for_a_request() {
         let (server, stats) = serve(Limits {
             max_connections: 2,
             timeout: Duration::from_millis(300),
@@ -853,13 +892,39 @@ mod tests {
         for mut c in idle {
             c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut b = Vec::new();
-            assert_eq!(
-                c.read_to_end(&mut b).unwrap(),
-                0,
+            // Closed (evicted or timed out) without an answer.
+            assert!(
+                c.read_to_end(&mut b).map_or(true, |n| n == 0),
                 "an idle connection got data"
             );
         }
         server.stop();
-        assert_eq!(stats.get().connections(ConnOutcome::TimedOut), 2);
+        let c = stats.get();
+        assert_eq!(c.connections(ConnOutcome::Evicted), 1, "{c:?}");
+        assert_eq!(c.connections(ConnOutcome::TimedOut), 1, "{c:?}");
+    }
+
+    /// A slowloris: many more idle connections than slots, with a timeout far longer
+    /// than the client waits. The request is still answered (it used to wait in the
+    /// backlog for the idle ones to time out).
+    #[test]
+    fn a_slowloris_does_not_starve_a_request() {
+        let (server, stats) = serve(Limits {
+            max_connections: 4,
+            timeout: Duration::from_secs(120),
+            ..limits()
+        });
+        let addr = server.local_addr();
+        let idle: Vec<StdStream> = (0..40).map(|_| StdStream::connect(addr).unwrap()).collect();
+        // Half a request head each: they look like slow clients.
+        for mut c in &idle {
+            let _ = c.write_all(b"GET /m");
+        }
+        // `exchange` waits at most 5 s for the answer.
+        let r = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(r.ends_with("GET /metrics "), "{r}");
+        server.stop();
+        assert!(stats.get().connections(ConnOutcome::Evicted) >= 36);
+        drop(idle);
     }
 }

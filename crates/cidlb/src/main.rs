@@ -176,8 +176,15 @@ fn quick_config(a: &RunArgs) -> Result<Config, String> {
         .listen
         .ok_or("give --config FILE, or --listen ADDR with --backend ADDR and --cid-len N")?;
     let cid_len = match (a.cid_len, a.routing) {
+        (Some(0), _) => {
+            return Err(format!(
+                "--cid-len 0: a CID has 1 to {} bytes (give the length of the CIDs your \
+                 backends issue, or --routing address for DTLS without CIDs)",
+                cidlb_core::MAX_CID_LEN
+            ))
+        }
         (Some(n), _) => n,
-        (None, Routing::Address) => 0,
+        (None, Routing::Address) => 1,
         (None, Routing::Cid) => {
             return Err(
                 "--cid-len N is required: the length of the CIDs your backends issue \
@@ -186,7 +193,7 @@ fn quick_config(a: &RunArgs) -> Result<Config, String> {
             )
         }
     };
-    let mut cfg = Config::quick(listen, &a.backends, cid_len.max(1)).map_err(|e| e.to_string())?;
+    let mut cfg = Config::quick(listen, &a.backends, cid_len).map_err(|e| e.to_string())?;
     for l in &mut cfg.listeners {
         l.multi_cid = match a.multi_cid {
             MultiCid::First => MultiCidPolicy::First,

@@ -179,7 +179,7 @@ families! {
     /// Families of the admin API's own server.
     pub enum AdminFamily {
         /// Admin API connections by outcome (served, bad_request, timed_out, closed_early,
-        /// handler_panic).
+        /// handler_panic, evicted).
         Connections: Counter = "cidlb_admin_connections_total",
         /// Admin API accepts that failed (e.g. out of file descriptors); retried every
         /// 100 ms.

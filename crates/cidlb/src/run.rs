@@ -15,11 +15,26 @@ use crate::control::Daemon;
 use crate::health::StopSignal;
 use crate::specs::{listener_specs, random_secret};
 
-/// Raises the soft open-files limit to the hard limit: NAT mode holds one socket per
-/// client address.
-fn raise_nofile_limit() {
+/// Raises the soft open-files limit to the hard limit (NAT mode holds one socket per
+/// client address) and warns, with the numbers, when it cannot hold what `cfg` may
+/// open: past it, new flows fail to get an upstream socket (counted as
+/// `upstream_open_errors`) while existing sessions, the admin API and the health checks
+/// keep working.
+fn raise_nofile_limit(cfg: &Config) {
+    let need = cfg.descriptors();
     match cidlb_net::sys::raise_nofile_limit() {
-        Ok((soft, hard)) => info!(soft, hard, "open files limit"),
+        Ok((soft, hard)) => {
+            info!(soft, hard, needed = need.total(), "open files limit");
+            if (soft as u128) < need.total() as u128 {
+                warn!(
+                    limit = soft,
+                    needed = need.total(),
+                    "the open-files limit ({soft}) is below what this configuration can open \
+                     ({need}): once it is reached, new flows are dropped (upstream_open_errors); \
+                     raise LimitNOFILE / ulimit -n or lower limits.max_flows"
+                );
+            }
+        }
         Err(e) => warn!(error = %e, "cannot read or raise the open files limit"),
     }
 }
@@ -46,7 +61,7 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     // Before anything else: SIGHUP's default action would end the process.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    raise_nofile_limit();
+    raise_nofile_limit(&cfg);
     let workers = cfg
         .workers
         .unwrap_or_else(|| DataPlaneConfig::default().workers);

@@ -1,7 +1,7 @@
 //! From a validated [`Config`] to what the data plane is started and reconfigured
 //! with: each listener's router settings and backend set.
 
-use cidlb_core::{Backend, BackendId, RouterConfig};
+use cidlb_core::{Backend, BackendId, OwnAddresses, RouterConfig};
 use cidlb_net::ListenerSpec;
 use tracing::warn;
 
@@ -26,12 +26,17 @@ pub fn random_secret() -> [u64; 4] {
 
 /// The data-plane listener specs for `cfg`.
 pub fn listener_specs(cfg: &Config, secret: [u64; 4]) -> Vec<ListenerSpec> {
+    // Datagrams from the listeners' own addresses are dropped (the plane fills in the
+    // real ports of listeners on port 0).
+    let listen: Vec<std::net::SocketAddr> = cfg.listeners.iter().map(|l| l.address).collect();
+    let own = OwnAddresses::new(&listen, &cidlb_net::sys::local_ips());
     cfg.listeners
         .iter()
         .map(|l| {
             // The fixed CID length, and the listener's CID format for encoded routing.
             let mut rc = RouterConfig::new(l.cid_routing(), secret);
             rc.multi_cid = l.multi_cid;
+            rc.own_addresses = own.clone();
             rc.route_by_cid = l.routing == RoutingMode::Cid;
             rc.flow_idle = cfg.timeouts.flow_idle;
             rc.binding_idle = cfg.timeouts.cid_binding_idle;

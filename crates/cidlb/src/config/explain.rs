@@ -169,10 +169,10 @@ impl Config {
         let _ = writeln!(
             o,
             "  Each flow holds one upstream UDP socket: the daemon's open-files limit (ulimit -n) \
-             should exceed {} (max_flows x {} listener{}).",
-            self.limits.max_flows.saturating_mul(self.listeners.len()),
-            self.listeners.len(),
-            plural(self.listeners.len())
+             should be at least {} (with {} worker{}).",
+            self.descriptors(),
+            self.effective_workers(),
+            plural(self.effective_workers())
         );
         let _ = writeln!(
             o,

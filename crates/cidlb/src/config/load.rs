@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::model::{RawBackend, RawConfig, RawListener};
 use super::validate::Ctx;
-use super::{Config, ConfigError, ConfigErrorKind};
+use super::{Config, ConfigError, ConfigErrorKind, MAX_CONFIG_BYTES};
 
 impl Config {
     /// Parses and validates TOML text; `origin` (usually the file name) prefixes every
@@ -25,19 +25,35 @@ impl Config {
     }
 
     /// Reads, parses and validates a configuration file; errors name the file.
+    /// A file larger than [`MAX_CONFIG_BYTES`] is refused before it is parsed.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        use std::io::Read as _;
         let origin = path.display().to_string();
-        match std::fs::read_to_string(path) {
-            Ok(text) => Config::from_toml_str(&text, &origin),
-            Err(e) => Err(ConfigError {
-                message: format!("cannot read the configuration file: {e}"),
-                origin,
-                kind: ConfigErrorKind::Io,
-                path: None,
-                location: None,
-                source: Some(e),
-            }),
+        let io = |message: String, source: Option<std::io::Error>| ConfigError {
+            message,
+            origin: origin.clone(),
+            kind: ConfigErrorKind::Io,
+            path: None,
+            location: None,
+            source,
+        };
+        let file = std::fs::File::open(path)
+            .map_err(|e| io(format!("cannot read the configuration file: {e}"), Some(e)))?;
+        // Read one byte past the bound to tell "at the bound" from "over it".
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| io(format!("cannot read the configuration file: {e}"), Some(e)))?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(io(
+                format!(
+                    "the configuration file is larger than {} MiB: not read (is it the right file?)",
+                    MAX_CONFIG_BYTES >> 20
+                ),
+                None,
+            ));
         }
+        Config::from_toml_str(&text, &origin)
     }
 
     /// The configuration behind `cidlb run --listen ADDR --backend ADDR... --cid-len N`:

@@ -142,6 +142,79 @@ impl Config {
     pub fn effective_workers(&self) -> usize {
         self.workers.unwrap_or_else(cpu_count)
     }
+
+    /// The file descriptors this configuration can hold open at once, by use (see
+    /// [`Descriptors`]); `run` compares them with the open-files limit.
+    pub fn descriptors(&self) -> Descriptors {
+        let workers = self.effective_workers();
+        let listeners = self.listeners.len();
+        let backends: usize = self.listeners.iter().map(|l| l.backends.len()).sum();
+        Descriptors {
+            // Each worker's share of the flows, rounded up (cidlb_net::worker_share).
+            upstreams: workers
+                * cidlb_net::worker_share(self.limits.max_flows.saturating_mul(listeners), workers),
+            listener_sockets: listeners * workers,
+            // An epoll instance and a waker per worker, the probe thread's poll.
+            polls: 2 * workers + 2,
+            probes: backends,
+            reserve: cidlb_net::sys::FD_RESERVE as usize,
+        }
+    }
+}
+
+/// Largest configuration file read (a few thousand backends take well under 1 MiB; the
+/// most backends a listener may have, 65,535, about 6 MiB).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// How a value from the file is quoted in an error: in `{:?}` form, cut after 60
+/// characters with its length given, so that a huge value cannot make a huge error.
+pub(crate) fn shown(s: &str) -> String {
+    const KEEP: usize = 60;
+    if s.chars().count() <= KEEP {
+        return format!("{s:?}");
+    }
+    let cut: String = s.chars().take(KEEP).collect();
+    format!("{cut:?}... ({} bytes)", s.len())
+}
+
+/// File descriptors a configuration can hold open at once, by use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Descriptors {
+    /// NAT upstream sockets: `limits.max_flows` per listener, shared out between the
+    /// workers.
+    pub upstreams: usize,
+    /// One socket per listener per worker.
+    pub listener_sockets: usize,
+    /// Event loops and their wakers.
+    pub polls: usize,
+    /// Health-check sockets, at most one per backend.
+    pub probes: usize,
+    /// Kept free of upstream sockets for the admin API, health checks and reloads
+    /// (`cidlb_net::sys::FD_RESERVE`).
+    pub reserve: usize,
+}
+
+impl Descriptors {
+    /// All of them, plus 16 for standard streams, the admin listener, signals, logs.
+    pub fn total(&self) -> usize {
+        self.upstreams + self.listener_sockets + self.polls + self.probes + self.reserve + 16
+    }
+}
+
+impl fmt::Display for Descriptors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} = {} upstream sockets (limits.max_flows x listeners) + {} listener sockets + \
+             {} event loops + {} health-check sockets + {} reserve (admin API, reloads) + 16",
+            self.total(),
+            self.upstreams,
+            self.listener_sockets,
+            self.polls,
+            self.probes,
+            self.reserve
+        )
+    }
 }
 
 /// Active health checks (`[health]`): every `interval`, each backend gets a DTLS

@@ -13,6 +13,7 @@ use super::model::{
     RawAdmin, RawBackend, RawConfig, RawDuration, RawHashing, RawHealth, RawLimits, RawListener,
     RawMultiCid, RawRouting, RawState, Sp,
 };
+use super::shown;
 use super::{
     fmt_duration, AdminConfig, BackendConfig, Config, ConfigError, ConfigErrorKind, Hashing,
     HealthConfig, Limits, ListenerConfig, Location, RoutingMode, Timeouts,
@@ -22,6 +23,9 @@ use super::{
     MAX_TABLE_ENTRIES, MAX_WEIGHT, MAX_WORKERS, MIN_HEALTH_INTERVAL, MIN_HEALTH_TIMEOUT, MIN_IDLE,
     MIN_MAGLEV_TABLE_SIZE,
 };
+
+/// Longest error message (bytes); longer ones are cut (values are cut by `shown` first).
+const MAX_MESSAGE: usize = 1024;
 
 pub(super) struct Ctx<'a> {
     pub(super) origin: &'a str,
@@ -54,12 +58,27 @@ impl Ctx<'_> {
         message: impl Into<String>,
         span: Option<Range<usize>>,
     ) -> ConfigError {
-        let path = path.into();
+        // A last bound on what a message (or a key path made of the file's keys) can
+        // quote; values are cut by `shown` first.
+        let bound = |mut t: String, max: usize| {
+            if t.len() > max {
+                let keep = (0..=max)
+                    .rev()
+                    .find(|&i| t.is_char_boundary(i))
+                    .unwrap_or(0);
+                let cut = t.len() - keep;
+                t.truncate(keep);
+                t.push_str(&format!("... ({cut} more bytes)"));
+            }
+            t
+        };
+        let path = bound(path.into(), MAX_MESSAGE / 4);
+        let message = bound(message.into(), MAX_MESSAGE);
         ConfigError {
             origin: self.origin.to_owned(),
             kind,
             path: (!path.is_empty()).then_some(path),
-            message: message.into(),
+            message,
             location: self.location(span),
             source: None,
         }
@@ -220,7 +239,8 @@ impl Ctx<'_> {
                 path,
                 v,
                 format!(
-                    "invalid name {n:?}: use 1 to {MAX_NAME_LEN} printable ASCII characters without spaces"
+                    "invalid name {}: use 1 to {MAX_NAME_LEN} printable ASCII characters without spaces",
+                    shown(n)
                 ),
             ));
         }
@@ -246,7 +266,11 @@ impl Ctx<'_> {
             } else {
                 "expected IP:PORT"
             };
-            self.invalid(path, v, format!("invalid socket address {s:?} ({hint})"))
+            self.invalid(
+                path,
+                v,
+                format!("invalid socket address {} ({hint})", shown(s)),
+            )
         })
     }
 
@@ -413,20 +437,40 @@ impl Ctx<'_> {
             }
             listeners.push(lc);
         }
-        // A backend at one of our own listener addresses would loop datagrams forever.
+        // A backend at an address that one of our own listeners receives on would loop
+        // datagrams (and health probes) through the balancer forever: the listener's
+        // own address in either spelling of IPv4, or a loopback or local IP of this
+        // host on the port of a wildcard listener.
+        let local = cidlb_net::sys::local_ips();
         for (i, lc) in listeners.iter().enumerate() {
             for (j, b) in lc.backends.iter().enumerate() {
-                if let Some(own) = listeners.iter().find(|o| o.address == b.address) {
+                let own = listeners.iter().find(|o| {
+                    cidlb_core::OwnAddresses::new(&[o.address], &local).contains(b.address)
+                });
+                if let Some(own) = own {
                     let s = raw.listeners[i].backends[j]
                         .address
                         .as_ref()
                         .expect("validated");
+                    let how = if own.address.ip().is_unspecified() {
+                        format!(
+                            "listener {:?} on {} receives on every local address of this host, port {}",
+                            own.name,
+                            own.address,
+                            own.address.port()
+                        )
+                    } else {
+                        format!(
+                            "it is the address of listener {:?} ({})",
+                            own.name, own.address
+                        )
+                    };
                     return Err(self.invalid(
                         &format!("listener[{i}].backend[{j}].address"),
                         s,
                         format!(
-                            "{} is the address of listener {:?}: datagrams would loop through the balancer",
-                            b.address, own.name
+                            "{} would loop datagrams back into the balancer: {how} (a backend must be another server)",
+                            b.address
                         ),
                     ));
                 }
@@ -672,12 +716,17 @@ impl Ctx<'_> {
                 ))
             }
         };
-        if address.ip().is_unspecified() || address.port() == 0 || address.ip().is_multicast() {
+        let broadcast = matches!(address.ip(), IpAddr::V4(v4) if v4.is_broadcast());
+        if address.ip().is_unspecified()
+            || address.port() == 0
+            || address.ip().is_multicast()
+            || broadcast
+        {
             let s = rb.address.as_ref().expect("set");
             return Err(self.invalid(
                 &apath,
                 s,
-                format!("{address} cannot be a destination (needs a unicast, non-wildcard IP and a non-zero port)"),
+                format!("{address} cannot be a destination (needs a unicast IP: not a wildcard, multicast or broadcast address; and a non-zero port)"),
             ));
         }
         let name = match &rb.name {
