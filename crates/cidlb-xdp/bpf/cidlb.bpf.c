@@ -842,3 +842,13 @@ other:
 	count(CIDLB_STAT_PASSED_OTHER);
 	return XDP_PASS;
 }
+
+/*
+ * XDP_PASS, nothing else. XDP_TX out of a veth reaches the peer only when the peer has
+ * an XDP program too: attach this one there (XdpPass in the loader).
+ */
+SEC("xdp")
+int cidlb_pass(struct xdp_md *xdp)
+{
+	return XDP_PASS;
+}

@@ -153,6 +153,38 @@ struct Inner {
     halves: [Vec<u32>; 2],
 }
 
+/// A program that passes every frame (`XDP_PASS`), attached to an interface while this
+/// value lives. `XDP_TX` out of a veth reaches its peer only when the peer runs an XDP
+/// program too: attach this one to the peer of a veth that the listener runs on.
+pub struct XdpPass {
+    _ebpf: Ebpf,
+}
+
+impl fmt::Debug for XdpPass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("XdpPass").finish_non_exhaustive()
+    }
+}
+
+impl XdpPass {
+    /// Loads the pass program and attaches it to `interface` (detached on drop).
+    pub fn attach(interface: &str, mode: XdpMode) -> Result<XdpPass, XdpError> {
+        let mut ebpf = EbpfLoader::new()
+            .load(PROGRAM)
+            .map_err(|e| XdpError::Load(format!("loading the XDP program: {}", error_chain(&e))))?;
+        let prog: &mut Xdp = ebpf
+            .program_mut("cidlb_pass")
+            .ok_or_else(|| XdpError::Load("no program cidlb_pass in the object".into()))?
+            .try_into()
+            .map_err(|e| XdpError::Load(format!("{e}")))?;
+        prog.load().map_err(|e| XdpError::Load(verifier_error(e)))?;
+        prog.attach(interface, mode).map_err(|e| {
+            XdpError::Attach(format!("attaching to {interface}: {}", error_chain(&e)))
+        })?;
+        Ok(XdpPass { _ebpf: ebpf })
+    }
+}
+
 /// The result of one `BPF_PROG_TEST_RUN`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestRunOutput {
@@ -198,7 +230,7 @@ impl XdpListener {
             .map_max_entries("flows", config.router.max_flows as u32)
             .map_max_entries("maglev", 2 * stride)
             .load(PROGRAM)
-            .map_err(|e| XdpError::Load(format!("loading the XDP program: {e}")))?;
+            .map_err(|e| XdpError::Load(format!("loading the XDP program: {}", error_chain(&e))))?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROG_NAME)
             .ok_or_else(|| XdpError::Load("no program cidlb_xdp in the object".into()))?

@@ -1,0 +1,480 @@
+//! The program on a real interface: network namespaces that this test creates and
+//! removes, joined by a bridge, with only addresses inside them (10.77.0.0/24).
+//!
+//! ```text
+//!   client ns (10.77.0.2)      lb ns (no address; the program on veth0)
+//!        veth0                      veth0
+//!          |                          |          (XDP_PASS on sw-lb: a veth's XDP_TX
+//!        sw-c -------- br0 -------- sw-lb         reaches its peer only if the peer
+//!                     /    \                      has an XDP program)
+//!                 sw-b0    sw-b1       switch ns
+//!                   |        |
+//!                 veth0    veth0       backend ns b0 (10.77.0.10), b1 (10.77.0.11),
+//!                                      each with the VIP 10.77.0.100 on its loopback
+//! ```
+//!
+//! The client sends DTLS-shaped datagrams to the VIP (a static neighbour entry points
+//! it at the balancer's MAC, as a router would); the program rewrites the destination
+//! MAC and sends them back out; the bridge delivers them to the backend; the backend's
+//! socket sees the client's own address (direct routing preserves it) and answers the
+//! client directly, from the VIP. A CID seeded on one client port reaches the same
+//! backend from another port (a NAT rebinding).
+//!
+//! The roles run as child processes of this test binary inside the namespaces (`ip
+//! netns exec ... <this binary> netns_role --exact`), each bounded in time.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const VIP: &str = "10.77.0.100";
+const PORT: u16 = 5684;
+const LB_MAC: &str = "02:77:00:00:00:01";
+const CLIENT_MAC: &str = "02:77:00:00:00:02";
+const BACKEND_MACS: [&str; 2] = ["02:77:00:00:00:10", "02:77:00:00:00:11"];
+const BACKEND_IPS: [&str; 2] = ["10.77.0.10", "10.77.0.11"];
+const ROLE: &str = "CIDLB_NETNS_ROLE";
+
+fn mac(s: &str) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    for (i, p) in s.split(':').enumerate() {
+        m[i] = u8::from_str_radix(p, 16).unwrap();
+    }
+    m
+}
+
+/// The namespaces; removed on drop (with every interface in them).
+struct Namespaces {
+    names: Vec<String>,
+}
+
+impl Namespaces {
+    fn name(&self, role: &str) -> String {
+        format!("cidlb-{role}-{}", std::process::id())
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+fn in_ns(ns: &str, cmd: &[&str]) -> Result<(), String> {
+    let mut args = vec!["netns", "exec", ns];
+    args.extend_from_slice(cmd);
+    ip(&args)
+}
+
+fn setup() -> Result<Namespaces, String> {
+    let mut ns = Namespaces { names: Vec::new() };
+    for role in ["sw", "lb", "c", "b0", "b1"] {
+        let n = ns.name(role);
+        ip(&["netns", "add", &n])?;
+        ns.names.push(n);
+    }
+    let sw = ns.name("sw");
+    ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
+    ip(&["-n", &sw, "link", "set", "br0", "up"])?;
+    let ends = [
+        ("lb", LB_MAC),
+        ("c", CLIENT_MAC),
+        ("b0", BACKEND_MACS[0]),
+        ("b1", BACKEND_MACS[1]),
+    ];
+    for (role, m) in ends {
+        let n = ns.name(role);
+        let peer = format!("sw-{role}");
+        ip(&[
+            "link", "add", "name", "veth0", "netns", &n, "address", m, "type", "veth", "peer",
+            "name", &peer, "netns", &sw,
+        ])?;
+        ip(&["-n", &sw, "link", "set", &peer, "master", "br0", "up"])?;
+        ip(&["-n", &n, "link", "set", "lo", "up"])?;
+        ip(&["-n", &n, "link", "set", "veth0", "up"])?;
+        // Frames leave every sender with finished checksums (a veth artefact: XDP_TX
+        // forwards a frame whose checksum offload was never completed).
+        in_ns(&n, &["ethtool", "-K", "veth0", "tx", "off"])?;
+    }
+    let c = ns.name("c");
+    ip(&["-n", &c, "addr", "add", "10.77.0.2/24", "dev", "veth0"])?;
+    // The VIP is the balancer's: a router in front of it would resolve it so.
+    ip(&[
+        "-n",
+        &c,
+        "neigh",
+        "add",
+        VIP,
+        "lladdr",
+        LB_MAC,
+        "dev",
+        "veth0",
+        "nud",
+        "permanent",
+    ])?;
+    for (i, b) in ["b0", "b1"].iter().enumerate() {
+        let n = ns.name(b);
+        ip(&[
+            "-n",
+            &n,
+            "addr",
+            "add",
+            &format!("{}/24", BACKEND_IPS[i]),
+            "dev",
+            "veth0",
+        ])?;
+        ip(&["-n", &n, "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+        // Direct routing: the backend holds the VIP but never answers ARP for it.
+        in_ns(
+            &n,
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv4.conf.all.arp_ignore=1",
+                "net.ipv4.conf.all.arp_announce=2",
+            ],
+        )?;
+    }
+    Ok(ns)
+}
+
+/// A role running in a namespace; its stdout lines come through a channel.
+struct Role {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stdin: Option<ChildStdin>,
+}
+
+impl Role {
+    fn spawn(ns: &str, role: &str, env: &[(&str, String)]) -> Role {
+        let exe = std::env::current_exe().unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns])
+            .arg(exe)
+            .args(["netns_role", "--exact", "--nocapture", "--test-threads=1"])
+            .env(ROLE, role)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn a role");
+        let out = child.stdout.take().unwrap();
+        let stdin = child.stdin.take();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Role {
+            child,
+            lines: rx,
+            stdin,
+        }
+    }
+
+    /// The next line that starts with `prefix`, within `timeout`.
+    fn expect(&self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no {prefix:?} line within {timeout:?}"),
+            }
+        }
+    }
+
+    /// Every line until the role exits (bounded by `timeout`).
+    fn finish(mut self, timeout: Duration) -> Vec<String> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + timeout;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => lines.push(l),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    break;
+                }
+            }
+        }
+        let _ = self.child.wait();
+        lines
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cid12(cid: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut d = Vec::new();
+    cidlb_wire::build::cid12(1, 1, cid, payload, &mut d);
+    d
+}
+
+/// The client's datagrams: (source port, payload).
+fn script() -> Vec<(u16, Vec<u8>)> {
+    let cid = [0xc1, 0xd0, 0x0c, 0x1d];
+    vec![
+        (
+            41000,
+            cidlb_wire::build::client_hello_datagram([1; 32], &[], None),
+        ),
+        (41000, cid12(&cid, b"finished")),
+        (41000, cid12(&cid, b"ping-1")),
+        // The client's NAT rebinds: a new port, the same CID.
+        (42000, cid12(&cid, b"ping-2")),
+        (43000, cid12(&[0xde, 0xad, 0xbe, 0xef], b"unknown")),
+        (
+            43001,
+            cidlb_wire::build::client_hello_datagram([2; 32], &[], None),
+        ),
+        (
+            43002,
+            cidlb_wire::build::client_hello_datagram([3; 32], &[], None),
+        ),
+        (
+            43003,
+            cidlb_wire::build::client_hello_datagram([4; 32], &[], None),
+        ),
+    ]
+}
+
+#[test]
+fn direct_routing_through_network_namespaces() {
+    let probe = Command::new("ip").args(["netns", "list"]).output();
+    let ns = match probe.map_err(|e| e.to_string()).and_then(|_| setup()) {
+        Ok(ns) => ns,
+        Err(e) => {
+            if support::required() {
+                panic!("cannot set up network namespaces: {e}");
+            }
+            eprintln!(
+                "SKIP direct_routing_through_network_namespaces: {e}; set {}=1 to fail instead",
+                support::REQUIRE
+            );
+            return;
+        }
+    };
+    let pass = Role::spawn(&ns.name("sw"), "pass", &[]);
+    pass.expect("ready", Duration::from_secs(20));
+    let lb = Role::spawn(&ns.name("lb"), "lb", &[]);
+    lb.expect("ready", Duration::from_secs(20));
+    let backends: Vec<Role> = ["b0", "b1"]
+        .iter()
+        .map(|b| {
+            let r = Role::spawn(&ns.name(b), "backend", &[]);
+            r.expect("ready", Duration::from_secs(20));
+            r
+        })
+        .collect();
+    let client = Role::spawn(&ns.name("c"), "client", &[]);
+    let client_lines = client.finish(Duration::from_secs(30));
+    let got: Vec<Vec<String>> = backends
+        .into_iter()
+        .map(|b| b.finish(Duration::from_secs(30)))
+        .collect();
+    let lb_lines = lb.finish(Duration::from_secs(30));
+    drop(pass);
+    eprintln!("client: {client_lines:#?}\nbackends: {got:#?}\nlb: {lb_lines:#?}");
+
+    // Every datagram reached exactly one backend, with the client's own address.
+    let script = script();
+    let mut seen_at: Vec<Option<usize>> = vec![None; script.len()];
+    for (b, lines) in got.iter().enumerate() {
+        for l in lines.iter().filter(|l| l.starts_with("got ")) {
+            let mut parts = l.split(' ');
+            parts.next();
+            let from: SocketAddr = parts.next().unwrap().parse().unwrap();
+            let hex = parts.next().unwrap();
+            let i = script
+                .iter()
+                .position(|(port, p)| hex::encode(p) == hex && from.port() == *port)
+                .unwrap_or_else(|| panic!("backend {b} got an unexpected datagram: {l}"));
+            assert_eq!(
+                from.ip().to_string(),
+                "10.77.0.2",
+                "the client's address is preserved"
+            );
+            assert!(seen_at[i].is_none(), "datagram {i} delivered twice");
+            seen_at[i] = Some(b);
+        }
+    }
+    assert!(
+        seen_at.iter().all(Option::is_some),
+        "every datagram reaches a backend: {seen_at:?}"
+    );
+    // The flow, its CID, and the CID from the rebound port: one backend.
+    assert_eq!(seen_at[0], seen_at[1]);
+    assert_eq!(seen_at[1], seen_at[2]);
+    assert_eq!(
+        seen_at[2], seen_at[3],
+        "the rebound client reaches its backend"
+    );
+    // Backends answered the client directly, from the VIP.
+    let replies = client_lines
+        .iter()
+        .filter(|l| l.starts_with("reply "))
+        .count();
+    assert_eq!(replies, script.len(), "direct replies: {client_lines:?}");
+    assert!(client_lines
+        .iter()
+        .filter(|l| l.starts_with("reply "))
+        .all(|l| l.contains(&format!("{VIP}:{PORT}"))));
+    let counts = lb_lines
+        .iter()
+        .find(|l| l.starts_with("routed "))
+        .expect("the balancer's counters");
+    assert!(counts.contains("hashed=4"), "{counts}");
+    assert!(counts.contains("cid_by_flow=1"), "{counts}");
+    assert!(counts.contains("seeded=2"), "{counts}");
+    assert!(counts.contains("unknown_cid=1"), "{counts}");
+}
+
+/// The roles (does nothing unless run by the test above, with CIDLB_NETNS_ROLE set).
+#[test]
+fn netns_role() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let stdin_closed = || {
+        let (tx, rx) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            while std::io::stdin().read_line(&mut s).is_ok_and(|n| n > 0) {}
+            let _ = tx.send(());
+        });
+        rx
+    };
+    let say = |s: &str| {
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "{s}");
+        let _ = o.flush();
+    };
+    // libtest has written "test netns_role ... " without a newline: end that line.
+    say("");
+    match role.as_str() {
+        "pass" => {
+            let _p = cidlb_xdp::XdpPass::attach("sw-lb", cidlb_xdp::XdpMode::Driver)
+                .expect("the pass program on sw-lb");
+            say("ready");
+            let _ = stdin_closed().recv_timeout(Duration::from_secs(60));
+        }
+        "lb" => {
+            use cidlb_core::plane::ListenerPlane;
+            let backends: Vec<cidlb_core::Backend> = (0..2)
+                .map(|i| {
+                    cidlb_core::Backend::new(
+                        i,
+                        format!("b{i}"),
+                        format!("{}:{PORT}", BACKEND_IPS[usize::from(i)])
+                            .parse()
+                            .unwrap(),
+                    )
+                })
+                .collect();
+            let macs = (0..2)
+                .map(|i| (BACKEND_IPS[i].parse().unwrap(), mac(BACKEND_MACS[i])))
+                .collect();
+            let mut router =
+                cidlb_core::RouterConfig::new(cidlb_core::CidRouting::fixed(4), [1, 2, 3, 4]);
+            router.max_flows = 1024;
+            router.max_bindings = 1024;
+            let l = cidlb_xdp::XdpListener::new(cidlb_xdp::XdpListenerConfig {
+                name: "netns".into(),
+                addr: format!("{VIP}:{PORT}").parse().unwrap(),
+                router,
+                format: None,
+                backends,
+                backend_macs: macs,
+                src_mac: mac(LB_MAC),
+                attach: Some(cidlb_xdp::Attach {
+                    interface: "veth0".into(),
+                    mode: cidlb_xdp::XdpMode::Driver,
+                }),
+            })
+            .expect("the listener on veth0");
+            say("ready");
+            let _ = stdin_closed().recv_timeout(Duration::from_secs(60));
+            let s = l.snapshot(false);
+            let mut line = String::from("routed");
+            for o in <cidlb_core::RouteOutcome as strum::IntoEnumIterator>::iter() {
+                let name: &'static str = o.into();
+                line.push_str(&format!(" {name}={}", s.counters.routed(o)));
+            }
+            say(&line);
+            say(&format!("dropped {:?}", s.counters.dropped));
+            let stats: Vec<String> = s
+                .stats
+                .iter()
+                .map(|(i, v)| format!("{}={v}", i.name))
+                .collect();
+            say(&format!("stats {}", stats.join(" ")));
+        }
+        "backend" => {
+            let sock = UdpSocket::bind((VIP, PORT)).expect("bind the backend to the VIP");
+            sock.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            say("ready");
+            let done = stdin_closed();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut buf = [0u8; 2048];
+            while Instant::now() < deadline && done.try_recv().is_err() {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    say(&format!("got {from} {}", hex::encode(&buf[..n])));
+                    let _ = sock.send_to(&buf[..n], from);
+                }
+            }
+        }
+        "client" => {
+            for (port, payload) in script() {
+                let sock = UdpSocket::bind(("10.77.0.2", port)).expect("bind the client");
+                sock.set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                let mut buf = [0u8; 2048];
+                // Bounded retries: the first datagrams may meet a cold bridge.
+                for _ in 0..10 {
+                    sock.send_to(&payload, (VIP, PORT)).unwrap();
+                    if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                        say(&format!("reply {from} {}", hex::encode(&buf[..n])));
+                        break;
+                    }
+                }
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
