@@ -101,6 +101,15 @@ struct {
 	__uint(max_entries, 64 * 1024);
 } punts SEC(".maps");
 
+/* cid_masks[n]: 32 bytes, 0xff in the first n (the loader fills it): copies a CID of
+ * length n out of the packet in four words, without a branch per byte. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CIDLB_MAX_CID_LEN + 1);
+	__type(key, __u32);
+	__type(value, __u64[4]);
+} cid_masks SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CIDLB_COUNTERS);
@@ -125,15 +134,17 @@ static __always_inline void count(__u32 slot)
 /* ------------------------------------------------------------------ routing state */
 
 struct ctx {
-	struct cidlb_config *cfg;
+	struct cidlb_cid_key ckey __attribute__((aligned(8))); /* zero-padded */
 	struct cidlb_flow_key fkey;
-	struct cidlb_cid_key ckey; /* zero-padded */
-	__u32 now; /* seconds of CLOCK_MONOTONIC */
+	struct cidlb_config *cfg;
+	__u32 now; /* seconds of CLOCK_MONOTONIC_COARSE */
 };
 
 static __always_inline __u32 now_secs(void)
 {
-	return (__u32)(bpf_ktime_get_ns() / 1000000000ULL);
+	/* The coarse clock (CLOCK_MONOTONIC_COARSE, a tick's resolution) is enough for
+	 * idle timeouts in seconds and costs a load instead of a clock read. */
+	return (__u32)(bpf_ktime_get_coarse_ns() / 1000000000ULL);
 }
 
 static __always_inline int idle_expired(__u32 last_seen, __u32 now, __u32 idle)
@@ -222,7 +233,14 @@ static __always_inline __u32 maglev_pick(struct cidlb_config *cfg, const __u8 *i
  * flow refresh, never change a route (as in the Router). */
 static __always_inline __u32 addr_tag(struct ctx *c)
 {
-	return (__u32)xxh3_64_upto32(c->fkey.ip, sizeof(c->fkey), c->cfg->tag_key);
+	__u32 w[5];
+	__builtin_memcpy(w, &c->fkey, sizeof(w));
+	__u64 h = ((__u64)(w[0] ^ w[1]) << 32 | (w[2] ^ w[3])) ^ c->cfg->tag_key;
+	h ^= (__u64)w[4] * XXH_PRIME64_1;
+	h *= XXH_PRIME_MX2;
+	h ^= h >> 29;
+	h *= XXH_PRIME64_2;
+	return (__u32)(h >> 32);
 }
 
 /* ------------------------------------------------------------------ decoding */
@@ -358,7 +376,7 @@ static __always_inline int route_by_address(struct xdp_md *xdp, struct ctx *c, _
 		if (serves(fb))
 			return forward(xdp, c, fb, CIDLB_ROUTED_FLOW, bytes);
 	}
-	__u32 h = maglev_pick(c->cfg, c->fkey.ip, sizeof(c->fkey));
+	__u32 h = maglev_pick(c->cfg, c->fkey.ip, 18);
 	if (f)
 		count(CIDLB_EVENT_FLOW_RESCHEDULED);
 	if (h == CIDLB_NO_BACKEND)
@@ -491,15 +509,45 @@ known:
 
 /* ------------------------------------------------------------------ the record walk */
 
-/* Reads the CID at datagram offset `at` into a zero-padded buffer. */
-static __always_inline int load_cid(struct xdp_md *xdp, __u32 dg_off, __u32 at, __u32 n,
-				    __u8 *out)
+struct cid_words {
+	__u64 w[4];
+};
+
+/*
+ * Reads the n-byte CID at frame offset `off` into a zero-padded buffer: directly (four
+ * words and a mask) when 32 bytes follow it in the frame, else through the helper. A
+ * global function: the verifier checks it once, not once per path of the record walk.
+ */
+__attribute__((noinline)) int cidlb_load_cid(struct xdp_md *xdp, __u32 off, __u32 n,
+					     struct cid_words *out)
 {
+	if (!xdp || !out)
+		return -1;
+	out->w[0] = 0;
+	out->w[1] = 0;
+	out->w[2] = 0;
+	out->w[3] = 0;
 	if (n == 0)
 		return 0;
 	if (n > CIDLB_MAX_CID_LEN)
 		return -1;
-	return bpf_xdp_load_bytes(xdp, (dg_off + at) & 0xffff, out, n);
+	off &= CIDLB_OFF_MASK;
+	const __u8 *p = (void *)(long)xdp->data + off;
+	__u32 idx = n;
+	__u64 *m = bpf_map_lookup_elem(&cid_masks, &idx);
+	if (m && (const void *)(p + CIDLB_MAX_CID_LEN) <= (void *)(long)xdp->data_end) {
+		__builtin_memcpy(out, p, sizeof(*out));
+		out->w[0] &= m[0];
+		out->w[1] &= m[1];
+		out->w[2] &= m[2];
+		out->w[3] &= m[3];
+		return 0;
+	}
+	__u64 len = n & 0x3f;
+	asm volatile("" : "+r"(len));
+	if (len == 0 || len > CIDLB_MAX_CID_LEN)
+		return -1;
+	return bpf_xdp_load_bytes(xdp, off, out, len) < 0 ? -1 : 0;
 }
 
 struct walk {
@@ -679,23 +727,19 @@ static long walk_record(__u64 index, void *arg)
 			w->has_cid = 1;
 			w->cid_len = n;
 			c->ckey.len = n;
-			if (load_cid(xdp, w->dg_off, cid_at, n, c->ckey.cid) < 0)
+			if (cidlb_load_cid(xdp, w->dg_off + cid_at, n,
+					   (struct cid_words *)c->ckey.cid) < 0)
 				goto truncated;
 		} else if (!w->mixed) {
 			if (n != w->cid_len) {
 				w->mixed = 1;
 			} else {
-				__u64 other[4] = {};
-				if (load_cid(xdp, w->dg_off, cid_at, n, (__u8 *)other) < 0)
+				struct cid_words other;
+				if (cidlb_load_cid(xdp, w->dg_off + cid_at, n, &other) < 0)
 					goto truncated;
-				/* ckey.cid is not 8-byte aligned: copy it out in words. */
-				__u64 a0, a1, a2, a3;
-				__builtin_memcpy(&a0, c->ckey.cid, 8);
-				__builtin_memcpy(&a1, c->ckey.cid + 8, 8);
-				__builtin_memcpy(&a2, c->ckey.cid + 16, 8);
-				__builtin_memcpy(&a3, c->ckey.cid + 24, 8);
-				if (a0 != other[0] || a1 != other[1] || a2 != other[2] ||
-				    a3 != other[3])
+				__u64 *a = (__u64 *)c->ckey.cid;
+				if (a[0] != other.w[0] || a[1] != other.w[1] || a[2] != other.w[2] ||
+				    a[3] != other.w[3])
 					w->mixed = 1;
 			}
 		}

@@ -100,16 +100,18 @@ struct cidlb_backend {
 	__u8 pad;
 };
 
+/* Keys are multiples of 4 bytes: the kernel's hash tables hash those by words. */
 struct cidlb_cid_key {
+	__u8 cid[CIDLB_MAX_CID_LEN]; /* first: 8-byte aligned words */
 	__u8 len;
-	__u8 cid[CIDLB_MAX_CID_LEN];
+	__u8 pad[3];
 };
 
 struct cidlb_binding {
 	__u16 backend;
 	__u8 source;
 	__u8 pad;
-	__u32 last_seen; /* seconds of CLOCK_MONOTONIC */
+	__u32 last_seen; /* seconds of CLOCK_MONOTONIC_COARSE */
 	__u32 addr_tag;
 };
 
@@ -117,13 +119,14 @@ struct cidlb_binding {
 struct cidlb_flow_key {
 	__u8 ip[16];
 	__u8 port[2];
+	__u8 pad[2];
 };
 
 struct cidlb_flow {
 	__u16 backend;
 	__u8 seeds;
 	__u8 pad;
-	__u32 last_seen;
+	__u32 last_seen; /* seconds of CLOCK_MONOTONIC_COARSE */
 };
 
 struct cidlb_sid_key {
@@ -152,17 +155,16 @@ struct cidlb_traffic {
 };
 
 struct cidlb_punt {
-	__u8 len;
-	__u8 cid[CIDLB_MAX_CID_LEN];
-	__u8 pad[7];
+	struct cidlb_cid_key cid;
+	__u8 pad[4];
 };
 
 _Static_assert(sizeof(struct cidlb_rotation) == 4, "abi.rs");
 _Static_assert(sizeof(struct cidlb_config) == 360, "abi.rs");
 _Static_assert(sizeof(struct cidlb_backend) == 8, "abi.rs");
-_Static_assert(sizeof(struct cidlb_cid_key) == 33, "abi.rs");
+_Static_assert(sizeof(struct cidlb_cid_key) == 36, "abi.rs");
 _Static_assert(sizeof(struct cidlb_binding) == 12, "abi.rs");
-_Static_assert(sizeof(struct cidlb_flow_key) == 18, "abi.rs");
+_Static_assert(sizeof(struct cidlb_flow_key) == 20, "abi.rs");
 _Static_assert(sizeof(struct cidlb_flow) == 8, "abi.rs");
 _Static_assert(sizeof(struct cidlb_sid_key) == 18, "abi.rs");
 _Static_assert(sizeof(struct cidlb_sid_val) == 20, "abi.rs");

@@ -173,10 +173,12 @@ pub struct Backend {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CidKey {
+    /// Octets, zero after `len` (first: the program copies them in aligned words).
+    pub cid: [u8; MAX_CID_LEN],
     /// Length.
     pub len: u8,
-    /// Octets, zero after `len`.
-    pub cid: [u8; MAX_CID_LEN],
+    /// Padding (keys of 4-byte multiples hash by words).
+    pub pad: [u8; 3],
 }
 
 impl CidKey {
@@ -188,6 +190,7 @@ impl CidKey {
         let mut k = CidKey {
             len: cid.len() as u8,
             cid: [0; MAX_CID_LEN],
+            pad: [0; 3],
         };
         k.cid[..cid.len()].copy_from_slice(cid);
         Some(k)
@@ -209,13 +212,13 @@ pub struct Binding {
     pub source: u8,
     /// Padding.
     pub pad: u8,
-    /// Last used, seconds of `CLOCK_MONOTONIC`.
+    /// Last used, seconds of `CLOCK_MONOTONIC_COARSE`.
     pub last_seen: u32,
     /// Tag of the client address that last used it.
     pub addr_tag: u32,
 }
 
-/// A client address (`flows` key): byte for byte `FlowKey::hash_input()`.
+/// A client address (`flows` key): its first 18 bytes are `FlowKey::hash_input()`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
@@ -223,6 +226,8 @@ pub struct FlowKey {
     pub ip: [u8; 16],
     /// The port, big-endian.
     pub port: [u8; 2],
+    /// Padding.
+    pub pad: [u8; 2],
 }
 
 impl From<std::net::SocketAddr> for FlowKey {
@@ -234,6 +239,7 @@ impl From<std::net::SocketAddr> for FlowKey {
         FlowKey {
             ip,
             port: a.port().to_be_bytes(),
+            pad: [0; 2],
         }
     }
 }
@@ -258,7 +264,7 @@ pub struct Flow {
     pub seeds: u8,
     /// Padding.
     pub pad: u8,
-    /// Last used, seconds of `CLOCK_MONOTONIC`.
+    /// Last used, seconds of `CLOCK_MONOTONIC_COARSE`.
     pub last_seen: u32,
 }
 
@@ -332,7 +338,7 @@ pub struct Punt {
     /// The CID, as the program read it.
     pub cid: CidKey,
     /// Padding.
-    pub pad: [u8; 7],
+    pub pad: [u8; 4],
 }
 
 const _: () = {
@@ -340,9 +346,9 @@ const _: () = {
     assert!(size_of::<Rotation>() == 4);
     assert!(size_of::<Config>() == 360);
     assert!(size_of::<Backend>() == 8);
-    assert!(size_of::<CidKey>() == 33);
+    assert!(size_of::<CidKey>() == 36);
     assert!(size_of::<Binding>() == 12);
-    assert!(size_of::<FlowKey>() == 18);
+    assert!(size_of::<FlowKey>() == 20);
     assert!(size_of::<Flow>() == 8);
     assert!(size_of::<SidKey>() == 18);
     assert!(size_of::<SidVal>() == 20);

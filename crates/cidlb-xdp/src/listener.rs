@@ -263,6 +263,7 @@ impl XdpListener {
             halves: [Vec::new(), Vec::new()],
         };
         inner.check_backends(&inner.backends)?;
+        inner.install_masks()?;
         inner.install_all()?;
         if let Some(a) = &config.attach {
             let prog: &mut Xdp = inner
@@ -350,9 +351,8 @@ impl XdpListener {
             let mut rb = self.punts.lock().unwrap_or_else(|p| p.into_inner());
             while let Some(item) = rb.next() {
                 if item.len() >= size_of::<CidKey>() {
-                    let len = item[0];
-                    let n = usize::from(len).min(abi::MAX_CID_LEN);
-                    if let Some(k) = CidKey::new(&item[1..1 + n]) {
+                    let n = usize::from(item[abi::MAX_CID_LEN]).min(abi::MAX_CID_LEN);
+                    if let Some(k) = CidKey::new(&item[..n]) {
                         cids.push(k);
                     }
                 }
@@ -582,6 +582,22 @@ impl Inner {
                 b.id.0,
                 abi::MAX_BACKENDS
             )));
+        }
+        Ok(())
+    }
+
+    fn install_masks(&mut self) -> Result<(), XdpError> {
+        let mut arr: Array<_, [u64; 4]> =
+            Array::try_from(self.ebpf.map_mut("cid_masks").expect("cid_masks map"))
+                .map_err(map_err("cid_masks"))?;
+        for n in 0..=abi::MAX_CID_LEN {
+            let mut bytes = [0u8; 32];
+            bytes[..n].fill(0xff);
+            let mut m = [0u64; 4];
+            for (j, w) in m.iter_mut().enumerate() {
+                *w = u64::from_ne_bytes(bytes[8 * j..8 * j + 8].try_into().expect("8 bytes"));
+            }
+            arr.set(n as u32, m, 0).map_err(map_err("cid_masks"))?;
         }
         Ok(())
     }

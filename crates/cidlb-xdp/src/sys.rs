@@ -29,18 +29,19 @@ unsafe impl aya::Pod for abi::Decoded {}
 // SAFETY: see above.
 unsafe impl aya::Pod for abi::Traffic {}
 
-/// Whole seconds of `CLOCK_MONOTONIC`: the clock of the program's `bpf_ktime_get_ns()`,
-/// in the unit its tables' `last_seen` fields use.
+/// Whole seconds of `CLOCK_MONOTONIC_COARSE`: the clock of the program's
+/// `bpf_ktime_get_coarse_ns()`, in the unit its tables' `last_seen` fields use.
 pub fn monotonic_secs() -> u32 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `clock_gettime` writes one `timespec` through the pointer, which points to
-    // a live, writable, properly aligned local; CLOCK_MONOTONIC always exists on Linux,
-    // so the call cannot fail (and on failure `ts` stays zero, still a valid value).
+    // a live, writable, properly aligned local; CLOCK_MONOTONIC_COARSE exists on Linux
+    // since 2.6.32, so the call cannot fail (and on failure `ts` stays zero, still a
+    // valid value).
     unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+        libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts);
     }
     ts.tv_sec as u32
 }
