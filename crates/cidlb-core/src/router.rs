@@ -1064,6 +1064,59 @@ impl Router {
         }
     }
 
+    /// A page of the live flows that match `f` (see [`crate::plane::ListenerPlane::flows`]).
+    pub fn flows_page(
+        &self,
+        now: Instant,
+        f: &crate::plane::FlowFilter,
+        cursor: u64,
+        limit: usize,
+    ) -> crate::plane::Page<crate::plane::FlowEntry> {
+        let t = self.tick(now);
+        let idle = self.flows.idle_timeout();
+        let want_ip = f.ip.map(crate::own::canonical_ip);
+        page(self.flows.iter(), cursor, limit, |e| {
+            if !now_alive(e.last_seen, t, idle) || f.backend.is_some_and(|b| b != e.value.backend) {
+                return None;
+            }
+            let client = e.key.addr();
+            if want_ip.is_some_and(|ip| ip != crate::own::canonical_ip(client.ip()))
+                || f.port.is_some_and(|p| p != client.port())
+            {
+                return None;
+            }
+            Some(crate::plane::FlowEntry {
+                client,
+                backend: e.value.backend,
+                idle_secs: t.saturating_sub(e.last_seen),
+            })
+        })
+    }
+
+    /// A page of the live CID bindings that match `f`.
+    pub fn bindings_page(
+        &self,
+        now: Instant,
+        f: &crate::plane::BindingFilter,
+        cursor: u64,
+        limit: usize,
+    ) -> crate::plane::Page<crate::plane::BindingEntry> {
+        let t = self.tick(now);
+        let idle = self.bindings.idle_timeout();
+        page(self.bindings.iter(), cursor, limit, |e| {
+            let ok = now_alive(e.last_seen, t, idle)
+                && f.backend.is_none_or(|b| b == e.value.backend)
+                && f.source.is_none_or(|s| s == e.value.source)
+                && e.key.as_bytes().starts_with(&f.cid_prefix);
+            ok.then_some(crate::plane::BindingEntry {
+                cid: e.key,
+                backend: e.value.backend,
+                source: e.value.source,
+                idle_secs: t.saturating_sub(e.last_seen),
+            })
+        })
+    }
+
     /// Counts per backend: (flows, bindings). Walks both tables: for admin use only.
     pub fn per_backend_counts(&self, now: Instant) -> Vec<(BackendId, usize, usize)> {
         let t = self.tick(now);
@@ -1102,6 +1155,35 @@ fn index_in(slot: &[Option<u16>], id: BackendId) -> Option<usize> {
         .copied()
         .flatten()
         .map(usize::from)
+}
+
+/// One page of a table walk: from position `cursor`, at most `limit` (capped at
+/// [`crate::plane::MAX_PAGE`]) items that `pick` keeps, looking at most
+/// [`crate::plane::MAX_SCAN`] entries.
+fn page<'a, E: 'a, T>(
+    entries: impl Iterator<Item = &'a E>,
+    cursor: u64,
+    limit: usize,
+    mut pick: impl FnMut(&E) -> Option<T>,
+) -> crate::plane::Page<T> {
+    let limit = limit.min(crate::plane::MAX_PAGE);
+    let start = usize::try_from(cursor).unwrap_or(usize::MAX);
+    let mut items = Vec::new();
+    let mut it = entries.skip(start).peekable();
+    let mut scanned = 0;
+    while items.len() < limit && scanned < crate::plane::MAX_SCAN {
+        let Some(e) = it.next() else { break };
+        scanned += 1;
+        if let Some(x) = pick(e) {
+            items.push(x);
+        }
+    }
+    let next = it.peek().is_some().then(|| (start + scanned) as u64);
+    crate::plane::Page {
+        items,
+        next,
+        scanned,
+    }
 }
 
 fn now_alive(last_seen: Tick, now: Tick, idle: Tick) -> bool {

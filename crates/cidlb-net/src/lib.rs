@@ -45,7 +45,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cidlb_core::plane::{BackendCounts, ListenerPlane, PlaneSnapshot, TableSizes, Traffic};
+use cidlb_core::plane::{
+    BackendCounts, BindingEntry, BindingFilter, FlowEntry, FlowFilter, ListenerPlane, Page,
+    PlaneSnapshot, TableSizes, Traffic,
+};
 use cidlb_core::{
     Backend, BackendId, BackendState, CidExplanation, ClientExplanation, PreparedBackends, Router,
     RouterConfig,
@@ -200,6 +203,16 @@ impl ListenerPlane for NatListener {
 
     fn router_config(&self) -> RouterConfig {
         self.router().config().clone()
+    }
+
+    fn flows(&self, filter: &FlowFilter, cursor: u64, limit: usize) -> Page<FlowEntry> {
+        self.router()
+            .flows_page(Instant::now(), filter, cursor, limit)
+    }
+
+    fn bindings(&self, filter: &BindingFilter, cursor: u64, limit: usize) -> Page<BindingEntry> {
+        self.router()
+            .bindings_page(Instant::now(), filter, cursor, limit)
     }
 }
 
