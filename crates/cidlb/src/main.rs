@@ -248,6 +248,13 @@ fn admin_command(c: Command) -> Result<String, String> {
 
 #[derive(Subcommand, Debug)]
 enum CidCommand {
+    /// Make a random AES-128 key for a QUIC-LB configuration (32 hex digits): printed,
+    /// or written to a new file readable by its owner only (for `key_file`).
+    Keygen {
+        /// Write the key to this new file (mode 0600; an existing file is not touched).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Print CIDs that a backend with this server ID issues (one per line, hex).
     Encode {
         /// The TOML configuration file with the listener's [listener.cid_format].
@@ -283,6 +290,21 @@ enum CidCommand {
 
 fn cid_command(c: CidCommand) -> Result<(), String> {
     match c {
+        CidCommand::Keygen { out } => {
+            let key = cidlb::cid::keygen()?;
+            match out {
+                None => println!("{key}"),
+                Some(path) => {
+                    cidlb::cid::write_key_file(&path, &key)?;
+                    eprintln!(
+                        "cidlb: wrote a new key to {} (mode 0600); set key_file = \"{}\"",
+                        path.display(),
+                        path.display()
+                    );
+                }
+            }
+            Ok(())
+        }
         CidCommand::Encode {
             config,
             listener,

@@ -135,6 +135,7 @@ pub(super) struct RawQuicLbConfig {
     pub(super) server_id_length: Sp<i64>,
     pub(super) nonce_length: Sp<i64>,
     pub(super) key: Sp<String>,
+    pub(super) key_file: Sp<String>,
     pub(super) self_describing_length: Sp<bool>,
 }
 
