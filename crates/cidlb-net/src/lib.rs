@@ -283,7 +283,8 @@ impl NatPlane {
         let mut threads = Vec::new();
         for (i, socks) in sockets.into_iter().enumerate() {
             let egress = nat::NatEgress::new(i, &listeners, limits.clone());
-            let w = worker::Worker::new(i, listeners.clone(), socks, stop.clone(), egress)?;
+            let w =
+                worker::Worker::new(i, workers, listeners.clone(), socks, stop.clone(), egress)?;
             wakers.push(w.waker());
             threads.push(
                 std::thread::Builder::new()

@@ -26,6 +26,16 @@ struct Cli {
     /// RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
+    /// Log lines as plain text or JSON objects (default: the config's `log.format`,
+    /// else plain).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogFormatArg {
+    Plain,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -428,14 +438,30 @@ fn quick_config(a: &RunArgs) -> Result<Config, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The file's log format applies from the first line: read it first (its errors
+    // are reported again, with the rest, when it is loaded for running).
+    let file_format = match &cli.command {
+        Command::Run(RunArgs {
+            config: Some(path), ..
+        }) => Config::load(path).ok().map(|c| c.log.format),
+        _ => None,
+    };
+    let json = match cli.log_format {
+        Some(LogFormatArg::Json) => true,
+        Some(LogFormatArg::Plain) => false,
+        None => file_format == Some(cidlb::config::LogFormat::Json),
+    };
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cli.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        fmt.json().init();
+    } else {
+        fmt.with_ansi(std::io::stderr().is_terminal()).init();
+    }
     let result = match cli.command {
         Command::Cid(c) => cid_command(c),
         Command::CheckConfig { file } => Config::load(&file)

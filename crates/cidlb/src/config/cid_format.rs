@@ -500,7 +500,7 @@ mod tests {
             (
                 with_format("", &QLB.replace("rotation = 1", "rotaton = 1"), "", ""),
                 "listener[0].cid_format.config[1].rotaton",
-                &["unknown key", "allowed here: rotation, server_id_length, nonce_length, key, self_describing_length"],
+                &["unknown key", "allowed here: rotation, server_id_length, nonce_length, key, key_file, self_describing_length"],
             ),
             (
                 with_format("", &QLB.replace("format = \"quic-lb\"\n", "format = \"quic-lb\"\nprefix_length = 2\n"), "", ""),
