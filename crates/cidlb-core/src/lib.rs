@@ -44,6 +44,7 @@ mod index;
 pub mod invariants;
 mod keys;
 pub mod maglev;
+pub mod notice;
 mod outcome;
 pub mod own;
 pub mod plane;
@@ -57,6 +58,7 @@ pub use backend::{Backend, BackendId, BackendState, ServerId};
 pub use decision::{AddressDecision, CidDecision, Decoded};
 pub use health::{effective_state, HealthThresholds, HealthTracker};
 pub use keys::{Binding, BindingSource, CidKey, Flow, FlowKey};
+pub use notice::Notice;
 pub use outcome::{Counters, DropReason, Event, RouteOutcome};
 pub use own::OwnAddresses;
 pub use router::{

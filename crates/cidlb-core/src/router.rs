@@ -123,6 +123,10 @@ pub struct RouterConfig {
     /// The balancer's own listener addresses: datagrams from them are dropped
     /// ([`DropReason::FromOwnAddress`]). Default: none.
     pub own_addresses: crate::own::OwnAddresses,
+    /// Queue a [`Notice`](crate::Notice) for each notable event, for the data plane to
+    /// log at most this many per second per listener ([`Router::take_notices`]); 0
+    /// (default): off.
+    pub notices: u32,
 }
 
 impl RouterConfig {
@@ -141,6 +145,7 @@ impl RouterConfig {
             secret,
             new_flows_per_source: None,
             own_addresses: crate::own::OwnAddresses::default(),
+            notices: 0,
         }
     }
 }
@@ -307,6 +312,9 @@ pub struct Router {
     sources: BoundedTable<SourceKey, TokenBucket>,
     counters: Counters,
     split: Vec<SplitPart>,
+    /// Notices not yet taken, and how many did not fit.
+    notices: Vec<crate::Notice>,
+    notices_dropped: u64,
 }
 
 /// How many datagrams [`Router::warm`] prepares at once (the data plane's receive batch).
@@ -362,7 +370,28 @@ impl Router {
             sources,
             counters: Counters::default(),
             split: Vec::with_capacity(MAX_SPLIT_RECORDS),
+            notices: Vec::new(),
+            notices_dropped: 0,
         }
+    }
+
+    /// Queues a notice when they are on (bounded: see [`crate::notice::MAX_NOTICES`]).
+    #[inline]
+    fn note(&mut self, n: impl FnOnce() -> crate::Notice) {
+        if self.cfg.notices > 0 {
+            if self.notices.len() < crate::notice::MAX_NOTICES {
+                self.notices.push(n());
+            } else {
+                self.notices_dropped += 1;
+            }
+        }
+    }
+
+    /// Moves the queued notices to `out` (appended) and returns how many did not fit in
+    /// the queue since the last take.
+    pub fn take_notices(&mut self, out: &mut Vec<crate::Notice>) -> u64 {
+        out.append(&mut self.notices);
+        std::mem::take(&mut self.notices_dropped)
     }
 
     fn tick(&self, now: Instant) -> Tick {
@@ -684,13 +713,19 @@ impl Router {
             .insert(fkey, Flow { backend, seeds: 0 }, t, |_| true);
         match r {
             Inserted::New => self.counters.add_event(Event::FlowCreated),
-            Inserted::Evicted { live, .. } => {
+            Inserted::Evicted { key, value, live } => {
                 self.counters.add_event(Event::FlowCreated);
                 self.counters.add_event(if live {
                     Event::FlowEvicted
                 } else {
                     Event::FlowExpired
                 });
+                if live {
+                    self.note(|| crate::Notice::FlowEvicted {
+                        client: key.addr(),
+                        backend: value.backend,
+                    });
+                }
             }
             Inserted::Replaced | Inserted::Refused => {}
         }
@@ -714,6 +749,11 @@ impl Router {
                     self.counters.add_event(Event::FlowRescheduled);
                 } else if !self.take_new_flow_token(t, &fkey) {
                     return self.drop(DropReason::SourceRateLimited);
+                } else {
+                    self.note(|| crate::Notice::NewSession {
+                        client: fkey.addr(),
+                        backend: b,
+                    });
                 }
                 self.insert_flow(t, fkey, b);
                 self.forward(b, RouteOutcome::Hashed)
@@ -792,6 +832,13 @@ impl Router {
         match flow {
             None => {
                 self.counters.add_event(Event::CidNewAddress);
+                if let Some(key) = CidKey::new(cid) {
+                    self.note(|| crate::Notice::CidNewAddress {
+                        cid: key,
+                        backend: b,
+                        client: fkey.addr(),
+                    });
+                }
                 self.insert_flow(t, fkey, b);
             }
             Some(f) if f.backend != b => {
@@ -831,15 +878,37 @@ impl Router {
             .insert(key, binding, t, |v| v.source == BindingSource::Seeded)
         {
             Inserted::Refused => self.counters.add_event(Event::BindingSeedRefused),
-            Inserted::Evicted { live, .. } => {
+            Inserted::Evicted {
+                key: gone,
+                value,
+                live,
+            } => {
                 self.counters.add_event(if live {
                     Event::BindingEvicted
                 } else {
                     Event::BindingExpired
                 });
+                if live {
+                    self.note(|| crate::Notice::BindingEvicted {
+                        cid: gone,
+                        backend: value.backend,
+                    });
+                }
                 self.counters.add_event(Event::BindingSeeded);
+                self.note(|| crate::Notice::CidSeeded {
+                    cid: key,
+                    backend: b,
+                    client: fkey.addr(),
+                });
             }
-            _ => self.counters.add_event(Event::BindingSeeded),
+            _ => {
+                self.counters.add_event(Event::BindingSeeded);
+                self.note(|| crate::Notice::CidSeeded {
+                    cid: key,
+                    backend: b,
+                    client: fkey.addr(),
+                });
+            }
         }
         if let (Some(e), _) = self.flows.touch(&fkey, t) {
             e.value.seeds = e.value.seeds.saturating_add(1);
@@ -960,14 +1029,14 @@ impl Router {
                 return ReturnOutcome::Forward;
             }
         };
-        if self.learn(t, cid, backend) {
+        if self.learn(t, cid, backend, client) {
             ReturnOutcome::Learned
         } else {
             ReturnOutcome::Forward
         }
     }
 
-    fn learn(&mut self, t: Tick, cid: &[u8], backend: BackendId) -> bool {
+    fn learn(&mut self, t: Tick, cid: &[u8], backend: BackendId, client: SocketAddr) -> bool {
         let Some(key) = CidKey::new(cid) else {
             self.counters.add_event(Event::BindingLearnRefused);
             return false;
@@ -988,14 +1057,31 @@ impl Router {
                 self.counters.add_event(Event::BindingLearnRefused);
                 return false;
             }
-            Inserted::Evicted { live, .. } => self.counters.add_event(if live {
-                Event::BindingEvicted
-            } else {
-                Event::BindingExpired
-            }),
+            Inserted::Evicted {
+                key: gone,
+                value,
+                live,
+            } => {
+                self.counters.add_event(if live {
+                    Event::BindingEvicted
+                } else {
+                    Event::BindingExpired
+                });
+                if live {
+                    self.note(|| crate::Notice::BindingEvicted {
+                        cid: gone,
+                        backend: value.backend,
+                    });
+                }
+            }
             Inserted::New | Inserted::Replaced => {}
         }
         self.counters.add_event(Event::BindingLearned);
+        self.note(|| crate::Notice::CidLearned {
+            cid: key,
+            backend,
+            client,
+        });
         true
     }
 
@@ -1064,6 +1150,59 @@ impl Router {
         }
     }
 
+    /// A page of the live flows that match `f` (see [`crate::plane::ListenerPlane::flows`]).
+    pub fn flows_page(
+        &self,
+        now: Instant,
+        f: &crate::plane::FlowFilter,
+        cursor: u64,
+        limit: usize,
+    ) -> crate::plane::Page<crate::plane::FlowEntry> {
+        let t = self.tick(now);
+        let idle = self.flows.idle_timeout();
+        let want_ip = f.ip.map(crate::own::canonical_ip);
+        page(self.flows.iter(), cursor, limit, |e| {
+            if !now_alive(e.last_seen, t, idle) || f.backend.is_some_and(|b| b != e.value.backend) {
+                return None;
+            }
+            let client = e.key.addr();
+            if want_ip.is_some_and(|ip| ip != crate::own::canonical_ip(client.ip()))
+                || f.port.is_some_and(|p| p != client.port())
+            {
+                return None;
+            }
+            Some(crate::plane::FlowEntry {
+                client,
+                backend: e.value.backend,
+                idle_secs: t.saturating_sub(e.last_seen),
+            })
+        })
+    }
+
+    /// A page of the live CID bindings that match `f`.
+    pub fn bindings_page(
+        &self,
+        now: Instant,
+        f: &crate::plane::BindingFilter,
+        cursor: u64,
+        limit: usize,
+    ) -> crate::plane::Page<crate::plane::BindingEntry> {
+        let t = self.tick(now);
+        let idle = self.bindings.idle_timeout();
+        page(self.bindings.iter(), cursor, limit, |e| {
+            let ok = now_alive(e.last_seen, t, idle)
+                && f.backend.is_none_or(|b| b == e.value.backend)
+                && f.source.is_none_or(|s| s == e.value.source)
+                && e.key.as_bytes().starts_with(&f.cid_prefix);
+            ok.then_some(crate::plane::BindingEntry {
+                cid: e.key,
+                backend: e.value.backend,
+                source: e.value.source,
+                idle_secs: t.saturating_sub(e.last_seen),
+            })
+        })
+    }
+
     /// Counts per backend: (flows, bindings). Walks both tables: for admin use only.
     pub fn per_backend_counts(&self, now: Instant) -> Vec<(BackendId, usize, usize)> {
         let t = self.tick(now);
@@ -1102,6 +1241,35 @@ fn index_in(slot: &[Option<u16>], id: BackendId) -> Option<usize> {
         .copied()
         .flatten()
         .map(usize::from)
+}
+
+/// One page of a table walk: from position `cursor`, at most `limit` (capped at
+/// [`crate::plane::MAX_PAGE`]) items that `pick` keeps, looking at most
+/// [`crate::plane::MAX_SCAN`] entries.
+fn page<'a, E: 'a, T>(
+    entries: impl Iterator<Item = &'a E>,
+    cursor: u64,
+    limit: usize,
+    mut pick: impl FnMut(&E) -> Option<T>,
+) -> crate::plane::Page<T> {
+    let limit = limit.min(crate::plane::MAX_PAGE);
+    let start = usize::try_from(cursor).unwrap_or(usize::MAX);
+    let mut items = Vec::new();
+    let mut it = entries.skip(start).peekable();
+    let mut scanned = 0;
+    while items.len() < limit && scanned < crate::plane::MAX_SCAN {
+        let Some(e) = it.next() else { break };
+        scanned += 1;
+        if let Some(x) = pick(e) {
+            items.push(x);
+        }
+    }
+    let next = it.peek().is_some().then(|| (start + scanned) as u64);
+    crate::plane::Page {
+        items,
+        next,
+        scanned,
+    }
 }
 
 fn now_alive(last_seen: Tick, now: Tick, idle: Tick) -> bool {

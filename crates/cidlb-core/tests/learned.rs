@@ -133,3 +133,59 @@ fn a_stalled_backend_gets_its_sessions_back() {
         assert_eq!((b.backend, b.source), (C, BindingSource::Learned));
     }
 }
+
+#[test]
+fn notices_tell_each_notable_event_with_its_details() {
+    use cidlb_core::Notice;
+    let t0 = Instant::now();
+    let mut r = router(t0);
+    let hello = build::client_hello_datagram([1; 32], &[], None);
+    // Off by default: nothing queued.
+    r.route(t0, client(1), &hello);
+    let mut out = Vec::new();
+    assert_eq!(r.take_notices(&mut out), 0);
+    assert!(out.is_empty());
+
+    let mut cfg = r.config().clone();
+    cfg.notices = 10;
+    let backends = Router::prepare_backends(&cfg, r.backends().to_vec()).unwrap();
+    r.reconfigure(cfg, backends);
+    let Verdict::Forward { backend, .. } = r.route(t0, client(2), &hello) else {
+        panic!("not forwarded")
+    };
+    let cid = [0, 0xaa, 0xbb, 0xcc];
+    r.handle_backend_datagram(
+        t0,
+        backend,
+        client(2),
+        &build::server_hello_datagram([0; 32], Some(&cid)),
+    );
+    r.route(t0, client(3), &record(&cid));
+    // A CID nobody knows, from an address with a flow: seeded.
+    r.route(t0, client(2), &record(&[0, 9, 9, 9]));
+    assert_eq!(r.take_notices(&mut out), 0);
+    let names: Vec<&str> = out.iter().map(Notice::name).collect();
+    assert_eq!(
+        names,
+        [
+            "new_session",
+            "binding_learned",
+            "cid_new_address",
+            "binding_seeded"
+        ]
+    );
+    assert_eq!(out[2].client(), Some(client(3)));
+    assert_eq!(out[2].cid(), Some(&cid[..]));
+    assert!(out.iter().all(|n| n.backend() == backend));
+    // Taken: the queue is empty again.
+    let mut again = Vec::new();
+    r.take_notices(&mut again);
+    assert!(again.is_empty());
+    // Bounded: what does not fit is counted.
+    for i in 0..(cidlb_core::notice::MAX_NOTICES as u16 + 10) {
+        r.route(t0, SocketAddr::from(([198, 51, 100, 9], i)), &hello);
+    }
+    let mut many = Vec::new();
+    assert_eq!(r.take_notices(&mut many), 10);
+    assert_eq!(many.len(), cidlb_core::notice::MAX_NOTICES);
+}

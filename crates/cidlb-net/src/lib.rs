@@ -45,7 +45,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cidlb_core::plane::{BackendCounts, ListenerPlane, PlaneSnapshot, TableSizes, Traffic};
+use cidlb_core::plane::{
+    BackendCounts, BindingEntry, BindingFilter, FlowEntry, FlowFilter, ListenerPlane, Page,
+    PlaneSnapshot, TableSizes, Traffic,
+};
 use cidlb_core::{
     Backend, BackendId, BackendState, CidExplanation, ClientExplanation, PreparedBackends, Router,
     RouterConfig,
@@ -201,6 +204,16 @@ impl ListenerPlane for NatListener {
     fn router_config(&self) -> RouterConfig {
         self.router().config().clone()
     }
+
+    fn flows(&self, filter: &FlowFilter, cursor: u64, limit: usize) -> Page<FlowEntry> {
+        self.router()
+            .flows_page(Instant::now(), filter, cursor, limit)
+    }
+
+    fn bindings(&self, filter: &BindingFilter, cursor: u64, limit: usize) -> Page<BindingEntry> {
+        self.router()
+            .bindings_page(Instant::now(), filter, cursor, limit)
+    }
 }
 
 /// Bounds of the workers' upstream-flow tables, changeable at run time (a reload);
@@ -270,7 +283,8 @@ impl NatPlane {
         let mut threads = Vec::new();
         for (i, socks) in sockets.into_iter().enumerate() {
             let egress = nat::NatEgress::new(i, &listeners, limits.clone());
-            let w = worker::Worker::new(i, listeners.clone(), socks, stop.clone(), egress)?;
+            let w =
+                worker::Worker::new(i, workers, listeners.clone(), socks, stop.clone(), egress)?;
             wakers.push(w.waker());
             threads.push(
                 std::thread::Builder::new()

@@ -197,7 +197,9 @@ impl Egress for NatEgress {
                         r.handle_backend_datagram(now, backend, client, data);
                     }
                 }
+                w.take_notices(li, &mut r, now);
             }
+            w.log_notices(li);
             for i in 0..n {
                 match rx.get(i) {
                     Received::Datagram(_, data) => w.reply(li, backend, client, data),

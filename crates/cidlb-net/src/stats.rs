@@ -9,22 +9,22 @@ use cidlb_core::BackendId;
 /// or gauge; the struct of atomics, its plain copy and the list of [`StatInfo`] all
 /// come from that one declaration.
 macro_rules! stats {
-    ($( #[doc = $doc:literal] $name:ident : $kind:ident ),* $(,)?) => {
+    ($( $(#[doc = $doc:literal])+ $name:ident : $kind:ident ),* $(,)?) => {
         /// Per-listener data-plane counters, updated by every worker.
         #[derive(Debug, Default)]
         pub struct ListenerStats {
-            $( #[doc = $doc] pub $name: AtomicU64, )*
+            $( $(#[doc = $doc])+ pub $name: AtomicU64, )*
         }
 
         /// A plain copy of [`ListenerStats`].
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub struct StatsSnapshot {
-            $( #[doc = $doc] pub $name: u64, )*
+            $( $(#[doc = $doc])+ pub $name: u64, )*
         }
 
         /// What each of the NAT plane's counters is, in declaration order.
         pub const NAT_STATS: &[StatInfo] = &[
-            $( StatInfo { name: stringify!($name), help: $doc.trim_ascii(), kind: StatKind::$kind }, )*
+            $( StatInfo { name: stringify!($name), help: concat!($($doc),+).trim_ascii(), kind: StatKind::$kind }, )*
         ];
 
         impl ListenerStats {
@@ -74,6 +74,9 @@ stats! {
     upstream_open_errors: Counter,
     /// Upstream flows open now.
     upstreams_open: Gauge,
+    /// Event log lines (new sessions, CIDs learned or seeded, rebindings, evictions) not
+    /// written because the listener's `log.events_per_second` was spent.
+    event_logs_suppressed: Counter,
 }
 
 impl ListenerStats {

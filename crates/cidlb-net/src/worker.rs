@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cidlb_core::{BackendId, SplitPart, Verdict};
+use cidlb_core::{BackendId, Notice, Router, SplitPart, Verdict};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::stats::BackendTraffic;
 use crate::sys::{Received, Recv, RecvBatch, SendBatch};
@@ -92,9 +92,75 @@ pub(crate) struct Shared {
     traffic: Vec<Vec<(Arc<BackendTraffic>, [u64; 4])>>,
     /// Per listener, datagram counts not yet published (see [`Shared::publish`]).
     local: Vec<LocalCounts>,
+    /// Notices taken from a router, with the backend's name, waiting to be logged.
+    notices: Vec<(Notice, String)>,
+    /// Reused buffer for taking notices.
+    scratch_notices: Vec<Notice>,
+    /// Per listener, this worker's event-log budget: (start of the current second,
+    /// lines written in it).
+    log_budget: Vec<(Instant, u32)>,
+    workers: usize,
 }
 
 impl Shared {
+    /// Takes the router's notices (under its lock, as `r`) for logging: each that this
+    /// worker's share of the listener's `notices` budget per second allows keeps the
+    /// backend's name; the rest are counted as suppressed.
+    pub fn take_notices(&mut self, li: usize, r: &mut Router, now: Instant) {
+        let rate = r.config().notices;
+        let mut taken = std::mem::take(&mut self.scratch_notices);
+        let dropped = r.take_notices(&mut taken);
+        let mut suppressed = dropped;
+        if !taken.is_empty() {
+            // Each worker gets its share of the listener's budget.
+            let share = rate.div_ceil(self.workers.max(1) as u32);
+            let (start, used) = &mut self.log_budget[li];
+            if now.saturating_duration_since(*start) >= Duration::from_secs(1) {
+                *start = now;
+                *used = 0;
+            }
+            for n in taken.drain(..) {
+                if *used < share {
+                    *used += 1;
+                    let name = r
+                        .backend(n.backend())
+                        .map_or_else(|| format!("#{}", n.backend().0), |b| b.name.clone());
+                    self.notices.push((n, name));
+                } else {
+                    suppressed += 1;
+                }
+            }
+        }
+        self.scratch_notices = taken;
+        if suppressed > 0 {
+            let l = &self.listeners[li];
+            l.stats.add(&l.stats.event_logs_suppressed, suppressed);
+        }
+    }
+
+    /// Writes the notices taken so far (outside every lock): one structured line each,
+    /// target `cidlb::event`.
+    pub fn log_notices(&mut self, li: usize) {
+        if self.notices.is_empty() {
+            return;
+        }
+        let listener = &self.listeners[li].name;
+        for (n, backend) in self.notices.drain(..) {
+            let cid = n.cid().map(hex);
+            let client = n.client();
+            info!(
+                target: "cidlb::event",
+                event = n.name(),
+                listener = %listener,
+                backend = %backend,
+                client = client.map(tracing::field::display),
+                cid = cid.as_deref(),
+                "{}",
+                describe(&n)
+            );
+        }
+    }
+
     /// The registry the egress registers its sockets with (tokens below
     /// [`LISTENER_BASE`]).
     pub fn registry(&self) -> &Registry {
@@ -199,6 +265,32 @@ impl Shared {
     }
 }
 
+/// Lowercase hex of a CID.
+fn hex(b: &[u8]) -> String {
+    use std::fmt::Write as _;
+    b.iter()
+        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
+}
+
+/// The message of a notice's log line.
+fn describe(n: &Notice) -> &'static str {
+    match n {
+        Notice::NewSession { .. } => {
+            "new session: a handshake from a new address, backend chosen by Maglev"
+        }
+        Notice::CidLearned { .. } => "CID learned from the backend's ServerHello",
+        Notice::CidSeeded { .. } => "CID seeded from the flow it first appeared on",
+        Notice::CidNewAddress { .. } => {
+            "known CID from a new address (NAT rebinding, or a replay the backend will reject)"
+        }
+        Notice::FlowEvicted { .. } => "flow evicted: the flow table is full",
+        Notice::BindingEvicted { .. } => "CID binding evicted: the binding table is full",
+    }
+}
+
 /// A worker: the shared loop around an egress `E`.
 pub(crate) struct Worker<E: Egress> {
     w: Shared,
@@ -219,6 +311,7 @@ pub(crate) struct Worker<E: Egress> {
 impl<E: Egress> Worker<E> {
     pub fn new(
         id: usize,
+        workers: usize,
         listeners: Vec<Arc<NatListener>>,
         sockets: Vec<std::net::UdpSocket>,
         stop: Arc<AtomicBool>,
@@ -245,6 +338,10 @@ impl<E: Egress> Worker<E> {
                     .collect(),
                 traffic: vec![Vec::new(); n_listeners],
                 local: vec![LocalCounts::default(); n_listeners],
+                notices: Vec::new(),
+                scratch_notices: Vec::new(),
+                log_budget: vec![(Instant::now(), 0); n_listeners],
+                workers,
             },
             egress,
             waker,
@@ -386,7 +483,9 @@ impl<E: Egress> Worker<E> {
                 };
                 self.verdicts.push(v);
             }
+            self.w.take_notices(li, &mut r, now);
         }
+        self.w.log_notices(li);
         l.stats.add(&l.stats.client_datagrams, n as u64);
         l.stats.add(&l.stats.client_bytes, bytes);
         if oversized > 0 {

@@ -16,6 +16,27 @@ use crate::config::{parse_server_id, CidFormatConfig, Config, ListenerConfig};
 
 // ------------------------------------------------------------------ cidlb cid ...
 
+/// `cidlb cid keygen`: 16 random octets from the OS, as 32 hex digits.
+pub fn keygen() -> Result<String, String> {
+    let mut k = [0u8; 16];
+    getrandom::getrandom(&mut k).map_err(|e| format!("no randomness from the OS: {e}"))?;
+    Ok(hex_string(&k))
+}
+
+/// Writes `key` and a newline to a new file at `path` that only its owner can read
+/// (an existing file is an error: keys are not overwritten by accident).
+pub fn write_key_file(path: &std::path::Path, key: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    writeln!(f, "{key}").map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
 /// The listener named `name`, else the only listener with a CID format.
 fn pick_listener<'a>(cfg: &'a Config, name: Option<&str>) -> Result<&'a ListenerConfig, String> {
     if let Some(n) = name {

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod cid;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod health;

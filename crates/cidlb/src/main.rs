@@ -26,6 +26,16 @@ struct Cli {
     /// RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
+    /// Log lines as plain text or JSON objects (default: the config's `log.format`,
+    /// else plain).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogFormatArg {
+    Plain,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -41,19 +51,220 @@ enum Command {
     /// CID maps to (docs/routable-cids.md).
     #[command(subcommand)]
     Cid(CidCommand),
-    /// Show the listeners and backends of a running cidlb (from its admin API).
+    /// Show the listeners and backends of a running cidlb (from its admin API); with
+    /// --config, values that differ from the file are marked.
     Status {
-        /// The admin API's address.
-        #[arg(long, value_name = "ADDR", default_value_t = cidlb::config::DEFAULT_ADMIN_ADDRESS)]
-        admin: SocketAddr,
+        #[command(flatten)]
+        admin: AdminArgs,
         /// Print the raw JSON of GET /backends instead of a table.
         #[arg(long)]
         json: bool,
     },
+    /// Drain a backend of a running cidlb: no new flows; its sessions keep working.
+    Drain {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The backend's name.
+        backend: String,
+    },
+    /// Undrain a backend of a running cidlb: it takes new flows again.
+    Undrain {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The backend's name.
+        backend: String,
+    },
+    /// Set a backend's weight in a running cidlb (0..=10000).
+    Weight {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The backend's name.
+        backend: String,
+        /// The new weight.
+        weight: u32,
+    },
+    /// Where a running cidlb sends a CID or a client address, and why.
+    #[command(subcommand)]
+    Lookup(LookupCommand),
+    /// Reload a running cidlb's configuration file (validated here first when --config
+    /// is given); exits non-zero when the file is invalid or the reload is rejected.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List a running cidlb's flows (client address -> backend).
+    Flows {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        page: PageArgs,
+        /// Only flows to this backend.
+        #[arg(long, value_name = "NAME")]
+        backend: Option<String>,
+        /// Only flows of this client IP, or IP:PORT.
+        #[arg(long, value_name = "IP[:PORT]")]
+        client: Option<String>,
+    },
+    /// List a running cidlb's CID bindings (CID -> backend).
+    Bindings {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        page: PageArgs,
+        /// Only bindings to this backend.
+        #[arg(long, value_name = "NAME")]
+        backend: Option<String>,
+        /// Only CIDs that start with these octets (hex).
+        #[arg(long, value_name = "HEX")]
+        cid: Option<String>,
+        /// Only learned or only seeded bindings.
+        #[arg(long, value_parser = ["learned", "seeded"])]
+        source: Option<String>,
+    },
+}
+
+/// Where the admin API is.
+#[derive(clap::Args, Debug)]
+struct AdminArgs {
+    /// The admin API's address (default: the one --config sets, else 127.0.0.1:9684).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// The configuration file of the running cidlb: its [admin] address is used.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The listener, when several have a backend of that name.
+    #[arg(long, value_name = "NAME")]
+    listener: Option<String>,
+}
+
+impl AdminArgs {
+    fn address(&self) -> Result<SocketAddr, String> {
+        cidlb::client::admin_address(self.admin, self.config.as_deref())
+    }
+}
+
+/// A page of a listing.
+#[derive(clap::Args, Debug)]
+struct PageArgs {
+    /// At most this many (1..=1000; default 100).
+    #[arg(long, value_name = "N")]
+    limit: Option<String>,
+    /// Go on from a previous listing's cursor.
+    #[arg(long, value_name = "C")]
+    cursor: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum LookupCommand {
+    /// Which backend a datagram with this CID goes to.
+    Cid {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The CID in hex.
+        cid: String,
+        /// For a datagram from this address (its flow counts).
+        #[arg(long, value_name = "IP:PORT")]
+        client: Option<String>,
+    },
+    /// Which backend a client address's CID-less datagrams go to (an IP alone: its
+    /// flows).
+    Client {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// IP:PORT, or an IP.
+        client: String,
+    },
+}
+
+fn admin_command(c: Command) -> Result<String, String> {
+    use cidlb::client;
+    match c {
+        Command::Status { admin, json } => {
+            let addr = admin.address()?;
+            if json {
+                return cidlb::status::request(addr, "GET", "/backends", None).and_then(
+                    |(code, body)| {
+                        if code == 200 {
+                            Ok(body)
+                        } else {
+                            Err(format!("HTTP {code}: {}", body.trim()))
+                        }
+                    },
+                );
+            }
+            let file = match &admin.config {
+                Some(p) => Some(Config::load(p).map_err(|e| e.to_string())?),
+                None => None,
+            };
+            cidlb::status::status_against(addr, file.as_ref())
+        }
+        Command::Drain { admin, backend } => {
+            client::drain(admin.address()?, admin.listener.as_deref(), &backend, true)
+        }
+        Command::Undrain { admin, backend } => {
+            client::drain(admin.address()?, admin.listener.as_deref(), &backend, false)
+        }
+        Command::Weight {
+            admin,
+            backend,
+            weight,
+        } => client::weight(
+            admin.address()?,
+            admin.listener.as_deref(),
+            &backend,
+            weight,
+        ),
+        Command::Lookup(LookupCommand::Cid { admin, cid, client }) => client::lookup_cid(
+            admin.address()?,
+            admin.listener.as_deref(),
+            &cid,
+            client.as_deref(),
+        ),
+        Command::Lookup(LookupCommand::Client { admin, client }) => {
+            client::lookup_client(admin.address()?, admin.listener.as_deref(), &client)
+        }
+        Command::Reload { admin } => client::reload(admin.address()?, admin.config.as_deref()),
+        Command::Flows {
+            admin,
+            page,
+            backend,
+            client,
+        } => client::flows(
+            admin.address()?,
+            admin.listener.as_deref(),
+            backend.as_deref(),
+            client.as_deref(),
+            page.limit.as_deref(),
+            page.cursor.as_deref(),
+        ),
+        Command::Bindings {
+            admin,
+            page,
+            backend,
+            cid,
+            source,
+        } => client::bindings(
+            admin.address()?,
+            admin.listener.as_deref(),
+            backend.as_deref(),
+            cid.as_deref(),
+            source.as_deref(),
+            page.limit.as_deref(),
+            page.cursor.as_deref(),
+        ),
+        _ => Err("not an admin command".into()),
+    }
 }
 
 #[derive(Subcommand, Debug)]
 enum CidCommand {
+    /// Make a random AES-128 key for a QUIC-LB configuration (32 hex digits): printed,
+    /// or written to a new file readable by its owner only (for `key_file`).
+    Keygen {
+        /// Write the key to this new file (mode 0600; an existing file is not touched).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Print CIDs that a backend with this server ID issues (one per line, hex).
     Encode {
         /// The TOML configuration file with the listener's [listener.cid_format].
@@ -89,6 +300,21 @@ enum CidCommand {
 
 fn cid_command(c: CidCommand) -> Result<(), String> {
     match c {
+        CidCommand::Keygen { out } => {
+            let key = cidlb::cid::keygen()?;
+            match out {
+                None => println!("{key}"),
+                Some(path) => {
+                    cidlb::cid::write_key_file(&path, &key)?;
+                    eprintln!(
+                        "cidlb: wrote a new key to {} (mode 0600); set key_file = \"{}\"",
+                        path.display(),
+                        path.display()
+                    );
+                }
+            }
+            Ok(())
+        }
         CidCommand::Encode {
             config,
             listener,
@@ -212,29 +438,31 @@ fn quick_config(a: &RunArgs) -> Result<Config, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The file's log format applies from the first line: read it first (its errors
+    // are reported again, with the rest, when it is loaded for running).
+    let file_format = match &cli.command {
+        Command::Run(RunArgs {
+            config: Some(path), ..
+        }) => Config::load(path).ok().map(|c| c.log.format),
+        _ => None,
+    };
+    let json = match cli.log_format {
+        Some(LogFormatArg::Json) => true,
+        Some(LogFormatArg::Plain) => false,
+        None => file_format == Some(cidlb::config::LogFormat::Json),
+    };
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cli.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        fmt.json().init();
+    } else {
+        fmt.with_ansi(std::io::stderr().is_terminal()).init();
+    }
     let result = match cli.command {
-        Command::Status { admin, json } => {
-            if json {
-                cidlb::status::request(admin, "GET", "/backends", None).and_then(|(code, body)| {
-                    print!("{body}");
-                    if code == 200 {
-                        Ok(())
-                    } else {
-                        Err(format!("HTTP {code}"))
-                    }
-                })
-            } else {
-                cidlb::status::status(admin).map(|t| print!("{t}"))
-            }
-        }
         Command::Cid(c) => cid_command(c),
         Command::CheckConfig { file } => Config::load(&file)
             .map(|c| print!("{}", c.explain()))
@@ -253,6 +481,7 @@ fn main() -> ExitCode {
             };
             cfg.and_then(|c| cidlb::run::run_with(c, opts))
         }
+        admin => admin_command(admin).map(|out| print!("{out}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -581,6 +581,7 @@ mod tests {
                 upstreams_evicted: next(),
                 upstream_open_errors: next(),
                 upstreams_open: next(),
+                event_logs_suppressed: next(),
             }
             .samples();
             let mut l = ListenerSnapshot {

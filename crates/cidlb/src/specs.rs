@@ -37,6 +37,7 @@ pub fn listener_specs(cfg: &Config, secret: [u64; 4]) -> Vec<ListenerSpec> {
             let mut rc = RouterConfig::new(l.cid_routing(), secret);
             rc.multi_cid = l.multi_cid;
             rc.own_addresses = own.clone();
+            rc.notices = cfg.log.events_per_second;
             rc.route_by_cid = l.routing == RoutingMode::Cid;
             rc.flow_idle = cfg.timeouts.flow_idle;
             rc.binding_idle = cfg.timeouts.cid_binding_idle;

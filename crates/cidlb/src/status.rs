@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use crate::config::Config;
 use crate::control::{BackendsView, TablesView};
 
 /// Sends one HTTP request to the admin API at `addr`; returns the status and body.
@@ -68,6 +69,13 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
 
 /// Fetches `/backends` and `/tables` from `addr` and renders them as text.
 pub fn status(addr: SocketAddr) -> Result<String, String> {
+    status_against(addr, None)
+}
+
+/// [`status`], marking with `*` the operator's state and weight of each backend that
+/// differ from `file` (the configuration the daemon would start with), and listing the
+/// file's backends that the running daemon does not have.
+pub fn status_against(addr: SocketAddr, file: Option<&Config>) -> Result<String, String> {
     let get = |path: &str| -> Result<String, String> {
         let (code, body) = request(addr, "GET", path, None)?;
         if code != 200 {
@@ -79,7 +87,7 @@ pub fn status(addr: SocketAddr) -> Result<String, String> {
         .map_err(|e| format!("GET /backends: unexpected answer: {e}"))?;
     let tables: TablesView = serde_json::from_str(&get("/tables")?)
         .map_err(|e| format!("GET /tables: unexpected answer: {e}"))?;
-    Ok(render(addr, &backends, &tables))
+    Ok(render_against(addr, &backends, &tables, file))
 }
 
 fn human_bytes(n: u64) -> String {
@@ -103,6 +111,17 @@ fn secs(s: u64) -> String {
 
 /// Renders the status table.
 pub fn render(addr: SocketAddr, b: &BackendsView, t: &TablesView) -> String {
+    render_against(addr, b, t, None)
+}
+
+/// Renders the status table, marking what differs from `file` (see [`status_against`]).
+pub fn render_against(
+    addr: SocketAddr,
+    b: &BackendsView,
+    t: &TablesView,
+    file: Option<&Config>,
+) -> String {
+    let mut differs = false;
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -147,10 +166,21 @@ pub fn render(addr: SocketAddr, b: &BackendsView, t: &TablesView) -> String {
             "TO BACKEND",
             "FROM BACKEND",
         ];
+        let in_file = file.and_then(|f| f.listeners.iter().find(|fl| fl.name == l.name));
         let rows: Vec<[String; 10]> = l
             .backends
             .iter()
             .map(|x| {
+                let fb = in_file.and_then(|fl| fl.backends.iter().find(|fb| fb.name == x.name));
+                let mut mark = |running: &str, filed: Option<String>| match filed {
+                    Some(f) if f != running => {
+                        differs = true;
+                        format!("{running}*")
+                    }
+                    _ => running.to_string(),
+                };
+                let admin_state = mark(&x.admin_state, fb.map(|f| f.state.name().to_string()));
+                let weight = mark(&x.weight.to_string(), fb.map(|f| f.weight.to_string()));
                 let health = match &x.last_check {
                     Some(c) if x.health == "unhealthy" || x.health_pending > 0 => {
                         format!("{} ({c})", x.health)
@@ -161,9 +191,9 @@ pub fn render(addr: SocketAddr, b: &BackendsView, t: &TablesView) -> String {
                     x.name.clone(),
                     x.address.clone(),
                     x.state.clone(),
-                    x.admin_state.clone(),
+                    admin_state,
                     health,
-                    x.weight.to_string(),
+                    weight,
                     x.flows.to_string(),
                     x.bindings.to_string(),
                     format!(
@@ -204,6 +234,25 @@ pub fn render(addr: SocketAddr, b: &BackendsView, t: &TablesView) -> String {
             let cells: Vec<&str> = r.iter().map(String::as_str).collect();
             let _ = writeln!(o, "{}", line(&cells));
         }
+        if let Some(fl) = in_file {
+            for fb in &fl.backends {
+                if !l.backends.iter().any(|x| x.name == fb.name) {
+                    differs = true;
+                    let _ = writeln!(
+                        o,
+                        "  * backend {} ({}) is in the file but not running (reload to add it)",
+                        fb.name, fb.address
+                    );
+                }
+            }
+        }
+    }
+    if differs {
+        let _ = writeln!(
+            o,
+            "\n* differs from the configuration file (an operator's change through the admin API, \
+             or a file not reloaded yet): a restart would use the file"
+        );
     }
     o
 }

@@ -515,3 +515,132 @@ fn reload_applies_the_per_source_new_flow_limit() {
     d.apply_config(config(&backends, "")).unwrap();
     assert_eq!(limited(5, &fresh(5)), 0);
 }
+
+#[test]
+fn flows_and_bindings_are_listed_in_pages_with_filters() {
+    use cidlb::control::ListingQuery;
+    let p = ports(2);
+    let d = daemon(config(&[("a", p[0].1, ""), ("b", p[1].1, "")], ""));
+    let mut owners = Vec::new();
+    for i in 0..60u16 {
+        let ip = if i < 40 { "127.0.0.1" } else { "127.0.0.5" };
+        let cid = [0xc0, 1, (i >> 8) as u8, i as u8];
+        owners.push(session(&d, &p, ip, cid));
+    }
+    // Every flow once, in pages of 25.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let c = cursor.map(|c: u64| c.to_string());
+        let v = d
+            .flows(&ListingQuery {
+                limit: Some("25"),
+                cursor: c.as_deref(),
+                ..ListingQuery::default()
+            })
+            .unwrap();
+        assert!(v.flows.len() <= 25);
+        seen.extend(v.flows.into_iter().map(|f| f.client));
+        match v.next_cursor {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 60);
+    // By backend: the two lists add up, each flow where its session is.
+    let by = |b: &str| {
+        d.flows(&ListingQuery {
+            backend: Some(b),
+            limit: Some("1000"),
+            ..ListingQuery::default()
+        })
+        .unwrap()
+        .flows
+    };
+    let (fa, fb) = (by("a"), by("b"));
+    assert_eq!(fa.len() + fb.len(), 60);
+    assert_eq!(
+        fa.len(),
+        owners.iter().filter(|(_, o)| *o == BackendId(0)).count()
+    );
+    // By client IP, with or without a port.
+    let ip5 = d
+        .flows(&ListingQuery {
+            client: Some("127.0.0.5"),
+            limit: Some("1000"),
+            ..ListingQuery::default()
+        })
+        .unwrap();
+    assert_eq!(ip5.flows.len(), 20);
+    let one = owners[45].0.to_string();
+    let v = d
+        .flows(&ListingQuery {
+            client: Some(&one),
+            ..ListingQuery::default()
+        })
+        .unwrap();
+    assert_eq!(v.flows.len(), 1);
+    assert_eq!(v.flows[0].client, one);
+    // Bindings by CID prefix and source.
+    let v = d
+        .bindings(&ListingQuery {
+            cid: Some("c0:01"),
+            source: Some("learned"),
+            limit: Some("1000"),
+            ..ListingQuery::default()
+        })
+        .unwrap();
+    assert_eq!(v.bindings.len(), 60);
+    assert!(v.bindings.iter().all(|b| b.cid.starts_with("c001")));
+    let v = d
+        .bindings(&ListingQuery {
+            cid: Some("c0010000"),
+            ..ListingQuery::default()
+        })
+        .unwrap();
+    assert_eq!(v.bindings.len(), 1);
+    let none = d
+        .bindings(&ListingQuery {
+            source: Some("seeded"),
+            ..ListingQuery::default()
+        })
+        .unwrap();
+    assert!(none.bindings.is_empty());
+    // Bad requests say what is wrong.
+    for q in [
+        ListingQuery {
+            limit: Some("0"),
+            ..ListingQuery::default()
+        },
+        ListingQuery {
+            limit: Some("5000"),
+            ..ListingQuery::default()
+        },
+        ListingQuery {
+            client: Some("nope"),
+            ..ListingQuery::default()
+        },
+        ListingQuery {
+            cursor: Some("x"),
+            ..ListingQuery::default()
+        },
+    ] {
+        assert_eq!(d.flows(&q).unwrap_err().kind, ErrorKind::Invalid);
+    }
+    let e = d
+        .flows(&ListingQuery {
+            backend: Some("zz"),
+            ..ListingQuery::default()
+        })
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound);
+    let e = d
+        .bindings(&ListingQuery {
+            cid: Some("xyz"),
+            ..ListingQuery::default()
+        })
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Invalid);
+}

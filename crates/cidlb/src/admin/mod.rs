@@ -15,6 +15,9 @@
 //! | POST | `/backends/NAME/weight?value=N` | set the weight (or a body `{"weight": N}`) |
 //! | GET | `/lookup/cid/HEX[?client=IP:PORT]` | which backend a CID goes to (from that sender), and why |
 //! | GET | `/lookup/client/IP:PORT` | which backend a client address goes to, and why |
+//! | GET | `/lookup/client/IP` | the flows of a client IP (every port it used) |
+//! | GET | `/flows` | live flows; `?backend=NAME&client=IP[:PORT]&limit=N&cursor=C` |
+//! | GET | `/bindings` | live CID bindings; `?backend=NAME&cid=HEXPREFIX&source=learned\|seeded&limit=N&cursor=C` |
 //! | GET | `/tables` | sizes, bounds, timeouts, expiries and evictions of the tables |
 //! | POST | `/reload` | re-read the configuration file (like SIGHUP) |
 //!
@@ -28,7 +31,7 @@ use cidlb_core::BackendState;
 use serde::Serialize;
 use tracing::{debug, warn};
 
-use crate::control::{ControlError, Daemon, ErrorKind};
+use crate::control::{ControlError, Daemon, ErrorKind, ListingQuery};
 use crate::http::{HttpServer, HttpStats, Limits, Request, Response};
 
 /// The running admin server.
@@ -191,7 +194,49 @@ fn route(
             )
         }
         ["lookup", "client", addr] if get => {
-            result(daemon.lookup_client(listener, addr).map(|v| json(200, &v)))
+            if addr.parse::<std::net::SocketAddr>().is_ok() {
+                result(daemon.lookup_client(listener, addr).map(|v| json(200, &v)))
+            } else {
+                // An IP alone: its flows (every port it has used).
+                let (limit, cursor) = (param(query, "limit"), param(query, "cursor"));
+                let q = ListingQuery {
+                    listener,
+                    client: Some(addr),
+                    limit: limit.as_deref(),
+                    cursor: cursor.as_deref(),
+                    ..ListingQuery::default()
+                };
+                result(daemon.flows(&q).map(|v| json(200, &v)))
+            }
+        }
+        ["flows"] if get => {
+            let p = |k| param(query, k);
+            let (backend, client, limit, cursor) =
+                (p("backend"), p("client"), p("limit"), p("cursor"));
+            let q = ListingQuery {
+                listener,
+                backend: backend.as_deref(),
+                client: client.as_deref(),
+                limit: limit.as_deref(),
+                cursor: cursor.as_deref(),
+                ..ListingQuery::default()
+            };
+            result(daemon.flows(&q).map(|v| json(200, &v)))
+        }
+        ["bindings"] if get => {
+            let p = |k| param(query, k);
+            let (backend, cid, source, limit, cursor) =
+                (p("backend"), p("cid"), p("source"), p("limit"), p("cursor"));
+            let q = ListingQuery {
+                listener,
+                backend: backend.as_deref(),
+                cid: cid.as_deref(),
+                source: source.as_deref(),
+                limit: limit.as_deref(),
+                cursor: cursor.as_deref(),
+                ..ListingQuery::default()
+            };
+            result(daemon.bindings(&q).map(|v| json(200, &v)))
         }
         ["reload"] if post => {
             let r = daemon.reload();
@@ -201,6 +246,8 @@ fn route(
         | ["metrics"]
         | ["backends"]
         | ["tables"]
+        | ["flows"]
+        | ["bindings"]
         | ["lookup", "cid", _]
         | ["lookup", "client", _] => not_allowed(method, path, "GET"),
         ["backends", _, "drain" | "undrain" | "weight"] | ["reload"] => {
@@ -259,6 +306,9 @@ fn index() -> Index {
             "POST /backends/NAME/weight?value=N[&listener=NAME]",
             "GET /lookup/cid/HEX[?listener=NAME][&client=IP:PORT]",
             "GET /lookup/client/IP:PORT[?listener=NAME]",
+            "GET /lookup/client/IP[?listener=NAME]",
+            "GET /flows[?listener=NAME][&backend=NAME][&client=IP[:PORT]][&limit=N][&cursor=C]",
+            "GET /bindings[?listener=NAME][&backend=NAME][&cid=HEXPREFIX][&source=learned|seeded][&limit=N][&cursor=C]",
             "GET /tables",
             "POST /reload",
         ],

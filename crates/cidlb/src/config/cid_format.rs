@@ -20,6 +20,44 @@ impl Ctx<'_> {
     }
 
     /// `[listener.cid_format]` of listener path `p`.
+    /// Reads an AES-128 key from `key_file` (32 hex digits; surrounding whitespace and
+    /// a final newline are fine), relative paths from the configuration file's folder.
+    /// Read at start and at every reload; no error ever shows the key.
+    fn key_file(&self, path: &str, f: &toml::Spanned<String>) -> R<[u8; 16]> {
+        let name = f.get_ref();
+        let base = std::path::Path::new(self.origin)
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
+        let file = base.join(name);
+        let meta = std::fs::metadata(&file).map_err(|e| {
+            self.invalid(
+                path,
+                f,
+                format!("cannot read the key file {}: {e}", file.display()),
+            )
+        })?;
+        if meta.len() > 4096 {
+            return Err(self.invalid(
+                path,
+                f,
+                format!(
+                    "{} is not a key file ({} bytes)",
+                    file.display(),
+                    meta.len()
+                ),
+            ));
+        }
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            self.invalid(
+                path,
+                f,
+                format!("cannot read the key file {}: {e}", file.display()),
+            )
+        })?;
+        super::routable::parse_key(text.trim())
+            .map_err(|e| self.invalid(path, f, format!("{}: {e}", file.display())))
+    }
+
     pub(super) fn cid_format(
         &self,
         p: &str,
@@ -110,12 +148,18 @@ impl Ctx<'_> {
                             ),
                         ));
                     }
-                    let key = match &rc.key {
-                        None => None,
-                        Some(s) => Some(
+                    let key = match (&rc.key, &rc.key_file) {
+                        (None, None) => None,
+                        (Some(s), None) => Some(
                             super::routable::parse_key(s.get_ref())
                                 .map_err(|e| self.invalid(&format!("{cp}.key"), s, e))?,
                         ),
+                        (None, Some(f)) => Some(self.key_file(&format!("{cp}.key_file"), f)?),
+                        (Some(_), Some(f)) => return Err(self.invalid(
+                            &format!("{cp}.key_file"),
+                            f,
+                            "give the key either inline (key) or in a file (key_file), not both",
+                        )),
                     };
                     out.push(cidlb_cidformat::QuicLbParams {
                         rotation,
@@ -456,7 +500,7 @@ mod tests {
             (
                 with_format("", &QLB.replace("rotation = 1", "rotaton = 1"), "", ""),
                 "listener[0].cid_format.config[1].rotaton",
-                &["unknown key", "allowed here: rotation, server_id_length, nonce_length, key, self_describing_length"],
+                &["unknown key", "allowed here: rotation, server_id_length, nonce_length, key, key_file, self_describing_length"],
             ),
             (
                 with_format("", &QLB.replace("format = \"quic-lb\"\n", "format = \"quic-lb\"\nprefix_length = 2\n"), "", ""),

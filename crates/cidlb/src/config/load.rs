@@ -73,6 +73,7 @@ impl Config {
             hashing: None,
             health: None,
             admin: None,
+            log: None,
             listeners: vec![RawListener {
                 name: Some(Spanned::new(none.clone(), "default".to_owned())),
                 address: Some(Spanned::new(none.clone(), listen.to_string())),

@@ -133,6 +133,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// The admin HTTP server (metrics, backends, drain, reload).
     pub admin: AdminConfig,
+    /// Logging (`[log]`).
+    pub log: LogConfig,
     /// The listeners, in file order; never empty.
     pub listeners: Vec<ListenerConfig>,
 }
@@ -243,6 +245,41 @@ impl Default for HealthConfig {
             timeout: DEFAULT_HEALTH_TIMEOUT,
             rise: DEFAULT_HEALTH_RISE,
             fall: DEFAULT_HEALTH_FALL,
+        }
+    }
+}
+
+/// How log lines are written (`log.format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text each (the default).
+    #[default]
+    Plain,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Default `log.events_per_second`.
+pub const DEFAULT_EVENTS_PER_SECOND: u32 = 20;
+/// Largest `log.events_per_second`.
+pub const MAX_EVENTS_PER_SECOND: u32 = 100_000;
+
+/// Logging (`[log]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Plain text or JSON lines (a restart applies a change).
+    pub format: LogFormat,
+    /// Event log lines (a new session, a CID learned or seeded, a known CID from a new
+    /// address, an eviction) per second per listener at most; 0: none. The lines past it
+    /// are counted (`cidlb_listener_event_logs_suppressed_total`).
+    pub events_per_second: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Plain,
+            events_per_second: DEFAULT_EVENTS_PER_SECOND,
         }
     }
 }

@@ -18,6 +18,7 @@ pub(super) struct RawConfig {
     pub(super) hashing: Option<RawHashing>,
     pub(super) health: Option<RawHealth>,
     pub(super) admin: Option<RawAdmin>,
+    pub(super) log: Option<RawLog>,
     #[serde(default, rename = "listener")]
     pub(super) listeners: Vec<RawListener>,
 }
@@ -30,6 +31,20 @@ pub(super) struct RawHealth {
     pub(super) timeout: Sp<RawDuration>,
     pub(super) rise: Sp<i64>,
     pub(super) fall: Sp<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) format: Option<Spanned<RawLogFormat>>,
+    pub(super) events_per_second: Sp<i64>,
+}
+
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawLogFormat {
+    Plain,
+    Json,
 }
 
 #[derive(Deserialize, Default)]
@@ -135,6 +150,7 @@ pub(super) struct RawQuicLbConfig {
     pub(super) server_id_length: Sp<i64>,
     pub(super) nonce_length: Sp<i64>,
     pub(super) key: Sp<String>,
+    pub(super) key_file: Sp<String>,
     pub(super) self_describing_length: Sp<bool>,
 }
 

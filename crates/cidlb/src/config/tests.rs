@@ -326,7 +326,7 @@ fn unknown_keys_at_every_level() {
         (
             "workerz",
             format!("workerz = 1\n{base}"),
-            "workers, timeouts, limits, hashing, health, admin, listener",
+            "workers, timeouts, limits, hashing, health, admin, log, listener",
         ),
         (
             "timeouts.flow",

@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::model::{
     RawAdmin, RawBackend, RawConfig, RawDuration, RawHashing, RawHealth, RawLimits, RawListener,
-    RawMultiCid, RawRouting, RawState, Sp,
+    RawLogFormat, RawMultiCid, RawRouting, RawState, Sp,
 };
 use super::shown;
 use super::{
@@ -479,6 +479,21 @@ impl Ctx<'_> {
 
         let health = self.health(raw.health.as_ref())?;
         let admin = self.admin(raw.admin.as_ref())?;
+        let log = match &raw.log {
+            None => super::LogConfig::default(),
+            Some(l) => super::LogConfig {
+                format: match l.format.as_ref().map(|f| *f.get_ref()) {
+                    None | Some(RawLogFormat::Plain) => super::LogFormat::Plain,
+                    Some(RawLogFormat::Json) => super::LogFormat::Json,
+                },
+                events_per_second: self.int(
+                    "log.events_per_second",
+                    &l.events_per_second,
+                    0..=i64::from(super::MAX_EVENTS_PER_SECOND),
+                    i64::from(super::DEFAULT_EVENTS_PER_SECOND),
+                )? as u32,
+            },
+        };
 
         Ok(Config {
             workers,
@@ -487,6 +502,7 @@ impl Ctx<'_> {
             hashing,
             health,
             admin,
+            log,
             listeners,
         })
     }
@@ -801,6 +817,7 @@ mod tests {
             hashing: None,
             health: None,
             admin: None,
+            log: None,
             listeners: vec![RawListener {
                 address: Some(Spanned::new(0..0, "0.0.0.0:5684".into())),
                 cid_length: Some(Spanned::new(0..0, 6)),

@@ -23,7 +23,7 @@ impl State {
         })
     }
 
-    fn backend_name(&self, li: usize, id: BackendId) -> String {
+    pub(super) fn backend_name(&self, li: usize, id: BackendId) -> String {
         self.backend(li, id)
             .map_or_else(|| format!("#{}", id.0), |b| b.name.clone())
     }

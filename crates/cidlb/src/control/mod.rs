@@ -28,6 +28,7 @@
 
 mod error;
 mod health;
+mod listing;
 mod lookup;
 mod operator;
 mod registry;
@@ -45,6 +46,7 @@ use cidlb_core::plane::{DataPlane, ListenerPlane};
 use cidlb_core::BackendId;
 
 pub use self::error::{ControlError, ErrorKind};
+pub use self::listing::{BindingView, BindingsView, FlowView, FlowsView, ListingQuery};
 pub use self::lookup::{BackendRef, CidLookup, ClientLookup};
 use self::registry::ListenerCtl;
 pub use self::reload::ReloadReport;

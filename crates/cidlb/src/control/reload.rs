@@ -183,6 +183,12 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
             new.workers.map_or("unset".into(), |w| w.to_string())
         ));
     }
+    if old.log.format != new.log.format {
+        v.push(format!(
+            "log.format {:?} -> {:?}",
+            old.log.format, new.log.format
+        ));
+    }
     if old.admin != new.admin {
         v.push(format!(
             "[admin] {} on {} -> {} on {}",
@@ -208,7 +214,7 @@ fn describe_settings(old: &Config, new: &Config) -> Vec<String> {
         humantime::format_duration(x).to_string()
     }
     type Get = fn(&Config) -> String;
-    let global: [(&str, Get); 13] = [
+    let global: [(&str, Get); 14] = [
         ("timeouts.flow_idle", |c| d(c.timeouts.flow_idle)),
         ("timeouts.cid_binding_idle", |c| {
             d(c.timeouts.cid_binding_idle)
@@ -230,6 +236,9 @@ fn describe_settings(old: &Config, new: &Config) -> Vec<String> {
         ("health.timeout", |c| d(c.health.timeout)),
         ("health.rise", |c| c.health.rise.to_string()),
         ("health.fall", |c| c.health.fall.to_string()),
+        ("log.events_per_second", |c| {
+            c.log.events_per_second.to_string()
+        }),
     ];
     for (what, get) in global {
         diff(what, get(old), get(new));
