@@ -644,3 +644,64 @@ fn flows_and_bindings_are_listed_in_pages_with_filters() {
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Invalid);
 }
+
+#[test]
+fn a_state_file_keeps_drains_and_weights_across_restarts() {
+    let p = ports(2);
+    let dir = std::env::temp_dir().join(format!("cidlb-state-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.json");
+    let extra = format!("[admin]\nstate_file = \"{}\"", state.display());
+    let backends = [("a", p[0].1, ""), ("b", p[1].1, "")];
+    let view = |d: &Daemon| {
+        d.snapshot(false).listeners[0]
+            .backends
+            .iter()
+            .map(|b| (b.name.clone(), b.admin, b.weight))
+            .collect::<Vec<_>>()
+    };
+    {
+        let d = daemon(config(&backends, &extra));
+        d.set_admin_state(None, "b", BackendState::Draining)
+            .unwrap();
+        d.set_weight(None, "a", 5).unwrap();
+    }
+    assert!(state.exists());
+    // A restart with the same file: the operator's changes are back.
+    let d = daemon(config(&backends, &extra));
+    assert_eq!(
+        view(&d),
+        [
+            ("a".to_string(), BackendState::Up, 5),
+            ("b".to_string(), BackendState::Draining, 1)
+        ]
+    );
+    // New flows avoid the drained backend, as before the restart.
+    for i in 0..20u16 {
+        let (_, owner) = session(&d, &p, "127.0.0.6", [6, 6, (i >> 8) as u8, i as u8]);
+        assert_eq!(owner, BackendId(0));
+    }
+    drop(d);
+    // The file changed a's weight since: the file wins there; b's drain stays.
+    let d = daemon(config(
+        &[("a", p[0].1, "weight = 3"), ("b", p[1].1, "")],
+        &extra,
+    ));
+    assert_eq!(
+        view(&d),
+        [
+            ("a".to_string(), BackendState::Up, 3),
+            ("b".to_string(), BackendState::Draining, 1)
+        ]
+    );
+    // Undrained: nothing differs from the file any more.
+    d.set_admin_state(None, "b", BackendState::Up).unwrap();
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(!text.contains("\"b\""), "{text}");
+    drop(d);
+    // A broken state file is ignored (warned), not fatal.
+    std::fs::write(&state, "not json").unwrap();
+    let d = daemon(config(&backends, &extra));
+    assert_eq!(view(&d)[1].1, BackendState::Up);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -135,6 +135,9 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Logging (`[log]`).
     pub log: LogConfig,
+    /// Where operator drains and weights are kept across restarts (`admin.state_file`,
+    /// relative paths from the configuration file's folder); `None`: not kept.
+    pub state_file: Option<std::path::PathBuf>,
     /// The listeners, in file order; never empty.
     pub listeners: Vec<ListenerConfig>,
 }

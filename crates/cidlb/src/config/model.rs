@@ -52,6 +52,7 @@ pub(super) enum RawLogFormat {
 pub(super) struct RawAdmin {
     pub(super) enabled: Sp<bool>,
     pub(super) address: Sp<String>,
+    pub(super) state_file: Sp<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -479,6 +479,18 @@ impl Ctx<'_> {
 
         let health = self.health(raw.health.as_ref())?;
         let admin = self.admin(raw.admin.as_ref())?;
+        let state_file = match raw.admin.as_ref().and_then(|a| a.state_file.as_ref()) {
+            None => None,
+            Some(s) if s.get_ref().is_empty() => {
+                return Err(self.invalid("admin.state_file", s, "an empty path"))
+            }
+            Some(s) => Some(
+                std::path::Path::new(self.origin)
+                    .parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join(s.get_ref()),
+            ),
+        };
         let log = match &raw.log {
             None => super::LogConfig::default(),
             Some(l) => super::LogConfig {
@@ -503,6 +515,7 @@ impl Ctx<'_> {
             health,
             admin,
             log,
+            state_file,
             listeners,
         })
     }

@@ -33,6 +33,7 @@ mod lookup;
 mod operator;
 mod registry;
 mod reload;
+mod saved;
 mod snapshot;
 mod views;
 
@@ -116,7 +117,7 @@ impl Daemon {
         overrides: Overrides,
     ) -> Daemon {
         let listeners = config.listeners.iter().map(ListenerCtl::at_start).collect();
-        Daemon {
+        let d = Daemon {
             plane,
             secret,
             config_path,
@@ -129,6 +130,46 @@ impl Daemon {
             }),
             reloads_ok: AtomicU64::new(0),
             reloads_rejected: AtomicU64::new(0),
+        };
+        d.restore();
+        d
+    }
+
+    /// Applies the state file's drains and weights, where the configuration file has
+    /// not changed those backends since they were saved.
+    fn restore(&self) {
+        let mut st = self.state();
+        let Some(path) = st.config.state_file.clone() else {
+            return;
+        };
+        let saved = match saved::Saved::load(&path) {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!("state file not applied: {e}");
+                return;
+            }
+        };
+        let health_enabled = st.config.health.enabled;
+        for (li, name, state, weight) in saved.apply(&mut st) {
+            if let Some(b) = st.listeners[li].backends.iter().find(|b| b.name == name) {
+                let plane = self.listener(li);
+                plane.set_backend_state(b.id, b.effective(health_enabled));
+                plane.set_backend_weight(b.id, weight);
+            }
+            tracing::info!(listener = %st.config.listeners[li].name, backend = %name,
+                state = state.name(), weight, state_file = %path.display(),
+                "restored the operator's state and weight of a backend");
+        }
+    }
+
+    /// Writes the state file, if there is one (after an operator action or a reload).
+    fn save_state(&self, st: &State) {
+        if let Some(path) = &st.config.state_file {
+            if let Err(e) = saved::Saved::of(st).save(path) {
+                tracing::warn!(state_file = %path.display(), error = %e,
+                    "cannot write the state file: this operator change is lost at restart");
+            }
         }
     }
 

@@ -75,6 +75,7 @@ impl Daemon {
                 to = state.name(), "operator changed the backend's state");
         }
         self.listener(li).set_backend_state(id, eff);
+        self.save_state(&st);
         drop(st);
         self.backend_view(li, id)
     }
@@ -101,6 +102,7 @@ impl Daemon {
                 "operator changed the backend's weight");
         }
         self.listener(li).set_backend_weight(id, weight);
+        self.save_state(&st);
         drop(st);
         self.backend_view(li, id)
     }

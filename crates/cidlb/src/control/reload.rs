@@ -134,6 +134,7 @@ impl Daemon {
         self.plane.refresh_limits();
         st.config = new;
         st.generation += 1;
+        self.save_state(&st);
         Ok(ReloadReport {
             generation: st.generation,
             changes,
