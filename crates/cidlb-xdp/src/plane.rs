@@ -15,6 +15,7 @@ const SLOW_PATH_PERIOD: Duration = Duration::from_millis(2);
 /// A running XDP plane: one program per listener, and a thread that decodes the
 /// encrypted CIDs the programs queue ([`XdpListener::service_punts`]).
 pub struct XdpPlane {
+    xdp: Vec<Arc<XdpListener>>,
     listeners: Vec<Arc<dyn ListenerPlane>>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -53,12 +54,21 @@ impl XdpPlane {
         };
         Ok(XdpPlane {
             listeners: xdp
-                .into_iter()
-                .map(|l| l as Arc<dyn ListenerPlane>)
+                .iter()
+                .map(|l| l.clone() as Arc<dyn ListenerPlane>)
                 .collect(),
+            xdp,
             stop,
             thread: Mutex::new(Some(thread)),
         })
+    }
+}
+
+impl XdpPlane {
+    /// The listeners with this plane's own operations (learned bindings, MACs, the CID
+    /// format), in configuration order.
+    pub fn xdp_listeners(&self) -> &[Arc<XdpListener>] {
+        &self.xdp
     }
 }
 

@@ -4,11 +4,13 @@
 
 use crate::abi;
 
-// SAFETY (all the impls below): aya's `Pod` requires a `Copy + 'static` type that any
-// bit pattern of its size is a valid value of, because map values are copied from kernel
-// memory as bytes. Each type is `#[repr(C)]` with only integer and integer-array fields
-// (no references, bools, enums or niches), and its padding is explicit fields, so every
-// byte pattern is a valid value and no byte is uninitialised when it is copied in.
+// Why the impls below are sound: aya's `Pod` requires a `Copy + 'static` type that any
+// bit pattern of its size is a valid value of, because map values are copied from
+// kernel memory as bytes. Each type is `#[repr(C)]` with only integer and integer-array
+// fields (no references, bools, enums or niches), and its padding is explicit fields,
+// so every byte pattern is a valid value and no byte is uninitialised when copied out.
+
+// SAFETY: see above.
 unsafe impl aya::Pod for abi::Config {}
 // SAFETY: see above.
 unsafe impl aya::Pod for abi::Backend {}

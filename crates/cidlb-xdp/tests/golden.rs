@@ -895,3 +895,51 @@ fn maglev_agrees_with_the_router_over_many_addresses_and_cids() {
         h.clients.clear();
     }
 }
+
+#[test]
+fn the_plane_runs_the_slow_path_by_itself() {
+    use cidlb_core::plane::DataPlane;
+    let q = quic_lb(2, 1, 15, Some([0x3c; 16]), false);
+    let f = XdpCidFormat::quic_lb(vec![q.clone()], vec![]).unwrap();
+    let cfg = router_config(17, Some(&f), MultiCidPolicy::First);
+    let plane = match cidlb_xdp::XdpPlane::start(vec![listener_config(
+        vip(false),
+        cfg,
+        Some(f),
+        backends(3),
+    )]) {
+        Ok(p) => p,
+        Err(e) if skip_on("plane", &e) => return,
+        Err(e) => panic!("{e}"),
+    };
+    let l = &plane.xdp_listeners()[0];
+    assert_eq!(plane.listeners().len(), 1);
+    let c = q.encode(&[0x11], &[5; 15], 0).unwrap();
+    let mut d = Vec::new();
+    build::cid12(1, 1, &c, b"x", &mut d);
+    let fr = frame(
+        "192.0.2.9:4444".parse().unwrap(),
+        vip(false),
+        &d,
+        &Framing::default(),
+    );
+    assert_eq!(
+        l.test_run(&fr).unwrap().action,
+        XDP_PASS,
+        "first datagram: punted"
+    );
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let out = l.test_run(&fr).unwrap();
+        if out.action == XDP_TX {
+            assert_eq!(out.frame[..6], backend_mac(1));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow path never decoded the CID"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    plane.shutdown();
+}
