@@ -245,6 +245,21 @@ impl From<std::net::SocketAddr> for FlowKey {
 }
 
 impl FlowKey {
+    /// The program's `addr_tag`: a keyed 32-bit tag of the address that a binding
+    /// remembers (the last client address that used it).
+    pub fn tag(&self, key: u64) -> u32 {
+        let mut b = [0u8; 20];
+        b[..16].copy_from_slice(&self.ip);
+        b[16..18].copy_from_slice(&self.port);
+        let w = |i: usize| u32::from_le_bytes(b[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+        let mut h = ((u64::from(w(0) ^ w(1)) << 32) | u64::from(w(2) ^ w(3))) ^ key;
+        h ^= u64::from(w(4)).wrapping_mul(0x9E37_79B1_85EB_CA87);
+        h = h.wrapping_mul(0x9FB2_1C65_1E98_DF25);
+        h ^= h >> 29;
+        h = h.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+        (h >> 32) as u32
+    }
+
     /// The 18 bytes the Maglev hash of a new flow is computed over.
     pub fn hash_input(&self) -> [u8; 18] {
         let mut b = [0u8; 18];

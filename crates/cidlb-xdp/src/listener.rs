@@ -430,7 +430,8 @@ impl XdpListener {
     }
 
     /// Fills the tables for benchmarks and capacity tests: `n` seeded bindings for the
-    /// CIDs `cid(i)` and `n` flows for the addresses `client(i)`, all to `backend`.
+    /// CIDs `cid(i)`, each last used from `client(i)`, and `n` flows for the addresses
+    /// `client(i)`, all to `backend`.
     pub fn fill(
         &self,
         n: usize,
@@ -440,6 +441,7 @@ impl XdpListener {
     ) -> Result<(), XdpError> {
         let mut g = self.lock();
         let now = monotonic_secs();
+        let tag_key = g.cfg.secret[1];
         {
             let mut map: HashMap<_, CidKey, abi::Binding> =
                 HashMap::try_from(g.ebpf.map_mut("bindings").expect("bindings map"))
@@ -451,7 +453,7 @@ impl XdpListener {
                     source: abi::SEEDED,
                     pad: 0,
                     last_seen: now,
-                    addr_tag: 0,
+                    addr_tag: FlowKey::from(client(i)).tag(tag_key),
                 };
                 map.insert(k, v, 0).map_err(map_err("bindings"))?;
             }
@@ -470,6 +472,14 @@ impl XdpListener {
                 .map_err(map_err("flows"))?;
         }
         Ok(())
+    }
+
+    /// The binding map's entry for `cid` as stored (expired or not): for tests.
+    #[doc(hidden)]
+    pub fn binding_entry(&self, cid: &[u8]) -> Option<abi::Binding> {
+        let g = self.lock();
+        let map = HashMap::<_, CidKey, abi::Binding>::try_from(g.ebpf.map("bindings")?).ok()?;
+        map.get(&CidKey::new(cid)?, 0).ok()
     }
 
     /// Bytes the kernel accounts to the flow map and to the binding map (`memlock` in

@@ -943,3 +943,46 @@ fn the_plane_runs_the_slow_path_by_itself() {
     }
     plane.shutdown();
 }
+
+#[test]
+fn the_loaders_address_tag_is_the_programs() {
+    // fill() stores each binding's tag as the program computes it (so that benchmarks
+    // start from the steady state: a datagram from the same address skips the flow).
+    let cfg = router_config(8, None, MultiCidPolicy::First);
+    let secret = cfg.secret[1];
+    let Some(x) = load_or_skip("tag", listener_config(vip(false), cfg, None, backends(2))) else {
+        return;
+    };
+    for (i, c) in ["192.0.2.1:1", "192.0.2.200:65535", "[2001:db8::7]:5684"]
+        .iter()
+        .enumerate()
+    {
+        let c: SocketAddr = c.parse().unwrap();
+        let v6 = c.is_ipv6();
+        let x6;
+        let x = if v6 {
+            let cfg = router_config(8, None, MultiCidPolicy::First);
+            x6 =
+                load_or_skip("tag v6", listener_config(vip(true), cfg, None, backends(2))).unwrap();
+            &x6
+        } else {
+            &x
+        };
+        let cid = [0x40, i as u8, 1, 2, 3, 4, 5, 6];
+        x.learn_binding(&cid, BackendId(1)).unwrap();
+        let mut d = Vec::new();
+        build::cid12(1, 1, &cid, b"x", &mut d);
+        assert_eq!(
+            x.test_run(&frame(c, vip(v6), &d, &Framing::default()))
+                .unwrap()
+                .action,
+            XDP_TX
+        );
+        let b = x.binding_entry(&cid).unwrap();
+        assert_eq!(
+            b.addr_tag,
+            cidlb_xdp::abi::FlowKey::from(c).tag(secret),
+            "{c}"
+        );
+    }
+}
