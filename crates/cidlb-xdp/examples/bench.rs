@@ -256,6 +256,21 @@ fn main() {
                 }),
             ),
         );
+        // The same kind of hit, from another known address than the binding's last:
+        // the binding and the sender's flow are both read.
+        put(
+            "CID hit from another known address, 2000 distinct*",
+            col,
+            ns_each(
+                &s,
+                (2000..4000).map(|i| {
+                    frame(
+                        client(spread(i) ^ 1),
+                        &cid12(&cid_of(spread(i)), b"0123456789abcdef"),
+                    )
+                }),
+            ),
+        );
         let base = 5_000_000;
         put(
             "new address, no CID (Maglev, flow created)*",
