@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the test-support crates need to build real DTLS stacks
-# (Mbed TLS through bindgen + cmake; wolfSSL through autotools).
+# (Mbed TLS through bindgen + cmake; wolfSSL through autotools), and dnsmasq as the real
+# DNS server of the DNS-backend test.
 . scripts/lib.sh  # the working directory is the repository root
-ensure_packages clang libclang-dev cmake ninja-build autoconf automake libtool
+ensure_packages clang libclang-dev cmake ninja-build autoconf automake libtool dnsmasq-base
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
