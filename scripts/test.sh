@@ -6,11 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the test-support crates need to build real DTLS stacks
-# (Mbed TLS through bindgen + cmake; wolfSSL through autotools), and the XDP plane's
+# (Mbed TLS through bindgen + cmake; wolfSSL through autotools), the XDP plane's
 # (crates/cidlb-xdp: clang compiles its C program against libbpf-dev's headers;
-# iproute2 and ethtool set up its network-namespace test).
+# iproute2 and ethtool set up its network-namespace test), and dnsmasq as the real DNS
+# server of the DNS-backend test.
 . scripts/lib.sh  # the working directory is the repository root
-ensure_packages clang libclang-dev cmake ninja-build autoconf automake libtool libbpf-dev iproute2 ethtool
+ensure_packages clang libclang-dev cmake ninja-build autoconf automake libtool libbpf-dev iproute2 ethtool dnsmasq-base
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -30,7 +30,7 @@ impl StopSignal {
     }
 
     /// Sleeps until `deadline` or a stop; returns true when stopped.
-    fn wait_until(&self, deadline: Instant) -> bool {
+    pub fn wait_until(&self, deadline: Instant) -> bool {
         let mut g = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if *g {

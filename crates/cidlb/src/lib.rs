@@ -8,6 +8,7 @@ pub mod cid;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod dns;
 pub mod health;
 pub mod http;
 pub mod metrics;

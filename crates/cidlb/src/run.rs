@@ -58,6 +58,15 @@ pub fn run(cfg: Config) -> Result<(), String> {
 /// admin API; SIGHUP reloads the configuration file.
 pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     opts.overrides.apply(&mut cfg);
+    // Backends given by DNS name: resolved now, the plane starts with the expansion.
+    let dns = cfg.has_dns_backends().then(|| {
+        let mut r = crate::dns::Resolved::default();
+        r.refresh(&cfg, std::time::Instant::now(), cfg.timeouts.flow_idle);
+        (cfg.clone(), r)
+    });
+    if let Some((file, r)) = &dns {
+        cfg = r.expand(file);
+    }
     // Before anything else: SIGHUP's default action would end the process.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -92,6 +101,24 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     let stop = Arc::new(StopSignal::default());
     let health = crate::health::spawn(daemon.clone(), stop.clone(), secret[2])
         .map_err(|e| format!("cannot start the health checks: {e}"))?;
+    let resolver = match dns {
+        Some((file, resolved)) => {
+            let every = file.resolver.interval;
+            daemon.set_dns(file, resolved);
+            let (d, s) = (daemon.clone(), stop.clone());
+            Some(
+                std::thread::Builder::new()
+                    .name("cidlb-resolver".into())
+                    .spawn(move || {
+                        while !s.wait_until(std::time::Instant::now() + every) {
+                            d.refresh_dns();
+                        }
+                    })
+                    .map_err(|e| format!("cannot start the resolver: {e}"))?,
+            )
+        }
+        None => None,
+    };
     let admin = if cfg.admin.enabled {
         let addr = cfg.admin.address();
         match AdminServer::start(addr, daemon.clone()) {
@@ -146,6 +173,9 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     }
     stop.stop();
     let _ = health.join();
+    if let Some(r) = resolver {
+        let _ = r.join();
+    }
     daemon.shutdown();
     std::thread::sleep(Duration::from_millis(10));
     for l in daemon.snapshot(false).listeners {

@@ -74,6 +74,7 @@ impl Config {
             health: None,
             admin: None,
             log: None,
+            resolver: None,
             listeners: vec![RawListener {
                 name: Some(Spanned::new(none.clone(), "default".to_owned())),
                 address: Some(Spanned::new(none.clone(), listen.to_string())),

@@ -135,6 +135,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Logging (`[log]`).
     pub log: LogConfig,
+    /// How DNS backend names are resolved (`[resolver]`).
+    pub resolver: ResolverConfig,
     /// Where operator drains and weights are kept across restarts (`admin.state_file`,
     /// relative paths from the configuration file's folder); `None`: not kept.
     pub state_file: Option<std::path::PathBuf>,
@@ -146,6 +148,13 @@ impl Config {
     /// Data-plane threads to run: `workers`, else one per CPU.
     pub fn effective_workers(&self) -> usize {
         self.workers.unwrap_or_else(cpu_count)
+    }
+
+    /// Whether some backend is given by DNS name.
+    pub fn has_dns_backends(&self) -> bool {
+        self.listeners
+            .iter()
+            .any(|l| l.backends.iter().any(|b| b.dns.is_some()))
     }
 
     /// The file descriptors this configuration can hold open at once, by use (see
@@ -458,6 +467,41 @@ pub struct BackendConfig {
     /// The server ID its routable CIDs carry (`server_id`), checked against the
     /// listener's `cid_format`.
     pub server_id: Option<ServerIdConfig>,
+    /// `address = "NAME:PORT"`: the backend is every address NAME resolves to (A and
+    /// AAAA records, re-resolved every `resolver.interval`; see [`crate::dns`]); then
+    /// `address` holds only the port (on the unspecified IP) until it is expanded.
+    pub dns: Option<DnsName>,
+}
+
+/// A backend given by DNS name (`address = "NAME:PORT"`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DnsName {
+    /// The name, lowercase, without a final dot.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+/// How DNS backend names are resolved (`[resolver]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolverConfig {
+    /// DNS servers asked in turn (default: the `nameserver` lines of
+    /// `/etc/resolv.conf`, port 53).
+    pub servers: Vec<SocketAddr>,
+    /// How often names are resolved again (default 60 s).
+    pub interval: Duration,
+    /// How long one query waits for an answer (default 2 s).
+    pub timeout: Duration,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        ResolverConfig {
+            servers: Vec::new(),
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(2),
+        }
+    }
 }
 
 // ------------------------------------------------------ helpers of the submodules

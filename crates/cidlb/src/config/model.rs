@@ -19,6 +19,7 @@ pub(super) struct RawConfig {
     pub(super) health: Option<RawHealth>,
     pub(super) admin: Option<RawAdmin>,
     pub(super) log: Option<RawLog>,
+    pub(super) resolver: Option<RawResolver>,
     #[serde(default, rename = "listener")]
     pub(super) listeners: Vec<RawListener>,
 }
@@ -31,6 +32,14 @@ pub(super) struct RawHealth {
     pub(super) timeout: Sp<RawDuration>,
     pub(super) rise: Sp<i64>,
     pub(super) fall: Sp<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResolver {
+    pub(super) servers: Option<Vec<Spanned<String>>>,
+    pub(super) interval: Sp<RawDuration>,
+    pub(super) timeout: Sp<RawDuration>,
 }
 
 #[derive(Deserialize, Default)]

@@ -192,6 +192,7 @@ fn minimal_config_gets_defaults() {
             weight: 1,
             state: BackendState::Up,
             server_id: None,
+            dns: None,
         }]
     );
 }
@@ -326,7 +327,7 @@ fn unknown_keys_at_every_level() {
         (
             "workerz",
             format!("workerz = 1\n{base}"),
-            "workers, timeouts, limits, hashing, health, admin, log, listener",
+            "workers, timeouts, limits, hashing, health, admin, log, resolver, listener",
         ),
         (
             "timeouts.flow",
@@ -658,5 +659,52 @@ fn helpers() {
     assert_eq!(
         quick_flag("listener[0].backend[12].address"),
         "--backend #13"
+    );
+}
+
+#[test]
+fn backends_by_dns_name() {
+    let base = "[[listener]]\naddress = \"127.0.0.1:5684\"\ncid_length = 4\n";
+    let c = parse(&format!(
+        "[resolver]\nservers = [\"127.0.0.53\", \"[::1]:5353\"]\ninterval = \"30s\"\n{base}\
+         [[listener.backend]]\nname = \"dtls\"\naddress = \"DTLS.svc.cluster.local.:5684\"\n\
+         [[listener.backend]]\naddress = \"10.0.0.1:5684\"\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let b = &c.listeners[0].backends[0];
+    let d = b.dns.as_ref().expect("a DNS backend");
+    assert_eq!((d.host.as_str(), d.port), ("dtls.svc.cluster.local", 5684));
+    assert!(c.has_dns_backends());
+    assert_eq!(
+        c.resolver.servers,
+        [
+            "127.0.0.53:53".parse().unwrap(),
+            "[::1]:5353".parse().unwrap()
+        ]
+    );
+    assert_eq!(c.resolver.interval, std::time::Duration::from_secs(30));
+    assert!(c.listeners[0].backends[1].dns.is_none());
+    // A DNS backend may be several servers: no server_id.
+    check(
+        &format!("{base}[[listener.backend]]\naddress = \"a.example:1\"\nserver_id = \"01\"\n"),
+        "listener[0].backend[0].server_id",
+        &["DNS name"],
+    );
+    check(
+        &format!(
+            "{base}[[listener.backend]]\naddress = \"a.example:1\"\n[[listener.backend]]\nname = \"x\"\naddress = \"A.example:1\"\n"
+        ),
+        "listener[0].backend[1].address",
+        &["duplicate backend name a.example:1"],
+    );
+    check(
+        &format!("{base}[[listener.backend]]\naddress = \"bad_name:1\"\n"),
+        "listener[0].backend[0].address",
+        &["NAME:PORT"],
+    );
+    check(
+        "[resolver]\ninterval = \"0s\"\n[[listener]]\naddress = \"127.0.0.1:5684\"\ncid_length = 4\n[[listener.backend]]\naddress = \"10.0.0.1:1\"\n",
+        "resolver.interval",
+        &["out of range"],
     );
 }

@@ -24,6 +24,28 @@ use super::{
     MIN_MAGLEV_TABLE_SIZE,
 };
 
+/// `NAME:PORT` with a DNS host name (letters, digits, `-` and `.`, at most 253
+/// characters, not all digits and dots), lowercased; `None` for anything else (an
+/// `IP:PORT` included).
+fn dns_name(s: &str) -> Option<super::DnsName> {
+    let s = s.trim();
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(label_ok)
+        && host.bytes().any(|b| b.is_ascii_alphabetic());
+    ok.then_some(super::DnsName { host, port })
+}
+
 /// Longest error message (bytes); longer ones are cut (values are cut by `shown` first).
 const MAX_MESSAGE: usize = 1024;
 
@@ -443,7 +465,12 @@ impl Ctx<'_> {
         // host on the port of a wildcard listener.
         let local = cidlb_net::sys::local_ips();
         for (i, lc) in listeners.iter().enumerate() {
-            for (j, b) in lc.backends.iter().enumerate() {
+            for (j, b) in lc
+                .backends
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.dns.is_none())
+            {
                 let own = listeners.iter().find(|o| {
                     cidlb_core::OwnAddresses::new(&[o.address], &local).contains(b.address)
                 });
@@ -479,6 +506,7 @@ impl Ctx<'_> {
 
         let health = self.health(raw.health.as_ref())?;
         let admin = self.admin(raw.admin.as_ref())?;
+        let resolver = self.resolver(raw.resolver.as_ref())?;
         let state_file = match raw.admin.as_ref().and_then(|a| a.state_file.as_ref()) {
             None => None,
             Some(s) if s.get_ref().is_empty() => {
@@ -515,8 +543,63 @@ impl Ctx<'_> {
             health,
             admin,
             log,
+            resolver,
             state_file,
             listeners,
+        })
+    }
+
+    fn resolver(&self, raw: Option<&super::model::RawResolver>) -> R<super::ResolverConfig> {
+        let d = super::ResolverConfig::default();
+        let Some(r) = raw else { return Ok(d) };
+        let mut servers = Vec::new();
+        for (i, s) in r.servers.iter().flatten().enumerate() {
+            let path = format!("resolver.servers[{i}]");
+            let t = s.get_ref().trim();
+            let a = match t.parse::<IpAddr>() {
+                Ok(ip) => SocketAddr::new(ip, 53),
+                Err(_) => self.socket_addr(&path, s)?,
+            };
+            servers.push(a);
+        }
+        let within = |path: &str,
+                      v: &Sp<RawDuration>,
+                      default: Duration,
+                      min: Duration,
+                      max: Duration|
+         -> R<Duration> {
+            let Some(s) = v else { return Ok(default) };
+            let got = s.get_ref().0;
+            if got < min || got > max {
+                return Err(self.invalid(
+                    path,
+                    s,
+                    format!(
+                        "{} is out of range {}..={}",
+                        fmt_duration(got),
+                        fmt_duration(min),
+                        fmt_duration(max)
+                    ),
+                ));
+            }
+            Ok(got)
+        };
+        Ok(super::ResolverConfig {
+            servers,
+            interval: within(
+                "resolver.interval",
+                &r.interval,
+                d.interval,
+                Duration::from_secs(1),
+                Duration::from_secs(86_400),
+            )?,
+            timeout: within(
+                "resolver.timeout",
+                &r.timeout,
+                d.timeout,
+                Duration::from_millis(100),
+                Duration::from_secs(30),
+            )?,
         })
     }
 
@@ -668,10 +751,24 @@ impl Ctx<'_> {
         // Duplicate detection in O(n log n): lists may hold tens of thousands.
         let mut names = std::collections::HashMap::with_capacity(rl.backends.len());
         let mut addrs = std::collections::HashMap::with_capacity(rl.backends.len());
+        let mut dns_names = std::collections::HashMap::new();
         for (j, rb) in rl.backends.iter().enumerate() {
             let bpj = format!("{bp}[{j}]");
             let b = self.backend(&bpj, rb)?;
-            if let Some(ip) = upstream_source {
+            if let Some(d) = &b.dns {
+                // Its addresses are checked when it is resolved (crate::dns).
+                if let Some(k) = dns_names.insert(d.clone(), j) {
+                    let s = rb.address.as_ref().expect("validated");
+                    return Err(self.invalid(
+                        &format!("{bpj}.address"),
+                        s,
+                        format!(
+                            "duplicate backend name {}:{} (already used by {bp}[{k}])",
+                            d.host, d.port
+                        ),
+                    ));
+                }
+            } else if let Some(ip) = upstream_source {
                 if ip.is_ipv4() != b.address.is_ipv4() {
                     let s = rl.upstream_source.as_ref().expect("set");
                     return Err(self.invalid(
@@ -687,7 +784,9 @@ impl Ctx<'_> {
                     ));
                 }
             }
-            if let Some(k) = addrs.insert(b.address, j) {
+            if b.dns.is_some() {
+                // (duplicate names: above)
+            } else if let Some(k) = addrs.insert(b.address, j) {
                 let s = rb.address.as_ref().expect("validated");
                 return Err(self.invalid(
                     &format!("{bpj}.address"),
@@ -736,15 +835,67 @@ impl Ctx<'_> {
 
     fn backend(&self, p: &str, rb: &RawBackend) -> R<BackendConfig> {
         let apath = format!("{p}.address");
-        let address = match &rb.address {
-            Some(s) => self.socket_addr(&apath, s)?,
+        let (address, dns) = match &rb.address {
+            Some(s) => match dns_name(s.get_ref()) {
+                Some(d) => {
+                    if let Some(sid) = &rb.server_id {
+                        return Err(self.invalid(
+                            &format!("{p}.server_id"),
+                            sid,
+                            "a backend given by DNS name may be several servers: give each its own entry with its server_id",
+                        ));
+                    }
+                    (SocketAddr::from(([0, 0, 0, 0], d.port)), Some(d))
+                }
+                None => match s.get_ref().trim().parse::<SocketAddr>() {
+                    Ok(a) => (a, None),
+                    Err(_) if s.get_ref().bytes().any(|b| b.is_ascii_alphabetic())
+                        && !s.get_ref().contains('[') =>
+                    {
+                        return Err(self.invalid(
+                            &apath,
+                            s,
+                            format!(
+                                "invalid backend address {} (expected IP:PORT or NAME:PORT, a DNS name of letters, digits, - and .)",
+                                shown(s.get_ref())
+                            ),
+                        ))
+                    }
+                    Err(_) => (self.socket_addr(&apath, s)?, None),
+                },
+            },
             None => {
                 return Err(self.missing(
                     &apath,
-                    "required key is missing (the backend's IP:PORT, e.g. \"10.0.0.1:5684\")",
+                    "required key is missing (the backend's IP:PORT, e.g. \"10.0.0.1:5684\", or NAME:PORT)",
                 ))
             }
         };
+        if let Some(d) = dns {
+            let name = match &rb.name {
+                Some(s) => self.name(&format!("{p}.name"), s)?,
+                None => format!("{}:{}", d.host, d.port),
+            };
+            let weight = self.int(
+                &format!("{p}.weight"),
+                &rb.weight,
+                0..=i64::from(MAX_WEIGHT),
+                1,
+            )? as u32;
+            let state = match rb.state.as_ref().map(|s| *s.get_ref()) {
+                None | Some(RawState::Up) => BackendState::Up,
+                Some(RawState::Draining) => BackendState::Draining,
+                Some(RawState::Down) => BackendState::Down,
+            };
+            return Ok(BackendConfig {
+                name,
+                address,
+                weight,
+                state,
+                server_id: None,
+                dns: Some(d),
+            });
+        }
         let broadcast = matches!(address.ip(), IpAddr::V4(v4) if v4.is_broadcast());
         if address.ip().is_unspecified()
             || address.port() == 0
@@ -778,6 +929,7 @@ impl Ctx<'_> {
             address,
             weight,
             state,
+            dns: None,
             // Checked against the listener's cid_format by `routable_cids`.
             server_id: None,
         })
@@ -831,6 +983,7 @@ mod tests {
             health: None,
             admin: None,
             log: None,
+            resolver: None,
             listeners: vec![RawListener {
                 address: Some(Spanned::new(0..0, "0.0.0.0:5684".into())),
                 cid_length: Some(Spanned::new(0..0, 6)),

@@ -96,6 +96,16 @@ pub struct Daemon {
     state: Mutex<State>,
     reloads_ok: AtomicU64,
     reloads_rejected: AtomicU64,
+    /// The file's configuration and what its DNS backend names resolved to, when it has
+    /// some (the running configuration is its expansion, see [`crate::dns`]).
+    dns: Mutex<Option<DnsState>>,
+}
+
+/// See [`Daemon::dns`].
+#[derive(Debug)]
+struct DnsState {
+    file: Config,
+    resolved: crate::dns::Resolved,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -130,9 +140,46 @@ impl Daemon {
             }),
             reloads_ok: AtomicU64::new(0),
             reloads_rejected: AtomicU64::new(0),
+            dns: Mutex::new(None),
         };
         d.restore();
         d
+    }
+
+    /// Tells the daemon that its configuration is the expansion of `file`'s DNS
+    /// backends by `resolved` (`run` resolved them before starting the plane); from
+    /// then on [`Daemon::refresh_dns`] and reloads resolve them again.
+    pub fn set_dns(&self, file: Config, resolved: crate::dns::Resolved) {
+        *self.dns.lock().unwrap_or_else(|p| p.into_inner()) = Some(DnsState { file, resolved });
+    }
+
+    /// Resolves the file's DNS backend names again and applies what changed, like a
+    /// reload (see [`crate::dns`]); nothing when there are none or nothing changed.
+    pub fn refresh_dns(&self) {
+        let mut g = self.dns.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(d) = g.as_mut() else { return };
+        let grace = d.file.timeouts.flow_idle;
+        if !d
+            .resolved
+            .refresh(&d.file, std::time::Instant::now(), grace)
+        {
+            return;
+        }
+        let expanded = d.resolved.expand(&d.file);
+        drop(g);
+        match self.apply_config(expanded) {
+            Ok(rep) => {
+                tracing::info!(
+                    generation = rep.generation,
+                    changes = rep.changes.len(),
+                    "backend names resolved to other addresses; applied"
+                );
+                for c in &rep.changes {
+                    tracing::info!("dns: {c}");
+                }
+            }
+            Err(e) => tracing::warn!("backend names resolved to other addresses, not applied: {e}"),
+        }
     }
 
     /// Applies the state file's drains and weights, where the configuration file has

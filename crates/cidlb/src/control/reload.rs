@@ -63,7 +63,21 @@ impl Daemon {
         };
         let mut cfg = Config::load(path).map_err(|e| ControlError::invalid(e.to_string()))?;
         self.overrides.apply(&mut cfg);
-        self.apply_config(cfg)
+        if !cfg.has_dns_backends() {
+            *self.dns.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            return self.apply_config(cfg);
+        }
+        // Resolve the names now (the file may name new ones), then apply the expansion.
+        let mut g = self.dns.lock().unwrap_or_else(|p| p.into_inner());
+        let mut resolved = g.take().map(|d| d.resolved).unwrap_or_default();
+        resolved.refresh(&cfg, Instant::now(), cfg.timeouts.flow_idle);
+        let expanded = resolved.expand(&cfg);
+        let r = self.apply_config(expanded);
+        *g = Some(super::DnsState {
+            file: cfg,
+            resolved,
+        });
+        r
     }
 
     /// Applies a validated configuration to the running daemon, all or nothing (see
