@@ -9,6 +9,13 @@ use cidlb_xdp::{XdpCidFormat, XdpError, XdpListener, XdpListenerConfig};
 /// Set by scripts/test.sh: a test that cannot use BPF fails instead of skipping.
 pub const REQUIRE: &str = "CIDLB_REQUIRE_PRIVILEGED";
 
+/// Prints a skip reason where it is seen even when the test passes (libtest captures
+/// `eprintln!`, not writes to the stderr handle).
+pub fn say_skip(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
 /// Whether a privileged test must run (the variable is set to 1).
 pub fn required() -> bool {
     std::env::var(REQUIRE).is_ok_and(|v| v == "1")
@@ -20,9 +27,9 @@ pub fn load_or_skip(test: &str, cfg: XdpListenerConfig) -> Option<XdpListener> {
     match XdpListener::new(cfg) {
         Ok(l) => Some(l),
         Err(e) if e.is_permission() && !required() => {
-            eprintln!(
+            say_skip(&format!(
                 "SKIP {test}: BPF is not allowed here ({e}); set {REQUIRE}=1 to fail instead"
-            );
+            ));
             None
         }
         Err(e) => panic!("{test}: {e}"),
@@ -32,7 +39,9 @@ pub fn load_or_skip(test: &str, cfg: XdpListenerConfig) -> Option<XdpListener> {
 /// Whether `err` is a permission problem that allows a skip.
 pub fn skip_on(test: &str, err: &XdpError) -> bool {
     if err.is_permission() && !required() {
-        eprintln!("SKIP {test}: {err}; set {REQUIRE}=1 to fail instead");
+        say_skip(&format!(
+            "SKIP {test}: {err}; set {REQUIRE}=1 to fail instead"
+        ));
         return true;
     }
     false
