@@ -38,8 +38,8 @@ const MAX_NONCE: usize = 18;
 /// after a server restart) each start at a random point: after `k` CIDs each, their
 /// nonce ranges overlap with a probability of about `2k / 2^(8 × nonce length)`,
 /// negligible for long nonces but not for 4-octet ones. One generator per server ID is
-/// the safe choice; [`counter`](Self::counter) and [`starting_at`](Self::starting_at)
-/// let a server save its counter and resume after a restart.
+/// the safe choice; [`counter`](Self::counter), [`issued`](Self::issued) and
+/// [`resume`](Self::resume) let a server save its state and resume after a restart.
 pub struct CidGenerator {
     kind: Kind,
     server_id: ServerId,
@@ -229,8 +229,53 @@ impl CidGenerator {
         Ok(self)
     }
 
+    /// Resumes a saved generator (encrypted QUIC-LB only): sets the
+    /// [`counter`](Self::counter) and the [`issued`](Self::issued) count saved after the
+    /// previous generator's last CID, so that this one continues its nonce sequence and
+    /// still stops with [`GeneratorError::Exhausted`] when the whole nonce space
+    /// (counted over both) is used. For a generator that has issued nothing yet.
+    ///
+    /// Refused, leaving the generator as it was, for plaintext configurations (each
+    /// generator permutes its nonces under a private random key that is not saved, so a
+    /// resumed counter would not prevent repeats), the prefix format (no counter), a
+    /// generator that has issued a CID, and a counter of another length than the nonce.
+    /// An `issued` larger than the nonce space is [`GeneratorError::Exhausted`].
+    pub fn resume(&mut self, counter: &[u8], issued: u128) -> Result<(), GeneratorError> {
+        if self.issued != 0 {
+            return Err(GeneratorError::NoConfiguration(
+                "resume a generator before it issues a CID".into(),
+            ));
+        }
+        let Kind::QuicLb(q) = &mut self.kind else {
+            return Err(GeneratorError::NoConfiguration(
+                "the prefix format has no nonce counter".into(),
+            ));
+        };
+        if q.mask.is_some() {
+            return Err(GeneratorError::NoConfiguration(
+                "a plaintext configuration's nonce permutation is private to each \
+                 generator: resuming its counter would not prevent repeats"
+                    .into(),
+            ));
+        }
+        if counter.len() != q.config.nonce_len() {
+            return Err(FormatError::WrongNonceLength {
+                expected: q.config.nonce_len(),
+                got: counter.len(),
+            }
+            .into());
+        }
+        if self.capacity.is_some_and(|c| issued > c) {
+            return Err(GeneratorError::Exhausted { issued });
+        }
+        q.counter[..counter.len()].copy_from_slice(counter);
+        self.issued = issued;
+        Ok(())
+    }
+
     /// The next counter value (QUIC-LB), to save and hand to
-    /// [`starting_at`](Self::starting_at) later; empty for the prefix format.
+    /// [`resume`](Self::resume) (or [`starting_at`](Self::starting_at)) later; empty for
+    /// the prefix format.
     pub fn counter(&self) -> Vec<u8> {
         match &self.kind {
             Kind::QuicLb(q) => q.counter[..q.config.nonce_len()].to_vec(),
@@ -358,6 +403,64 @@ mod tests {
         assert_eq!(g.counter(), [0, 0, 0, 1]);
         assert_eq!(g.issued(), 3);
         assert_eq!(g.remaining(), Some((1u128 << 32) - 3));
+    }
+
+    #[test]
+    fn resume_continues_the_counter_and_the_count() {
+        let cfg = config(Some([5; 16]), false);
+        let mut a = CidGenerator::quic_lb(cfg.clone(), &[1, 2]).unwrap();
+        let first: Vec<Cid> = (0..10).map(|_| a.next_cid().unwrap()).collect();
+        let mut b = CidGenerator::quic_lb(cfg.clone(), &[1, 2]).unwrap();
+        b.resume(&a.counter(), a.issued()).unwrap();
+        assert_eq!((b.issued(), b.remaining()), (10, a.remaining()));
+        let next = a.next_cid().unwrap();
+        let resumed = b.next_cid().unwrap();
+        let nonce = |c: &Cid| cfg.decode_full(c).unwrap().1;
+        assert_eq!(nonce(&next), nonce(&resumed));
+        assert!(first.iter().all(|c| nonce(c) != nonce(&resumed)));
+        assert_eq!(b.counter(), a.counter());
+
+        // The count carries over: a resumed generator stops where the first would have.
+        let mut c = CidGenerator::quic_lb(cfg.clone(), &[1, 2]).unwrap();
+        c.resume(&[0; 4], (1u128 << 32) - 1).unwrap();
+        assert!(c.next_cid().is_ok());
+        assert!(matches!(
+            c.next_cid(),
+            Err(GeneratorError::Exhausted { .. })
+        ));
+        let mut d = CidGenerator::quic_lb(cfg.clone(), &[1, 2]).unwrap();
+        let before = d.counter();
+        assert!(matches!(
+            d.resume(&[0; 4], (1u128 << 32) + 1),
+            Err(GeneratorError::Exhausted { .. })
+        ));
+        assert_eq!((d.counter(), d.issued()), (before, 0), "unchanged on error");
+    }
+
+    #[test]
+    fn resume_is_refused_where_it_cannot_prevent_repeats() {
+        let cfg = config(Some([5; 16]), false);
+        let mut used = CidGenerator::quic_lb(cfg.clone(), &[1, 2]).unwrap();
+        used.next_cid().unwrap();
+        assert!(matches!(
+            used.resume(&[0; 4], 0),
+            Err(GeneratorError::NoConfiguration(_))
+        ));
+        let mut g = CidGenerator::quic_lb(cfg, &[1, 2]).unwrap();
+        assert!(matches!(
+            g.resume(&[0; 3], 0),
+            Err(GeneratorError::Format(FormatError::WrongNonceLength { .. }))
+        ));
+        let mut plain = CidGenerator::quic_lb(config(None, false), &[1, 2]).unwrap();
+        assert!(matches!(
+            plain.resume(&[0; 4], 0),
+            Err(GeneratorError::NoConfiguration(_))
+        ));
+        let mut prefix = CidGenerator::prefix(PrefixFormat::CALIFORNIUM, &[1], 6).unwrap();
+        assert!(matches!(
+            prefix.resume(&[], 0),
+            Err(GeneratorError::NoConfiguration(_))
+        ));
     }
 
     #[test]
