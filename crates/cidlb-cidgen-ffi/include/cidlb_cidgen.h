@@ -6,7 +6,8 @@
  * Feistel) or in the plain server-ID prefix format (Eclipse Californium's cluster
  * format). Any cidlb instance with the same configuration routes them to this server
  * without shared state. Under a key, nonces never repeat: when they run out,
- * cidlb_cidgen_next() returns CIDLB_ERR_EXHAUSTED instead of wrapping around.
+ * cidlb_cidgen_next() returns CIDLB_ERR_EXHAUSTED instead of wrapping around. A server
+ * that restarts can save its generator's counter and count, and resume them.
  *
  * Give each CID to the DTLS stack before the handshake:
  *   Mbed TLS: mbedtls_ssl_conf_cid(&conf, cidlb_cidgen_cid_len(gen), ...) once, then per
@@ -39,6 +40,12 @@ extern "C" {
 /* A buffer of this many octets holds any CID a generator issues. */
 #define CIDLB_CID_MAX_LEN 32
 
+/* A buffer of this many octets holds any counter cidlb_cidgen_counter() writes. */
+#define CIDLB_COUNTER_MAX_LEN 18
+
+/* cidlb_cidgen_remaining(): no limit, or more than fits 64 bits. */
+#define CIDLB_REMAINING_UNLIMITED UINT64_MAX
+
 /* A QUIC-LB configuration (draft-ietf-quic-load-balancers-21). */
 typedef struct cidlb_quic_lb_config {
     uint8_t rotation;               /* config rotation codepoint, 0..6 */
@@ -68,6 +75,28 @@ int cidlb_cidgen_next(cidlb_cidgen *generator, uint8_t *out, size_t out_cap,
 
 /* Length of the CIDs the generator issues; 0 for NULL. */
 size_t cidlb_cidgen_cid_len(const cidlb_cidgen *generator);
+
+/* Writes the generator's counter (QUIC-LB: the next nonce, nonce_length octets) into
+ * out (out_cap octets) and its length into *out_len; length 0 for the prefix format.
+ * Save it with cidlb_cidgen_issued() at a clean shutdown, after the last CID. */
+int cidlb_cidgen_counter(const cidlb_cidgen *generator, uint8_t *out, size_t out_cap,
+                         size_t *out_len);
+
+/* Resumes a saved generator: a new generator of the same configuration and server ID,
+ * before its first CID, continues the nonce sequence of the one whose counter and
+ * issued count were saved (exhaustion counts both). CIDLB_ERR_INVALID for a wrong
+ * counter length, a plaintext configuration (its nonce permutation is private to each
+ * generator), the prefix format, or a generator that has issued a CID;
+ * CIDLB_ERR_EXHAUSTED when issued exceeds the nonce space. Unchanged on error. */
+int cidlb_cidgen_resume(cidlb_cidgen *generator, const uint8_t *counter,
+                        size_t counter_len, uint64_t issued);
+
+/* CIDs issued so far, counting those of the generators it resumes; 0 for NULL. */
+uint64_t cidlb_cidgen_issued(const cidlb_cidgen *generator);
+
+/* CIDs it can still issue before CIDLB_ERR_EXHAUSTED; CIDLB_REMAINING_UNLIMITED for no
+ * limit (prefix format, nonces of 16 octets or more) or over 64 bits; 0 for NULL. */
+uint64_t cidlb_cidgen_remaining(const cidlb_cidgen *generator);
 
 /* Frees a generator; NULL is ignored. */
 void cidlb_cidgen_free(cidlb_cidgen *generator);

@@ -49,6 +49,11 @@ pub const CIDLB_ERR_RANDOM: c_int = -5;
 pub const CIDLB_ERR_PANIC: c_int = -6;
 /// Longest CID a generator issues (a buffer of this size always suffices).
 pub const CIDLB_CID_MAX_LEN: usize = 32;
+/// Longest counter [`cidlb_cidgen_counter`] writes (the longest QUIC-LB nonce).
+pub const CIDLB_COUNTER_MAX_LEN: usize = 18;
+/// What [`cidlb_cidgen_remaining`] returns for no limit (the prefix format, nonces of 16
+/// octets or more) or a count that does not fit 64 bits.
+pub const CIDLB_REMAINING_UNLIMITED: u64 = u64::MAX;
 
 /// A QUIC-LB (draft-ietf-quic-load-balancers-21) configuration, as C sees it.
 #[repr(C)]
@@ -246,6 +251,129 @@ pub unsafe extern "C" fn cidlb_cidgen_cid_len(generator: *const cidlb_cidgen) ->
     g.cid_len()
 }
 
+/// Writes the generator's counter (QUIC-LB: the next nonce, `nonce_length` octets) into
+/// `out` (capacity `out_cap`) and its length into `*out_len`: with
+/// [`cidlb_cidgen_issued`], what a server saves at a clean shutdown to
+/// [`cidlb_cidgen_resume`] after its restart. The prefix format has no counter: length 0.
+///
+/// Returns [`CIDLB_OK`], [`CIDLB_ERR_BUFFER_TOO_SMALL`] (a buffer of
+/// [`CIDLB_COUNTER_MAX_LEN`] octets always suffices) or [`CIDLB_ERR_NULL`].
+///
+/// # Safety
+/// `generator` must come from a `cidlb_cidgen_new_*` function and not be freed; `out`
+/// must point to `out_cap` writable octets; `out_len` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn cidlb_cidgen_counter(
+    generator: *const cidlb_cidgen,
+    out: *mut u8,
+    out_cap: usize,
+    out_len: *mut usize,
+) -> c_int {
+    guard(|| {
+        if generator.is_null() || out.is_null() || out_len.is_null() {
+            return CIDLB_ERR_NULL;
+        }
+        // SAFETY: non-NULL and live (caller's guarantee); shared access only.
+        let g = unsafe { &*generator };
+        let counter = g.inner.lock().unwrap_or_else(|p| p.into_inner()).counter();
+        if out_cap < counter.len() {
+            return CIDLB_ERR_BUFFER_TOO_SMALL;
+        }
+        // SAFETY: `out` has `out_cap >= counter.len()` writable octets (caller's
+        // guarantee, length checked above) and cannot overlap the local `counter`.
+        unsafe { std::ptr::copy_nonoverlapping(counter.as_ptr(), out, counter.len()) };
+        // SAFETY: non-NULL and writable (caller's guarantee).
+        unsafe { out_len.write(counter.len()) };
+        CIDLB_OK
+    })
+}
+
+/// Resumes a saved generator: sets the counter (`counter_len` octets, the nonce length)
+/// and the count of CIDs issued to what [`cidlb_cidgen_counter`] and
+/// [`cidlb_cidgen_issued`] returned after the previous generator's last CID. The
+/// generator then continues that nonce sequence, and its exhaustion counts both.
+/// Call it on a new generator of the same configuration and server ID, before its first
+/// CID.
+///
+/// Returns [`CIDLB_OK`]; [`CIDLB_ERR_INVALID`] for a counter of the wrong length, a
+/// plaintext configuration (its nonce permutation key is private to each generator, so
+/// resuming would not prevent repeats), the prefix format (no counter) or a generator
+/// that has issued a CID already; [`CIDLB_ERR_EXHAUSTED`] when `issued` exceeds the
+/// nonce space; or [`CIDLB_ERR_NULL`]. On error the generator is unchanged.
+///
+/// # Safety
+/// `generator` must come from a `cidlb_cidgen_new_*` function and not be freed;
+/// `counter` must point to `counter_len` readable octets.
+#[no_mangle]
+pub unsafe extern "C" fn cidlb_cidgen_resume(
+    generator: *mut cidlb_cidgen,
+    counter: *const u8,
+    counter_len: usize,
+    issued: u64,
+) -> c_int {
+    guard(|| {
+        if generator.is_null() || counter.is_null() {
+            return CIDLB_ERR_NULL;
+        }
+        if counter_len > CIDLB_COUNTER_MAX_LEN {
+            return CIDLB_ERR_INVALID;
+        }
+        // SAFETY: non-NULL, and the caller guarantees `counter_len` readable octets that
+        // stay valid for this call.
+        let saved = unsafe { std::slice::from_raw_parts(counter, counter_len) };
+        // SAFETY: non-NULL, created by `publish` and not freed (caller's guarantee);
+        // only shared access is taken, and the mutex serialises mutation.
+        let g = unsafe { &*generator };
+        let mut g = g.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match g.resume(saved, u128::from(issued)) {
+            Ok(()) => CIDLB_OK,
+            Err(e) => status(&e),
+        }
+    })
+}
+
+/// CIDs issued so far (after [`cidlb_cidgen_resume`]: by this generator and the ones it
+/// continues), saturating at `UINT64_MAX`; 0 if `generator` is NULL.
+///
+/// # Safety
+/// `generator` must be NULL or come from a `cidlb_cidgen_new_*` function and not be
+/// freed.
+#[no_mangle]
+pub unsafe extern "C" fn cidlb_cidgen_issued(generator: *const cidlb_cidgen) -> u64 {
+    if generator.is_null() {
+        return 0;
+    }
+    // SAFETY: non-NULL and live (caller's guarantee); shared access only.
+    let g = unsafe { &*generator };
+    let issued = g.inner.lock().unwrap_or_else(|p| p.into_inner()).issued();
+    u64::try_from(issued).unwrap_or(u64::MAX)
+}
+
+/// CIDs the generator can still issue before [`CIDLB_ERR_EXHAUSTED`]: a server rolls out
+/// a new configuration long before 0. [`CIDLB_REMAINING_UNLIMITED`] (`UINT64_MAX`) when
+/// there is no limit (the prefix format, nonces of 16 octets or more) or the count does
+/// not fit 64 bits; 0 if `generator` is NULL.
+///
+/// # Safety
+/// `generator` must be NULL or come from a `cidlb_cidgen_new_*` function and not be
+/// freed.
+#[no_mangle]
+pub unsafe extern "C" fn cidlb_cidgen_remaining(generator: *const cidlb_cidgen) -> u64 {
+    if generator.is_null() {
+        return 0;
+    }
+    // SAFETY: non-NULL and live (caller's guarantee); shared access only.
+    let g = unsafe { &*generator };
+    let remaining = g
+        .inner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remaining();
+    remaining
+        .and_then(|r| u64::try_from(r).ok())
+        .unwrap_or(CIDLB_REMAINING_UNLIMITED)
+}
+
 /// Frees a generator. NULL is accepted and ignored.
 ///
 /// # Safety
@@ -328,6 +456,154 @@ mod tests {
         unsafe { cidlb_cidgen_free(g) };
         // SAFETY: NULL is accepted.
         unsafe { cidlb_cidgen_free(ptr::null_mut()) };
+    }
+
+    /// A QUIC-LB generator for server ID 0a01 (5-octet nonces), with or without a key.
+    fn quic_lb(key: Option<&[u8; 16]>) -> *mut cidlb_cidgen {
+        let cfg = cidlb_quic_lb_config {
+            rotation: 1,
+            server_id_length: 2,
+            nonce_length: 5,
+            self_describing_length: 0,
+            key: key.map_or(ptr::null(), |k| k.as_ptr()),
+        };
+        let sid = [0x0a, 0x01];
+        let mut g: *mut cidlb_cidgen = ptr::null_mut();
+        // SAFETY: valid pointers to live locals.
+        let rc = unsafe { cidlb_cidgen_new_quic_lb(&cfg, sid.as_ptr(), 2, &mut g) };
+        assert_eq!(rc, CIDLB_OK);
+        g
+    }
+
+    /// The generator's counter.
+    fn counter(g: *const cidlb_cidgen) -> Vec<u8> {
+        let mut buf = [0u8; CIDLB_COUNTER_MAX_LEN];
+        let mut len = 0usize;
+        // SAFETY: `g` is live, `buf` has `buf.len()` writable octets.
+        let rc = unsafe { cidlb_cidgen_counter(g, buf.as_mut_ptr(), buf.len(), &mut len) };
+        assert_eq!(rc, CIDLB_OK);
+        buf[..len].to_vec()
+    }
+
+    /// The next CID.
+    fn next(g: *mut cidlb_cidgen) -> Vec<u8> {
+        let mut buf = [0u8; CIDLB_CID_MAX_LEN];
+        let mut len = 0usize;
+        // SAFETY: `g` is live, `buf` has `buf.len()` writable octets.
+        let rc = unsafe { cidlb_cidgen_next(g, buf.as_mut_ptr(), buf.len(), &mut len) };
+        assert_eq!(rc, CIDLB_OK);
+        buf[..len].to_vec()
+    }
+
+    #[test]
+    fn counter_resume_issued_remaining() {
+        let key = [0x22u8; 16];
+        let a = quic_lb(Some(&key));
+        let first: Vec<Vec<u8>> = (0..5).map(|_| next(a)).collect();
+        let saved = counter(a);
+        assert_eq!(saved.len(), 5);
+        // SAFETY: `a` is live.
+        let (issued, remaining) = unsafe { (cidlb_cidgen_issued(a), cidlb_cidgen_remaining(a)) };
+        assert_eq!((issued, remaining), (5, (1u64 << 40) - 5));
+
+        let b = quic_lb(Some(&key));
+        // SAFETY: `b` is live, `saved` readable.
+        let rc = unsafe { cidlb_cidgen_resume(b, saved.as_ptr(), saved.len(), issued) };
+        assert_eq!(rc, CIDLB_OK);
+        // SAFETY: `b` is live.
+        assert_eq!(unsafe { cidlb_cidgen_remaining(b) }, remaining);
+        assert_eq!(counter(b), saved);
+        let (x, y) = (next(a), next(b));
+        let config = QuicLbConfig::new(QuicLbParams {
+            rotation: 1,
+            server_id_len: 2,
+            nonce_len: 5,
+            key: Some(key),
+            self_describing_length: false,
+        })
+        .unwrap();
+        let nonce = |c: &[u8]| config.decode_full(c).unwrap().1;
+        assert_eq!(nonce(&x), nonce(&y), "b continues where a stopped");
+        assert!(first.iter().all(|c| nonce(c) != nonce(&y)));
+        // SAFETY: `b` is live.
+        assert_eq!(unsafe { cidlb_cidgen_issued(b) }, 6);
+
+        // Refused on a generator that has issued a CID; unchanged then.
+        let before = counter(b);
+        // SAFETY: `b` is live, `saved` readable.
+        let rc = unsafe { cidlb_cidgen_resume(b, saved.as_ptr(), saved.len(), 0) };
+        assert_eq!((rc, counter(b)), (CIDLB_ERR_INVALID, before));
+
+        let c = quic_lb(Some(&key));
+        // SAFETY: `c` is live; a counter of the wrong length, an over-long one, and a
+        // count beyond the nonce space.
+        unsafe {
+            assert_eq!(
+                cidlb_cidgen_resume(c, saved.as_ptr(), 4, 0),
+                CIDLB_ERR_INVALID
+            );
+            let long = [0u8; 64];
+            assert_eq!(
+                cidlb_cidgen_resume(c, long.as_ptr(), 64, 0),
+                CIDLB_ERR_INVALID
+            );
+            let rc = cidlb_cidgen_resume(c, saved.as_ptr(), 5, (1u64 << 40) + 1);
+            assert_eq!(rc, CIDLB_ERR_EXHAUSTED);
+            assert_eq!(cidlb_cidgen_resume(c, ptr::null(), 5, 0), CIDLB_ERR_NULL);
+            assert_eq!(cidlb_cidgen_issued(c), 0);
+        }
+        // Resuming at the very end: one CID left, then exhausted.
+        // SAFETY: `c` is live, `saved` readable; `buf` has room for a CID.
+        unsafe {
+            let rc = cidlb_cidgen_resume(c, saved.as_ptr(), 5, (1u64 << 40) - 1);
+            assert_eq!((rc, cidlb_cidgen_remaining(c)), (CIDLB_OK, 1));
+            next(c);
+            let mut buf = [0u8; CIDLB_CID_MAX_LEN];
+            let mut len = 0usize;
+            let rc = cidlb_cidgen_next(c, buf.as_mut_ptr(), buf.len(), &mut len);
+            assert_eq!((rc, cidlb_cidgen_remaining(c)), (CIDLB_ERR_EXHAUSTED, 0));
+        }
+
+        // Plaintext: the counter reads, but resuming is refused.
+        let p = quic_lb(None);
+        let pc = counter(p);
+        // SAFETY: `p` is live, `pc` readable.
+        let rc = unsafe { cidlb_cidgen_resume(p, pc.as_ptr(), pc.len(), 0) };
+        assert_eq!(rc, CIDLB_ERR_INVALID);
+
+        // Prefix: no counter, no limit.
+        let sid = [0x2a];
+        let mut q: *mut cidlb_cidgen = ptr::null_mut();
+        // SAFETY: valid pointers to live locals.
+        assert_eq!(
+            unsafe { cidlb_cidgen_new_prefix(sid.as_ptr(), 1, 6, &mut q) },
+            CIDLB_OK
+        );
+        assert!(counter(q).is_empty());
+        next(q);
+        // SAFETY: `q` is live; `pc` is readable.
+        unsafe {
+            assert_eq!(cidlb_cidgen_remaining(q), CIDLB_REMAINING_UNLIMITED);
+            assert_eq!(cidlb_cidgen_issued(q), 1);
+            assert_eq!(cidlb_cidgen_resume(q, pc.as_ptr(), 0, 0), CIDLB_ERR_INVALID);
+        }
+
+        // NULLs and a short buffer.
+        let mut small = [0u8; 4];
+        let mut len = 0usize;
+        // SAFETY: NULL is checked; `small` has 4 writable octets.
+        unsafe {
+            assert_eq!(cidlb_cidgen_issued(ptr::null()), 0);
+            assert_eq!(cidlb_cidgen_remaining(ptr::null()), 0);
+            let rc = cidlb_cidgen_counter(ptr::null(), small.as_mut_ptr(), 4, &mut len);
+            assert_eq!(rc, CIDLB_ERR_NULL);
+            let rc = cidlb_cidgen_counter(a, small.as_mut_ptr(), 4, &mut len);
+            assert_eq!(rc, CIDLB_ERR_BUFFER_TOO_SMALL);
+        }
+        for g in [a, b, c, p, q] {
+            // SAFETY: each is live and freed once.
+            unsafe { cidlb_cidgen_free(g) };
+        }
     }
 
     #[test]
