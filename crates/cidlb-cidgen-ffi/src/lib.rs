@@ -14,8 +14,15 @@
 //!     mbedtls_ssl_set_cid(&ssl, MBEDTLS_SSL_CID_ENABLED, cid, len);
 //! ```
 //!
+//! A server that restarts cleanly can save its generator's state
+//! ([`cidlb_cidgen_counter`], [`cidlb_cidgen_issued`]) and [`cidlb_cidgen_resume`] it,
+//! so that the new generator continues the nonce sequence instead of starting at a new
+//! random point; [`cidlb_cidgen_remaining`] says how long the nonce space lasts.
+//!
 //! `examples/mbedtls_cid.c` is a complete program; `tests/c_example.rs` builds and runs
-//! it against the static library and decodes its output with the Rust decoder.
+//! it against both libraries (also with the commands of `docs/routable-cids.md`, as
+//! written) and decodes its output with the Rust decoder, in the configuration of
+//! `crates/cidlb/examples/cidlb.toml`'s routable listener.
 //!
 //! Every function checks its pointers for NULL, never unwinds into C (a panic becomes
 //! [`CIDLB_ERR_PANIC`]), and a generator may be used from several threads at once (it
@@ -575,10 +582,8 @@ mod tests {
         let sid = [0x2a];
         let mut q: *mut cidlb_cidgen = ptr::null_mut();
         // SAFETY: valid pointers to live locals.
-        assert_eq!(
-            unsafe { cidlb_cidgen_new_prefix(sid.as_ptr(), 1, 6, &mut q) },
-            CIDLB_OK
-        );
+        let rc = unsafe { cidlb_cidgen_new_prefix(sid.as_ptr(), 1, 6, &mut q) };
+        assert_eq!(rc, CIDLB_OK);
         assert!(counter(q).is_empty());
         next(q);
         // SAFETY: `q` is live; `pc` is readable.
