@@ -8,16 +8,19 @@ cd "$(dirname "$0")/.."
 # Debian packages the test-support crates need to build real DTLS stacks
 # (Mbed TLS through bindgen + cmake; wolfSSL through autotools), the XDP plane's
 # (crates/cidlb-xdp: clang compiles its C program against libbpf-dev's headers;
-# iproute2 and ethtool set up its network-namespace test), and dnsmasq as the real DNS
-# server of the DNS-backend test.
+# iproute2 and ethtool set up its network-namespace test), dnsmasq as the real DNS
+# server of the DNS-backend test, and prometheus for promtool, which checks and
+# unit-tests packaging/prometheus/'s alert rules and parses the Grafana dashboard's
+# queries (crates/cidlb/tests/packaging.rs; Debian ships promtool in no smaller package).
 . scripts/lib.sh  # the working directory is the repository root
-ensure_packages clang libclang-dev cmake ninja-build autoconf automake libtool libbpf-dev iproute2 ethtool dnsmasq-base
+ensure_packages clang libclang-dev cmake ninja-build autoconf automake libtool libbpf-dev iproute2 ethtool dnsmasq-base prometheus
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 test_log="$(mktemp)"
-# Tests that need BPF or network namespaces (cidlb-xdp) skip where those are not
-# allowed; here (root, as CI runs) they must run: a skip becomes a failure.
+# Tests that need BPF or network namespaces (cidlb-xdp), or a tool such as promtool,
+# skip where those are missing or not allowed; here (root, as CI runs, with the
+# packages above) they must run: a skip becomes a failure.
 export CIDLB_REQUIRE_PRIVILEGED=1
 cargo test --workspace --locked 2>&1 | tee "$test_log"
 
