@@ -205,6 +205,8 @@ pub enum MaglevError {
         /// Larger of the two slice indices.
         second: usize,
     },
+    /// [`MaglevTable::new_unless`] was told to stop.
+    Cancelled,
 }
 
 impl fmt::Display for MaglevError {
@@ -232,6 +234,7 @@ impl fmt::Display for MaglevError {
                 f,
                 "Maglev backends {first} and {second} have the same key"
             ),
+            Self::Cancelled => f.write_str("the Maglev table build was cancelled"),
         }
     }
 }
@@ -280,6 +283,17 @@ impl MaglevTable {
     /// * [`MaglevError::DuplicateKey`] if two backends with a positive weight
     ///   share a key.
     pub fn new(backends: &[MaglevBackend<'_>], table_size: usize) -> Result<Self, MaglevError> {
+        Self::new_unless(backends, table_size, &|| false)
+    }
+
+    /// [`Self::new`] that gives up with [`MaglevError::Cancelled`] as soon as `stop`
+    /// returns true (asked every 65,536 slots: a table of 2^24 slots over 65,535
+    /// backends takes seconds to build).
+    pub fn new_unless(
+        backends: &[MaglevBackend<'_>],
+        table_size: usize,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Self, MaglevError> {
         if table_size > MAX_TABLE_SIZE {
             return Err(MaglevError::TableSizeTooLarge { table_size });
         }
@@ -334,7 +348,7 @@ impl MaglevTable {
             });
         }
 
-        let entries = populate(&eligible, table_size);
+        let entries = populate(&eligible, table_size, stop).ok_or(MaglevError::Cancelled)?;
         Ok(Self {
             entries: entries.into_boxed_slice(),
             table_size,
@@ -457,7 +471,12 @@ impl Eq for Turn {}
 
 /// Fills all `table_size` slots. `eligible` is non-empty, in canonical order,
 /// shorter than `table_size`; `table_size` is prime and `<= MAX_TABLE_SIZE`.
-fn populate(eligible: &[Candidate<'_>], table_size: usize) -> Vec<u16> {
+/// `None` when `stop` says so.
+fn populate(
+    eligible: &[Candidate<'_>],
+    table_size: usize,
+    stop: &dyn Fn() -> bool,
+) -> Option<Vec<u16>> {
     // Lossless: table_size <= MAX_TABLE_SIZE = 2^24.
     let m = table_size as u32;
     // Per backend: next position in its permutation, and its skip.
@@ -486,6 +505,9 @@ fn populate(eligible: &[Candidate<'_>], table_size: usize) -> Vec<u16> {
     let mut entries = vec![EMPTY; table_size];
     let mut filled = 0;
     while filled < table_size {
+        if filled % (1 << 16) == 0 && stop() {
+            return None;
+        }
         let Some(mut top) = schedule.peek_mut() else {
             // Unreachable: every popped turn is replaced by the next one.
             break;
@@ -513,7 +535,7 @@ fn populate(eligible: &[Candidate<'_>], table_size: usize) -> Vec<u16> {
         turn.claim += 1;
     }
     debug_assert!(entries.iter().all(|&e| e != EMPTY));
-    entries
+    Some(entries)
 }
 
 /// The two permutation hashes `(h1, h2)` of a backend key: the first two
@@ -1113,5 +1135,31 @@ mod tests {
         let slots = build(&backends).slots_per_backend();
         let (min, max) = (*slots.iter().min().unwrap(), *slots.iter().max().unwrap());
         assert!(max - min <= 1, "min {min}, max {max}");
+    }
+
+    #[test]
+    fn a_build_can_be_cancelled_and_otherwise_is_the_same() {
+        let keys = names(100);
+        let backends = equal(&keys);
+        let asked = std::cell::Cell::new(0);
+        // Told to stop at its second look: gives up mid-way.
+        let r = MaglevTable::new_unless(&backends, 1_000_003, &|| {
+            asked.set(asked.get() + 1);
+            asked.get() > 1
+        });
+        assert_eq!(r, Err(MaglevError::Cancelled));
+        assert_eq!(asked.get(), 2);
+        let never = MaglevTable::new_unless(&backends, M, &|| false).unwrap();
+        assert!(never == build(&backends));
+    }
+
+    /// 65,535 backends in the default table: every backend gets a slot or two, in
+    /// linear-ish time (the reload of that many backends builds one).
+    #[test]
+    fn max_backends_in_the_default_table() {
+        let keys = names(MAX_BACKENDS);
+        let table = build(&equal(&keys));
+        let slots = table.slots_per_backend();
+        assert!(slots.iter().all(|&n| (1..=2).contains(&n)));
     }
 }

@@ -14,6 +14,7 @@
 //! 4. Backend changes ([`Router::set_backends`], [`Router::set_backend_state`],
 //!    [`Router::set_backend_weight`]) at any time between calls.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use crate::decision::{
     Lookups,
 };
 use crate::keys::{Binding, BindingSource, CidKey, Flow, FlowKey, SourceKey, TokenBucket};
-use crate::maglev::{MaglevBackend, MaglevTable};
+use crate::maglev::{MaglevBackend, MaglevError, MaglevTable};
 use crate::outcome::{Counters, DropReason, Event, RouteOutcome};
 use crate::table::{BoundedTable, Entry, Inserted, Tick};
 
@@ -202,6 +203,8 @@ pub enum BackendSetError {
     DuplicateServerId(ServerId),
     /// The Maglev table could not be built.
     Maglev(String),
+    /// [`Router::prepare_backends_unless`] was told to stop.
+    Cancelled,
 }
 
 impl fmt::Display for BackendSetError {
@@ -213,6 +216,7 @@ impl fmt::Display for BackendSetError {
                 write!(f, "two backends have server ID {s:?}")
             }
             BackendSetError::Maglev(e) => write!(f, "cannot build the Maglev table: {e}"),
+            BackendSetError::Cancelled => f.write_str("building the backend set was cancelled"),
         }
     }
 }
@@ -225,6 +229,7 @@ impl std::error::Error for BackendSetError {}
 pub struct PreparedBackends {
     backends: Vec<Backend>,
     slot: Vec<Option<u16>>,
+    /// Sorted by the server ID's octets.
     server_ids: Vec<(ServerId, BackendId)>,
     eligible: Vec<BackendId>,
     maglev: MaglevTable,
@@ -302,6 +307,7 @@ pub struct Router {
     backends: Vec<Backend>,
     /// `slot[id]` = index into `backends`.
     slot: Vec<Option<u16>>,
+    /// Sorted by the server ID's octets (binary search in `decode`).
     server_ids: Vec<(ServerId, BackendId)>,
     /// Backends that take new flows, in Maglev's index order.
     eligible: Vec<BackendId>,
@@ -456,8 +462,22 @@ impl Router {
         cfg: &RouterConfig,
         backends: Vec<Backend>,
     ) -> Result<PreparedBackends, BackendSetError> {
+        Self::prepare_backends_unless(cfg, backends, &|| false)
+    }
+
+    /// [`Router::prepare_backends`] that gives up ([`BackendSetError::Cancelled`]) as
+    /// soon as `stop` returns true while the Maglev table is built. O(n) checks, then
+    /// the Maglev build.
+    pub fn prepare_backends_unless(
+        cfg: &RouterConfig,
+        backends: Vec<Backend>,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<PreparedBackends, BackendSetError> {
         let mut slot: Vec<Option<u16>> = Vec::new();
         let mut server_ids = Vec::new();
+        // Duplicates found in O(n): sets may hold 65,535 backends.
+        let mut names = HashSet::with_capacity(backends.len());
+        let mut sids = HashSet::new();
         for (i, b) in backends.iter().enumerate() {
             let id = usize::from(b.id.0);
             if slot.len() <= id {
@@ -467,17 +487,19 @@ impl Router {
                 return Err(BackendSetError::DuplicateId(b.id));
             }
             slot[id] = Some(i as u16);
-            if backends[..i].iter().any(|o| o.name == b.name) {
+            if !names.insert(b.name.as_str()) {
                 return Err(BackendSetError::DuplicateName(b.name.clone()));
             }
             if let Some(sid) = b.server_id {
-                if server_ids.iter().any(|(s, _)| *s == sid) {
+                if !sids.insert(sid) {
                     return Err(BackendSetError::DuplicateServerId(sid));
                 }
                 server_ids.push((sid, b.id));
             }
         }
-        let (eligible, maglev) = Self::build_maglev(&backends, cfg.maglev_table_size)?;
+        // Sorted by octets: `decode` finds a server ID by binary search.
+        server_ids.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let (eligible, maglev) = Self::build_maglev(&backends, cfg.maglev_table_size, stop)?;
         Ok(PreparedBackends {
             backends,
             slot,
@@ -528,14 +550,17 @@ impl Router {
     fn build_maglev(
         backends: &[Backend],
         size: usize,
+        stop: &dyn Fn() -> bool,
     ) -> Result<(Vec<BackendId>, MaglevTable), BackendSetError> {
         let eligible: Vec<&Backend> = backends.iter().filter(|b| b.takes_new_flows()).collect();
         let input: Vec<MaglevBackend<'_>> = eligible
             .iter()
             .map(|b| MaglevBackend::new(b.name.as_bytes(), b.weight))
             .collect();
-        let table =
-            MaglevTable::new(&input, size).map_err(|e| BackendSetError::Maglev(e.to_string()))?;
+        let table = MaglevTable::new_unless(&input, size, stop).map_err(|e| match e {
+            MaglevError::Cancelled => BackendSetError::Cancelled,
+            e => BackendSetError::Maglev(e.to_string()),
+        })?;
         Ok((eligible.iter().map(|b| b.id).collect(), table))
     }
 
@@ -543,7 +568,7 @@ impl Router {
         // The backend set was valid when set, and eligibility changes cannot make it
         // invalid; keep the old table if building somehow fails.
         if let Ok((eligible, maglev)) =
-            Self::build_maglev(&self.backends, self.cfg.maglev_table_size)
+            Self::build_maglev(&self.backends, self.cfg.maglev_table_size, &|| false)
         {
             self.eligible = eligible;
             self.maglev = maglev;
@@ -1286,8 +1311,13 @@ fn decode(r: &Router, cid: &[u8]) -> Decoded {
     let Some(server_id) = fmt.server_id(cid) else {
         return Decoded::Undecodable;
     };
-    match r.server_ids.iter().find(|(s, _)| *s == server_id) {
-        Some(&(_, backend)) => Decoded::Backend {
+    let found = r
+        .server_ids
+        .binary_search_by(|(s, _)| s.as_bytes().cmp(server_id.as_bytes()))
+        .ok()
+        .map(|i| r.server_ids[i]);
+    match found {
+        Some((_, backend)) => Decoded::Backend {
             server_id,
             backend,
             serves: r.serves(backend),

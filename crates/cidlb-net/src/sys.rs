@@ -41,20 +41,33 @@ pub fn ensure_port_free(addr: SocketAddr) -> io::Result<()> {
     }
 }
 
-/// File descriptors upstream sockets never take (at most a quarter of the limit): the
-/// highest-numbered ones, kept for the admin API's connections, health-check sockets
-/// ([`probe_socket`]) and reloads. Without them a new-flow flood past the open-files
-/// limit would also lock the operator out and fail the health checks of backends added
-/// by a reload.
+/// File descriptors upstream sockets (and health checks' per-backend sockets) never
+/// take (at most a quarter of the limit): the highest-numbered ones, kept for the
+/// admin API's connections, the health checks' shared sockets ([`shared_probe_socket`])
+/// and reloads. Without them a new-flow flood past the open-files limit would also
+/// lock the operator out and fail the health checks of backends added by a reload.
 pub const FD_RESERVE: u64 = 32;
+
+/// The top part of [`FD_RESERVE`] (at most an eighth of the limit) that no socket of
+/// the data plane or the health checks may take: it is kept for the admin server's
+/// connections and for reading the configuration file on a reload, so that however
+/// many backends a reload adds, the operator can still see the balancer and reload
+/// again.
+pub const FD_ADMIN_RESERVE: u64 = 16;
 
 /// The descriptors kept free of upstream sockets under an open-files limit of `limit`.
 pub fn fd_reserve(limit: u64) -> u64 {
     FD_RESERVE.min(limit / 4)
 }
 
+/// The descriptors kept free of every health-check socket under a limit of `limit`:
+/// the admin server's and the configuration file's part of [`fd_reserve`].
+pub fn fd_admin_reserve(limit: u64) -> u64 {
+    FD_ADMIN_RESERVE.min(limit / 8)
+}
+
 /// The soft open-files limit, if it can be read.
-fn nofile_soft_limit() -> Option<u64> {
+pub fn nofile_soft_limit() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -63,56 +76,216 @@ fn nofile_soft_limit() -> Option<u64> {
     (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim.rlim_cur)
 }
 
+/// The error of a socket refused because its descriptor lies in a reserve (see
+/// [`is_fd_shortage`]).
+#[derive(Debug)]
+struct ReserveKept(String);
+
+impl std::fmt::Display for ReserveKept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ReserveKept {}
+
+/// Whether `e` says this process is short of descriptors or memory (`EMFILE`,
+/// `ENFILE`, `ENOBUFS`, `ENOMEM`, or a descriptor refused because it lies in a
+/// reserve), rather than anything about the destination.
+pub fn is_fd_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    ) || e.get_ref().is_some_and(|i| i.is::<ReserveKept>())
+}
+
+/// Fails, like an `EMFILE`, when `s`'s descriptor lies in the top `reserve` of the
+/// open-files limit: the kernel hands out the lowest free number, so every lower one is
+/// in use and fewer than the reserve are left.
+fn keep_reserve(s: &Socket, reserve: fn(u64) -> u64, kept_for: &str) -> io::Result<()> {
+    if let Some(limit) = nofile_soft_limit() {
+        let reserve = reserve(limit);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(s) as u64;
+        if fd + reserve >= limit {
+            return Err(io::Error::other(ReserveKept(format!(
+                "too many open files: the last {reserve} of {limit} are kept for {kept_for}"
+            ))));
+        }
+    }
+    Ok(())
+}
+
 /// A non-blocking UDP socket on an ephemeral port of `source` (or of the unspecified
 /// address), connected to `backend`: one NAT-mode upstream flow.
 ///
 /// Fails, like an `EMFILE`, when the new descriptor lies in the top [`fd_reserve`] of
-/// the open-files limit: the kernel hands out the lowest free number, so every lower
-/// one is in use and fewer than the reserve are left.
+/// the open-files limit.
 pub fn upstream_socket(
     source: Option<std::net::IpAddr>,
     backend: SocketAddr,
 ) -> io::Result<UdpSocket> {
-    connected_socket(source, backend, true)
+    connected_socket(source, backend)
 }
 
-/// Like [`upstream_socket`], for a health check: it may take a descriptor of the
-/// reserve, which is kept for it.
+/// Like [`upstream_socket`], for the health checks of one backend: it keeps the whole
+/// reserve too (under exhaustion the prober falls back to its shared socket).
 pub fn probe_socket(
     source: Option<std::net::IpAddr>,
     backend: SocketAddr,
 ) -> io::Result<UdpSocket> {
-    connected_socket(source, backend, false)
+    connected_socket(source, backend)
+}
+
+fn unspecified(v4: bool) -> std::net::IpAddr {
+    if v4 {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    }
 }
 
 fn connected_socket(
     source: Option<std::net::IpAddr>,
     backend: SocketAddr,
-    keep_reserve: bool,
 ) -> io::Result<UdpSocket> {
     let s = Socket::new(
         Domain::for_address(backend),
         Type::DGRAM,
         Some(Protocol::UDP),
     )?;
-    if let Some(limit) = nofile_soft_limit().filter(|_| keep_reserve) {
-        let reserve = fd_reserve(limit);
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&s) as u64;
-        if fd + reserve >= limit {
-            return Err(io::Error::other(format!(
-                "too many open files: the last {reserve} of {limit} are kept for the admin \
-                 API and health checks"
-            )));
-        }
-    }
+    keep_reserve(&s, fd_reserve, "the admin API and health checks")?;
     s.set_nonblocking(true)?;
-    let ip = source.unwrap_or(match backend {
-        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-    });
+    let ip = source.unwrap_or(unspecified(backend.is_ipv4()));
     s.bind(&SocketAddr::new(ip, 0).into())?;
     s.connect(&backend.into())?;
     Ok(s.into())
+}
+
+/// Receive buffer asked for a shared probe socket (the kernel caps it at
+/// `net.core.rmem_max`): the answers of many backends may queue on it at once.
+const SHARED_PROBE_BUFFER: usize = 4 << 20;
+
+/// A non-blocking, unconnected UDP socket on an ephemeral port of `source` (or of the
+/// unspecified address of the family, IPv4 when `v4`), for the health checks of every
+/// backend without a socket of its own: answers are told apart by their source
+/// address, and ICMP errors arrive on its error queue (`IP_RECVERR`, read with
+/// [`recv_error`]) with the destination they are about.
+///
+/// It may take a descriptor of [`fd_reserve`], never one of [`fd_admin_reserve`].
+pub fn shared_probe_socket(source: Option<std::net::IpAddr>, v4: bool) -> io::Result<UdpSocket> {
+    let s = Socket::new(
+        if v4 { Domain::IPV4 } else { Domain::IPV6 },
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    keep_reserve(
+        &s,
+        fd_admin_reserve,
+        "the admin API and configuration reloads",
+    )?;
+    s.set_nonblocking(true)?;
+    let _ = s.set_recv_buffer_size(SHARED_PROBE_BUFFER);
+    let (level, name) = if v4 {
+        (libc::SOL_IP, libc::IP_RECVERR)
+    } else {
+        (libc::SOL_IPV6, libc::IPV6_RECVERR)
+    };
+    let on: libc::c_int = 1;
+    // SAFETY: `s` is an open socket; the option value is a c_int of the given size.
+    let r = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&s),       // socket
+            level,                                     // SOL_IP / SOL_IPV6
+            name,                                      // IP_RECVERR / IPV6_RECVERR
+            (&on as *const libc::c_int).cast(),        // value
+            std::mem::size_of::<libc::c_int>() as u32, // its size
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let ip = source.unwrap_or(unspecified(v4));
+    s.bind(&SocketAddr::new(ip, 0).into())?;
+    Ok(s.into())
+}
+
+/// What [`recv_error`] read from a socket's error queue.
+#[derive(Debug)]
+pub enum QueuedError {
+    /// The queue is empty.
+    Empty,
+    /// An ICMP error (e.g. `ECONNREFUSED` for a port unreachable) about a datagram sent
+    /// to this destination.
+    Icmp(SocketAddr, io::Error),
+    /// Some other entry, consumed.
+    Other,
+}
+
+/// Reads one entry of the error queue of a socket with `IP_RECVERR` / `IPV6_RECVERR`
+/// set (non-blocking).
+pub fn recv_error(fd: std::os::fd::RawFd) -> io::Result<QueuedError> {
+    // SAFETY: all-zero bytes are a valid sockaddr_storage and msghdr (plain data).
+    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut head = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: head.as_mut_ptr().cast(),
+        iov_len: head.len(),
+    };
+    // u64s: the control buffer must be aligned for cmsghdr.
+    let mut control = [0u64; 64];
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    loop {
+        msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        msg.msg_flags = 0;
+        // SAFETY: `fd` is a socket owned by the caller; `msg` points to `name`, `iov`
+        // (into `head`) and `control`, all alive and writable during the call;
+        // MSG_DONTWAIT: non-blocking.
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(QueuedError::Empty),
+            _ => return Err(e),
+        }
+    }
+    let mut errno = None;
+    // SAFETY: `msg` was filled by recvmsg: its control pointer and length describe the
+    // control messages the kernel wrote into `control`; CMSG_* walk them within it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let h = &*c;
+            if (h.cmsg_level == libc::SOL_IP && h.cmsg_type == libc::IP_RECVERR)
+                || (h.cmsg_level == libc::SOL_IPV6 && h.cmsg_type == libc::IPV6_RECVERR)
+            {
+                // The kernel writes a sock_extended_err there (the offender's address
+                // follows it); read unaligned, to be safe.
+                let ee =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::sock_extended_err>());
+                if ee.ee_origin == libc::SO_EE_ORIGIN_ICMP
+                    || ee.ee_origin == libc::SO_EE_ORIGIN_ICMP6
+                {
+                    errno = Some(ee.ee_errno as i32);
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    // SAFETY: the kernel wrote a socket address of `msg_namelen` bytes into `name`.
+    let to = unsafe { socket2::SockAddr::new(name, msg.msg_namelen) }.as_socket();
+    Ok(match (to, errno) {
+        (Some(to), Some(e)) => QueuedError::Icmp(to, io::Error::from_raw_os_error(e)),
+        _ => QueuedError::Other,
+    })
 }
 
 /// Receives up to a batch of datagrams with one `recvmmsg(2)` call.
@@ -412,6 +585,66 @@ mod tests {
         assert_eq!(fd_reserve(64), 16);
         assert_eq!(fd_reserve(8), 2);
         assert_eq!(fd_reserve(u64::MAX), FD_RESERVE);
+    }
+
+    #[test]
+    fn the_admin_reserve_is_the_top_half_of_the_reserve() {
+        for limit in [8, 64, 100, 1024, 20_000, 1 << 20, u64::MAX] {
+            assert!(fd_admin_reserve(limit) <= fd_reserve(limit), "{limit}");
+            assert!(
+                fd_admin_reserve(limit) * 2 >= fd_reserve(limit) - 1,
+                "{limit}"
+            );
+        }
+        assert_eq!(fd_admin_reserve(1 << 20), FD_ADMIN_RESERVE);
+        assert_eq!(fd_admin_reserve(64), 8);
+    }
+
+    #[test]
+    fn reserve_errors_are_a_shortage() {
+        assert!(is_fd_shortage(&io::Error::from_raw_os_error(libc::EMFILE)));
+        assert!(is_fd_shortage(&io::Error::other(ReserveKept("x".into()))));
+        assert!(!is_fd_shortage(&io::Error::other("x")));
+        assert!(!is_fd_shortage(&io::Error::from_raw_os_error(
+            libc::ENETUNREACH
+        )));
+    }
+
+    #[test]
+    fn a_shared_probe_socket_reports_refusals_with_their_destination() {
+        let s = shared_probe_socket(Some("127.0.0.1".parse().unwrap()), true).unwrap();
+        let closed = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let open = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(b"x", closed).unwrap();
+        // The refusal is also the socket's pending error, which the next call reports
+        // (and clears): a send to another destination may fail once for it.
+        let to = open.local_addr().unwrap();
+        if let Err(e) = s.send_to(b"y", to) {
+            assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+            s.send_to(b"y", to).unwrap();
+        }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let got = loop {
+            match recv_error(fd).unwrap() {
+                QueuedError::Icmp(to, e) => break (to, e.kind()),
+                QueuedError::Other => {}
+                QueuedError::Empty => {
+                    assert!(std::time::Instant::now() < deadline, "no ICMP error queued");
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        };
+        assert_eq!(got, (closed, io::ErrorKind::ConnectionRefused));
+        // The port that is open got its datagram; the error queue holds nothing else.
+        let mut b = [0u8; 4];
+        open.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(open.recv(&mut b).unwrap(), 1);
+        assert!(matches!(recv_error(fd).unwrap(), QueuedError::Empty));
     }
 
     #[test]

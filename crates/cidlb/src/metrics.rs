@@ -120,6 +120,9 @@ families! {
         ConfigGeneration: Gauge = "cidlb_config_generation",
         /// Reloads by result (ok, rejected).
         ConfigReloads: Counter = "cidlb_config_reloads_total",
+        /// How long the last applied reload took, reading the file included (0 before
+        /// the first).
+        ConfigReloadSeconds: Gauge = "cidlb_config_reload_seconds",
     }
 }
 
@@ -247,6 +250,7 @@ impl DaemonFamily {
                 e.sample(&[("result", "ok")], s.reloads_ok);
                 e.sample(&[("result", "rejected")], s.reloads_rejected);
             }
+            DaemonFamily::ConfigReloadSeconds => e.sample(&[], s.last_reload.as_secs_f64()),
         }
     }
 }
@@ -639,6 +643,7 @@ mod tests {
             started: UNIX_EPOCH + Duration::from_millis(1_714_000_000_123),
             reloads_ok: next(),
             reloads_rejected: next(),
+            last_reload: Duration::from_millis(next()),
             health: Default::default(),
             listeners,
         }

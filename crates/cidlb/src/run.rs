@@ -1,10 +1,10 @@
 //! Turning a validated [`Config`] into a running data plane, and running it until a
 //! signal says stop.
 
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use cidlb_core::plane::DataPlane;
 use cidlb_net::{DataPlaneConfig, NatPlane};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{info, warn};
@@ -57,6 +57,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
 /// Runs the balancer until SIGINT or SIGTERM: the data plane, the health checks, the
 /// admin API; SIGHUP reloads the configuration file.
 pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
+    let started = Instant::now();
     opts.overrides.apply(&mut cfg);
     // Backends given by DNS name: resolved now, the plane starts with the expansion.
     let dns = cfg.has_dns_backends().then(|| {
@@ -75,29 +76,67 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
         .workers
         .unwrap_or_else(|| DataPlaneConfig::default().workers);
     let secret = random_secret();
-    let specs = listener_specs(&cfg, secret);
-    let plane = NatPlane::start(
-        specs,
-        DataPlaneConfig {
-            workers,
-            ..DataPlaneConfig::default()
-        },
-    )
-    .map_err(|e| format!("cannot start the data plane: {e}"))?;
-    for (l, lc) in plane.listeners().iter().zip(&cfg.listeners) {
+    // The data plane is built aside (65,535 backends and their Maglev tables take a
+    // moment): SIGINT or SIGTERM meanwhile stops at once, SIGHUP reloads once running.
+    let (built, reload_pending) = {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (c, path, overrides) = (
+            cfg.clone(),
+            opts.config_path.clone(),
+            opts.overrides.clone(),
+        );
+        std::thread::Builder::new()
+            .name("cidlb-start".into())
+            .spawn(move || {
+                let specs = listener_specs(&c, secret);
+                let plane = NatPlane::start(
+                    specs,
+                    DataPlaneConfig {
+                        workers,
+                        ..DataPlaneConfig::default()
+                    },
+                );
+                let r = plane.map(|p| Daemon::new(Box::new(p), c, secret, path, overrides));
+                // Dropped here (workers joined) if start-up was given up meanwhile.
+                let _ = tx.send(r);
+            })
+            .map_err(|e| format!("cannot start the data plane: {e}"))?;
+        let mut reload = false;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(r) => break (r, reload),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err("cannot start the data plane: its thread failed".into())
+                }
+            }
+            for sig in signals.pending() {
+                if sig == SIGHUP {
+                    reload = true;
+                } else {
+                    info!(
+                        signal = sig,
+                        after_ms = started.elapsed().as_millis() as u64,
+                        "stopping during start-up"
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    };
+    let daemon = Arc::new(built.map_err(|e| format!("cannot start the data plane: {e}"))?);
+    // A stop gives up a reload in progress (SIGHUP's, or the admin API's) at its next step.
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(sig, daemon.stop_flag())
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    }
+    for (l, lc) in daemon.plane().listeners().iter().zip(&cfg.listeners) {
         let mode = match lc.routing {
             RoutingMode::Cid => format!("CID routing, CID length {}", lc.cid_length.unwrap_or(0)),
             RoutingMode::Address => "address-only routing".to_string(),
         };
         info!(listener = %l.name(), address = %l.local_addr(), backends = lc.backends.len(), %mode, "listening");
     }
-    let daemon = Arc::new(Daemon::new(
-        Box::new(plane),
-        cfg.clone(),
-        secret,
-        opts.config_path.clone(),
-        opts.overrides.clone(),
-    ));
     let stop = Arc::new(StopSignal::default());
     let health = crate::health::spawn(daemon.clone(), stop.clone(), secret[2])
         .map_err(|e| format!("cannot start the health checks: {e}"))?;
@@ -151,8 +190,13 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     info!(
         workers,
         reload = opts.config_path.is_some(),
+        duration_ms = started.elapsed().as_secs_f64() * 1e3,
         "cidlb running; SIGINT or SIGTERM stops it, SIGHUP reloads the configuration file"
     );
+    if reload_pending && opts.config_path.is_some() {
+        info!("SIGHUP during start-up: reloading the configuration file");
+        let _ = daemon.reload();
+    }
 
     for sig in signals.forever() {
         if sig == SIGHUP {

@@ -705,3 +705,152 @@ fn a_state_file_keeps_drains_and_weights_across_restarts() {
     assert_eq!(view(&d)[1].1, BackendState::Up);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A config text of `ports` (the backends a..) plus `n` more backends "x0".. at
+/// addresses where nothing listens (127.3.0.0/16), with `extra` settings.
+fn big_config(named: &[(&str, SocketAddr)], n: usize, extra: &str) -> Config {
+    let mut t = format!(
+        "workers = 1\n{extra}\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\ncid_length = 4\n"
+    );
+    for (name, addr) in named {
+        t.push_str(&format!(
+            "[[listener.backend]]\nname = \"{name}\"\naddress = \"{addr}\"\n"
+        ));
+    }
+    for i in 0..n {
+        t.push_str(&format!(
+            "[[listener.backend]]\nname = \"x{i}\"\naddress = \"127.3.{}.{}:{}\"\n",
+            i / 250,
+            i % 250 + 1,
+            7000 + i / 62_500
+        ));
+    }
+    Config::from_toml_str(&t, "big.toml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A reload from 3 to 10,003 backends and back, and again, on a real data plane: ids,
+/// bindings and health stay right, one round of health results that takes 10,000
+/// backends down applies in one step, and each step is timed (printed, and reported as
+/// `duration_ms` and `cidlb_config_reload_seconds`; no timing is asserted).
+#[test]
+fn reload_to_ten_thousand_backends_and_back() {
+    const N: usize = 10_000;
+    let p = ports(3);
+    let named = [("a", p[0].1), ("b", p[1].1), ("c", p[2].1)];
+    let health = "[health]\nrise = 1\nfall = 1";
+    let d = daemon(big_config(&named, 0, health));
+    let sessions: Vec<((SocketAddr, [u8; 4]), BackendId)> = (0..30u16)
+        .map(|i| {
+            let cid = [0xd0, 0, (i >> 8) as u8, i as u8];
+            let (cl, owner) = session(&d, &p, "127.0.0.1", cid);
+            ((cl, cid), owner)
+        })
+        .collect();
+    let first = ids(&d);
+    let bindings_route = |d: &Daemon| {
+        for ((cl, cid), owner) in &sessions {
+            assert_eq!(cid_route(d, *cl, *cid), Some(*owner), "a binding moved");
+        }
+    };
+    let mut timings = Vec::new();
+    let step = |what: &str, cfg: Config, timings: &mut Vec<String>| {
+        let t = Instant::now();
+        let rep = d
+            .apply_config(cfg)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        timings.push(format!(
+            "{what}: {:.1} ms ({:?} wall, {} changes)",
+            rep.duration_ms,
+            t.elapsed(),
+            rep.changes.len()
+        ));
+        rep
+    };
+
+    // Up to 10,003: the three keep their ids, the others get fresh, distinct ones.
+    let big = big_config(&named, N, health);
+    let rep = step("3 -> 10,003", big.clone(), &mut timings);
+    assert_eq!(rep.generation, 2);
+    assert_eq!(
+        rep.changes.iter().filter(|c| c.contains("added")).count(),
+        N
+    );
+    assert!(rep.duration_ms > 0.0);
+    let up = ids(&d);
+    assert_eq!(up.len(), N + 3);
+    assert_eq!(&up[..3], &first[..]);
+    let distinct: std::collections::HashSet<BackendId> = up.iter().map(|x| x.1).collect();
+    assert_eq!(distinct.len(), N + 3);
+    bindings_route(&d);
+    // The plane has the whole set: new CIDs hash over all of them.
+    let hashed: std::collections::HashSet<BackendId> = (0..2000u32)
+        .filter_map(|i| {
+            d.plane().listeners()[0]
+                .explain_cid(&i.to_be_bytes(), None)
+                .hashed
+        })
+        .collect();
+    assert!(hashed.len() > 1000, "{} backends hashed", hashed.len());
+    assert!(hashed.iter().all(|id| distinct.contains(id)));
+
+    // One round of health results: the three answer, the 10,000 do not.
+    let (_, targets) = d.health_targets();
+    assert_eq!(targets.len(), N + 3);
+    let results: Vec<ProbeResult> = targets
+        .iter()
+        .map(|(_, id, _)| {
+            if first.iter().any(|x| x.1 == *id) {
+                ProbeResult::HelloVerifyRequest
+            } else {
+                ProbeResult::Timeout
+            }
+        })
+        .collect();
+    let t = Instant::now();
+    d.apply_health(&targets, &results);
+    timings.push(format!(
+        "one health round taking {N} backends down: {:?}",
+        t.elapsed()
+    ));
+    let snap = d.snapshot(false);
+    let downs = snap.listeners[0]
+        .backends
+        .iter()
+        .filter(|b| b.state == BackendState::Down)
+        .count();
+    assert_eq!(downs, N);
+    // New CIDs now hash to the three only.
+    for i in 0..200u32 {
+        let h = d.plane().listeners()[0]
+            .explain_cid(&i.to_be_bytes(), None)
+            .hashed
+            .expect("three backends take new flows");
+        assert!(first.iter().any(|x| x.1 == h), "{h:?} is down");
+    }
+    bindings_route(&d);
+
+    // Back to 3: the others are removed, the three unchanged.
+    let rep = step("10,003 -> 3", big_config(&named, 0, health), &mut timings);
+    assert_eq!(
+        rep.changes.iter().filter(|c| c.contains("removed")).count(),
+        N
+    );
+    assert_eq!(ids(&d), first);
+    bindings_route(&d);
+
+    // And up again: every one of the 10,000 gets its old id back.
+    step("3 -> 10,003 again", big, &mut timings);
+    assert_eq!(ids(&d), up);
+    bindings_route(&d);
+    let metrics = cidlb::metrics::render(&d.snapshot(false), &Default::default());
+    let gauge: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cidlb_config_reload_seconds "))
+        .expect("the reload gauge")
+        .parse()
+        .unwrap();
+    assert!(gauge > 0.0);
+    for t in &timings {
+        eprintln!("{t}");
+    }
+}

@@ -13,8 +13,10 @@
 //! second server: its health checks must get answers (their socket comes from the
 //! reserve) and never mark it down. A second test takes the reserve with idle admin
 //! connections until the admin server's `accept` fails, and checks that the API answers
-//! again while they are still held (it closes them at its timeout). Bounded (a few
-//! seconds each), loopback only;
+//! again while they are still held (it closes them at its timeout). A third reloads to
+//! 2,000 backends more (health probes to all of them) and checks that the probes stay
+//! within their socket budget, the admin API keeps answering and SIGHUP can still read
+//! the file. Bounded (a few seconds each), loopback only;
 //! waits are polls with deadlines, never timing assertions.
 
 mod common;
@@ -393,5 +395,160 @@ fn admin_api_survives_descriptor_exhaustion_by_idle_connections() {
     eprintln!(
         "accept failed after {failed_after} idle connections; {timed_out} timed out and \
          the admin API answers again"
+    );
+}
+
+/// Descriptors the process `pid` holds now.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// A reload to 2,000 more backends under an open-files limit of 64: health probes to
+/// all of them (nothing listens at their addresses), yet the prober holds at most its
+/// budget of sockets (an eighth of the limit, plus a shared one), never the
+/// descriptors kept for the admin API and for reading the file. The API answers, the
+/// real backend keeps passing its checks, the others are found dead (`refused` or
+/// `timeout`, never `no_socket`), and a SIGHUP back to one backend is applied. (Before
+/// the fix each backend got a probe socket of its own, kept across rounds, which took
+/// every descriptor: the API failed to accept and SIGHUP could not open the file.)
+#[test]
+fn a_reload_to_many_backends_keeps_the_admin_api_and_sighup() {
+    const MORE: usize = 2000;
+    let dir = TempDir::new("many");
+    let server = DtlsServer::spawn(ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![0xa0],
+        CID_LEN,
+    ))
+    .expect("DTLS server starts");
+    let cfg = |more: usize| {
+        let mut t = format!(
+            "workers = 1\n\n[health]\ninterval = \"250ms\"\ntimeout = \"200ms\"\n\n\
+             [[listener]]\nname = \"dtls\"\naddress = \"127.0.0.1:0\"\ncid_length = {CID_LEN}\n\n\
+             [[listener.backend]]\nname = \"b0\"\naddress = \"{}\"\n",
+            server.local_addr()
+        );
+        for i in 0..more {
+            t.push_str(&format!(
+                "\n[[listener.backend]]\nname = \"x{i}\"\naddress = \"127.4.{}.{}:9\"\n",
+                i / 250,
+                i % 250 + 1
+            ));
+        }
+        t
+    };
+    let path = dir.0.join("cidlb.toml");
+    std::fs::write(&path, cfg(0)).unwrap();
+    let mut lb = Limited::spawn(&path);
+    let pid = lb.child.id();
+    let at_start = open_fds(pid);
+
+    std::fs::write(&path, cfg(MORE)).unwrap();
+    let r = cidlb::status::request(lb.admin, "POST", "/reload", None);
+    assert!(
+        matches!(r, Ok((200, _))),
+        "reload to {MORE} more backends: {r:?}"
+    );
+
+    // Rounds of checks go by; meanwhile the descriptors stay within the probes' budget.
+    let series = |m: &str, backend: &str, result: &str| {
+        metric(
+            m,
+            &format!(
+                "cidlb_health_checks_total{{listener=\"dtls\",backend=\"{backend}\",result=\"{result}\"}}"
+            ),
+        )
+    };
+    let mut peak = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        peak = peak.max(open_fds(pid));
+        assert!(lb.alive(), "cidlb died");
+        assert!(
+            Instant::now() < deadline,
+            "no health verdicts for the new backends (fds {} of {NOFILE}); stderr: {:?}",
+            open_fds(pid),
+            lb.stderr.lock().unwrap()
+        );
+        if let Some(m) = try_http(lb.admin, "/metrics") {
+            let last = format!("x{}", MORE - 1);
+            let dead = series(&m, &last, "refused") + series(&m, &last, "timeout");
+            if dead >= 2.0 && series(&m, "b0", "hello_verify_request") >= 3.0 {
+                break m;
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    for b in ["b0", "x0", "x1000", &format!("x{}", MORE - 1)] {
+        assert_eq!(series(&metrics, b, "no_socket"), 0.0, "{b} found no socket");
+        assert_eq!(series(&metrics, b, "error"), 0.0, "{b} had probe errors");
+    }
+    assert_eq!(
+        metric(
+            &metrics,
+            "cidlb_health_transitions_total{listener=\"dtls\",backend=\"b0\",to=\"down\"}"
+        ),
+        0.0,
+        "the real backend was marked down"
+    );
+    // A few more rounds, and the API answers every time.
+    for _ in 0..10 {
+        peak = peak.max(open_fds(pid));
+        assert!(
+            try_http(lb.admin, "/backends").is_some(),
+            "the admin API stopped answering (fds {} of {NOFILE})",
+            open_fds(pid)
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let admin_reserve = cidlb_net::sys::fd_admin_reserve(NOFILE.into()) as usize;
+    assert!(
+        peak + admin_reserve <= NOFILE as usize,
+        "{peak} of {NOFILE} descriptors in use: the admin reserve ({admin_reserve}) was taken"
+    );
+
+    // SIGHUP back to one backend: the file can be read, the reload is applied.
+    std::fs::write(&path, cfg(0)).unwrap();
+    let ok = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill -HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(lb.alive(), "cidlb died");
+        assert!(
+            Instant::now() < deadline,
+            "the SIGHUP reload was not applied; stderr: {:?}",
+            lb.stderr.lock().unwrap()
+        );
+        if let Some(m) = try_http(lb.admin, "/metrics") {
+            assert_eq!(
+                metric(&m, "cidlb_config_reloads_total{result=\"rejected\"}"),
+                0.0,
+                "a reload was rejected; stderr: {:?}",
+                lb.stderr.lock().unwrap()
+            );
+            if metric(&m, "cidlb_config_generation") == 3.0 {
+                break;
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    // The probe sockets of the removed backends are closed at the next round.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds(pid) > at_start + 1 {
+        assert!(
+            Instant::now() < deadline,
+            "{} descriptors open, {at_start} at start",
+            open_fds(pid)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "{MORE} more backends under a limit of {NOFILE}: {at_start} descriptors at start, \
+         peak {peak}, {} after the reload back",
+        open_fds(pid)
     );
 }

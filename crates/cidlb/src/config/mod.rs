@@ -163,6 +163,16 @@ impl Config {
         let workers = self.effective_workers();
         let listeners = self.listeners.len();
         let backends: usize = self.listeners.iter().map(|l| l.backends.len()).sum();
+        // The prober's shared sockets: one per source address and family.
+        let sources: std::collections::HashSet<(Option<std::net::IpAddr>, bool)> = self
+            .listeners
+            .iter()
+            .flat_map(|l| {
+                l.backends
+                    .iter()
+                    .map(|b| (l.upstream_source, b.address.is_ipv4()))
+            })
+            .collect();
         Descriptors {
             // Each worker's share of the flows, rounded up (cidlb_net::worker_share).
             upstreams: workers
@@ -170,7 +180,7 @@ impl Config {
             listener_sockets: listeners * workers,
             // An epoll instance and a waker per worker, the probe thread's poll.
             polls: 2 * workers + 2,
-            probes: backends,
+            probes: backends.min(cidlb_net::health::max_probe_sockets(None, sources.len())),
             reserve: cidlb_net::sys::FD_RESERVE as usize,
         }
     }
@@ -201,7 +211,9 @@ pub struct Descriptors {
     pub listener_sockets: usize,
     /// Event loops and their wakers.
     pub polls: usize,
-    /// Health-check sockets, at most one per backend.
+    /// Health-check sockets: one per backend, at most
+    /// `cidlb_net::health::PROBE_SOCKET_BUDGET` plus one shared socket per source
+    /// address and family.
     pub probes: usize,
     /// Kept free of upstream sockets for the admin API, health checks and reloads
     /// (`cidlb_net::sys::FD_RESERVE`).

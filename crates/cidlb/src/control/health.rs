@@ -1,13 +1,20 @@
 //! Health results: the probe targets, and what a round of results changes.
 
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use cidlb_core::{BackendId, HealthThresholds};
+use cidlb_core::{Backend, BackendId, BackendSetError, BackendState, HealthThresholds, Router};
 use cidlb_net::health::{ProbeResult, ProbeTarget};
 use tracing::{info, warn};
 
+use super::registry::ListenerCtl;
 use super::Daemon;
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, ListenerConfig};
+
+/// Health flips logged one by one per round; the rest are summed up in one line each
+/// way (a round can flip tens of thousands of backends: the metrics count every one).
+const LOGGED_FLIPS: usize = 32;
 
 impl Daemon {
     /// The health settings and every backend to probe: (listener index, backend id,
@@ -33,6 +40,9 @@ impl Daemon {
     /// Records one round of probe results (in the order of `targets`, as returned by
     /// [`Daemon::health_targets`]) and applies the health flips they cause. Results
     /// for backends removed or moved meanwhile are ignored.
+    ///
+    /// O(backends): a listener whose round flips backends gets them in one step (one
+    /// Maglev build, outside the plane's lock), not one rebuild per backend.
     pub fn apply_health(
         &self,
         targets: &[(usize, BackendId, ProbeTarget)],
@@ -48,15 +58,28 @@ impl Daemon {
             fall: h.fall,
         };
         let now = Instant::now();
-        let names: Vec<String> = st.config.listeners.iter().map(|l| l.name.clone()).collect();
+        let st = &mut *st;
+        let (cfg, listeners) = (&st.config, &mut st.listeners);
+        // Per listener: backend id -> position, built when first needed.
+        let mut index: Vec<Option<HashMap<BackendId, usize>>> = vec![None; listeners.len()];
+        // Per listener: the backends whose effective state changed.
+        let mut flipped: Vec<Vec<(BackendId, BackendState)>> = vec![Vec::new(); listeners.len()];
+        let (mut up, mut down) = (0usize, 0usize);
         for (&(li, id, target), &r) in targets.iter().zip(results) {
-            let Some(lc) = st.listeners.get_mut(li) else {
+            let Some(lc) = listeners.get_mut(li) else {
                 continue;
             };
-            let Some(b) = lc
-                .backends
-                .iter_mut()
-                .find(|b| b.id == id && b.addr == target.addr)
+            let idx = index[li].get_or_insert_with(|| {
+                lc.backends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (b.id, i))
+                    .collect()
+            });
+            let Some(b) = idx
+                .get(&id)
+                .map(|&i| &mut lc.backends[i])
+                .filter(|b| b.addr == target.addr)
             else {
                 continue;
             };
@@ -71,19 +94,89 @@ impl Daemon {
                 continue;
             };
             b.health_changed = Some(now);
+            let lname = &cfg.listeners[li].name;
             if healthy {
                 b.went_up += 1;
-                info!(listener = %names[li], backend = %b.name, address = %b.addr,
-                    "backend is healthy again ({} checks in a row answered); it takes traffic", th.rise);
+                up += 1;
+                if up <= LOGGED_FLIPS {
+                    info!(listener = %lname, backend = %b.name, address = %b.addr,
+                        "backend is healthy again ({} checks in a row answered); it takes traffic", th.rise);
+                }
             } else {
                 b.went_down += 1;
-                warn!(listener = %names[li], backend = %b.name, address = %b.addr, last = r.name(),
-                    "backend is DOWN ({} checks in a row failed); new flows and its traffic go elsewhere", th.fall);
+                down += 1;
+                if down <= LOGGED_FLIPS {
+                    warn!(listener = %lname, backend = %b.name, address = %b.addr, last = r.name(),
+                        "backend is DOWN ({} checks in a row failed); new flows and its traffic go elsewhere", th.fall);
+                }
             }
-            let eff = b.effective(true);
-            if let Some(l) = self.plane.listeners().get(li) {
-                l.set_backend_state(id, eff);
+            flipped[li].push((id, b.effective(true)));
+        }
+        if up > LOGGED_FLIPS {
+            info!(
+                more = up - LOGGED_FLIPS,
+                total = up,
+                "and more backends are healthy again in this round (GET /backends lists them)"
+            );
+        }
+        if down > LOGGED_FLIPS {
+            warn!(
+                more = down - LOGGED_FLIPS,
+                total = down,
+                "and more backends are DOWN in this round (GET /backends lists them)"
+            );
+        }
+        for (li, changes) in flipped.iter().enumerate() {
+            let Some(plane) = self.plane.listeners().get(li) else {
+                continue;
+            };
+            if changes.is_empty() {
+                continue;
+            }
+            // One Maglev build for the whole round, outside the plane's lock (the
+            // plane's own rebuild per change would hold it: seconds with a large
+            // table), then one swap.
+            let backends = plane_backends(&listeners[li], &cfg.listeners[li]);
+            let rc = plane.router_config();
+            let stopping = || self.stopping.load(Ordering::Relaxed);
+            match Router::prepare_backends_unless(&rc, backends, &stopping) {
+                Ok(prepared) => {
+                    plane.reconfigure(rc, prepared);
+                    continue;
+                }
+                // Stopping: the plane is about to go.
+                Err(BackendSetError::Cancelled) => return,
+                Err(e) => warn!(listener = %cfg.listeners[li].name, error = %e,
+                    "cannot apply the health changes at once; applying them one by one"),
+            }
+            for &(id, state) in changes {
+                plane.set_backend_state(id, state);
             }
         }
     }
+}
+
+/// The backend set a listener's plane routes with, as the control state describes it
+/// (ids, states with health applied, weights, server IDs): what [`Daemon::apply_config`]
+/// installs, for the control state as it is now.
+///
+/// [`Daemon::apply_config`]: super::Daemon::apply_config
+fn plane_backends(lc: &ListenerCtl, lcfg: &ListenerConfig) -> Vec<Backend> {
+    // The control view lists the configuration's backends, in its order.
+    debug_assert_eq!(lc.backends.len(), lcfg.backends.len());
+    lc.backends
+        .iter()
+        .zip(&lcfg.backends)
+        .map(|(c, b)| {
+            debug_assert_eq!(c.name, b.name);
+            Backend {
+                id: c.id,
+                name: c.name.clone(),
+                addr: c.addr,
+                weight: c.weight,
+                state: c.effective(true),
+                server_id: lcfg.backend_server_id(b),
+            }
+        })
+        .collect()
 }

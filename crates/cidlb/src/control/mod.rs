@@ -39,7 +39,7 @@ mod views;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -99,6 +99,10 @@ pub struct Daemon {
     /// The file's configuration and what its DNS backend names resolved to, when it has
     /// some (the running configuration is its expansion, see [`crate::dns`]).
     dns: Mutex<Option<DnsState>>,
+    /// How long the last applied reload took, in microseconds (0: none yet).
+    last_reload_micros: AtomicU64,
+    /// Set when cidlb stops: a reload in progress gives up ([`Daemon::stop_flag`]).
+    stopping: Arc<AtomicBool>,
 }
 
 /// See [`Daemon::dns`].
@@ -141,6 +145,8 @@ impl Daemon {
             reloads_ok: AtomicU64::new(0),
             reloads_rejected: AtomicU64::new(0),
             dns: Mutex::new(None),
+            last_reload_micros: AtomicU64::new(0),
+            stopping: Arc::new(AtomicBool::new(false)),
         };
         d.restore();
         d
@@ -241,6 +247,14 @@ impl Daemon {
     /// The configuration file reloads read, if the daemon was started with one.
     pub fn config_path(&self) -> Option<&std::path::Path> {
         self.config_path.as_deref()
+    }
+
+    /// A flag to set when cidlb is stopping (`run` has SIGINT and SIGTERM set it): a
+    /// reload in progress then gives up at its next step (before each listener's
+    /// backend set is built, and before the swap), changing nothing, so that a stop
+    /// does not wait for a long reload to finish.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stopping.clone()
     }
 
     /// Stops the data plane (its threads end; dropping the daemon waits for them).

@@ -9,6 +9,7 @@
 //! (same name, same address) gets its old id again: the bindings of the sessions it
 //! still holds lead to it.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -114,7 +115,8 @@ impl ListenerCtl {
 
     /// The backends after a reload from `old_l` to `new_l` (see the module docs for
     /// ids). The file wins where it changed; elsewhere the operator's runtime choices
-    /// (drain, weight) stay. One line per change goes to `changes`.
+    /// (drain, weight) stay. One line per change goes to `changes`. O(backends +
+    /// retired ids).
     pub fn stage(
         &self,
         old_l: &ListenerConfig,
@@ -126,17 +128,24 @@ impl ListenerCtl {
     ) -> Result<Staged, ControlError> {
         let lname = &new_l.name;
         let mut next_id = self.next_id;
-        let mut retired = self.retired.clone();
+        // Lookups by name and address, built once (lists may hold 65,535 backends).
+        let current: HashMap<(&str, SocketAddr), &BackendCtl> = self
+            .backends
+            .iter()
+            .map(|b| ((b.name.as_str(), b.addr), b))
+            .collect();
+        let old_by_name: HashMap<&str, &crate::config::BackendConfig> = old_l
+            .backends
+            .iter()
+            .map(|b| (b.name.as_str(), b))
+            .collect();
+        let mut retired = RetiredIds::new(&self.retired);
         let mut ctls: Vec<BackendCtl> = Vec::with_capacity(new_l.backends.len());
         for nb in &new_l.backends {
-            let kept = self
-                .backends
-                .iter()
-                .find(|b| b.name == nb.name && b.addr == nb.address);
-            let ctl = match kept {
-                Some(b) => {
+            let ctl = match current.get(&(nb.name.as_str(), nb.address)) {
+                Some(&b) => {
                     let mut b = b.clone();
-                    let ob = old_l.backends.iter().find(|o| o.name == nb.name);
+                    let ob = old_by_name.get(nb.name.as_str());
                     if ob.is_none_or(|o| o.state != nb.state) {
                         if b.admin != nb.state {
                             changes.push(format!(
@@ -162,12 +171,11 @@ impl ListenerCtl {
                 None => {
                     // The same server back (name and address) gets its old id, so the
                     // bindings of its sessions still lead to it.
-                    let back = retired
-                        .iter()
-                        .position(|r| r.name == nb.name && r.addr == nb.address)
-                        .map(|i| retired.swap_remove(i).id);
-                    let id = back
-                        .or_else(|| allocate_id(&mut next_id, &mut retired, now, keep_ids_for))
+                    let id = retired
+                        .take(&nb.name, nb.address)
+                        .or_else(|| {
+                            allocate_id(&mut next_id, &mut retired, now, keep_ids_for)
+                        })
                         .ok_or_else(|| {
                             ControlError::conflict(format!(
                                 "listener {lname:?}: no backend id is free (65536 backends were added since start and removed ones may still have flows or CID bindings); restart cidlb"
@@ -182,8 +190,10 @@ impl ListenerCtl {
             };
             ctls.push(ctl);
         }
+        let kept: HashSet<BackendId> = ctls.iter().map(|c| c.id).collect();
+        let mut retired = retired.into_vec();
         for b in &self.backends {
-            if !ctls.iter().any(|c| c.id == b.id) {
+            if !kept.contains(&b.id) {
                 retired.push(Retired {
                     id: b.id,
                     name: b.name.clone(),
@@ -211,11 +221,72 @@ impl ListenerCtl {
     }
 }
 
+/// The retired ids while a reload is staged: found by name and address, or the one
+/// retired longest ago, each in O(1) amortized (instead of a scan of the list per
+/// backend).
+struct RetiredIds {
+    entries: Vec<Option<Retired>>,
+    by_key: HashMap<(String, SocketAddr), usize>,
+    /// Positions in `entries`, oldest first (built on first use).
+    by_age: Option<Vec<usize>>,
+    /// How far `by_age` has been consumed.
+    next_oldest: usize,
+}
+
+impl RetiredIds {
+    fn new(retired: &[Retired]) -> RetiredIds {
+        RetiredIds {
+            by_key: retired
+                .iter()
+                .enumerate()
+                .map(|(i, r)| ((r.name.clone(), r.addr), i))
+                .collect(),
+            entries: retired.iter().cloned().map(Some).collect(),
+            by_age: None,
+            next_oldest: 0,
+        }
+    }
+
+    /// The id of the removed backend with this name and address, taken out.
+    fn take(&mut self, name: &str, addr: SocketAddr) -> Option<BackendId> {
+        let i = self.by_key.remove(&(name.to_string(), addr))?;
+        self.entries[i].take().map(|r| r.id)
+    }
+
+    /// The id retired longest ago, if it was retired more than `keep_for` before
+    /// `now`, taken out.
+    fn take_oldest(&mut self, now: Instant, keep_for: Duration) -> Option<BackendId> {
+        let entries = &self.entries;
+        let by_age = self.by_age.get_or_insert_with(|| {
+            let mut v: Vec<usize> = (0..entries.len()).collect();
+            v.sort_by_key(|&i| entries[i].as_ref().map(|r| r.at));
+            v
+        });
+        while let Some(&i) = by_age.get(self.next_oldest) {
+            match &self.entries[i] {
+                None => self.next_oldest += 1,
+                Some(r) if now.saturating_duration_since(r.at) > keep_for => {
+                    self.next_oldest += 1;
+                    let r = self.entries[i].take().expect("checked");
+                    self.by_key.remove(&(r.name, r.addr));
+                    return Some(r.id);
+                }
+                Some(_) => return None,
+            }
+        }
+        None
+    }
+
+    fn into_vec(self) -> Vec<Retired> {
+        self.entries.into_iter().flatten().collect()
+    }
+}
+
 /// Picks an id for a new backend: one never used, else the one retired longest ago if
 /// nothing can refer to it any more.
 fn allocate_id(
     next_id: &mut u32,
-    retired: &mut Vec<Retired>,
+    retired: &mut RetiredIds,
     now: Instant,
     keep_for: Duration,
 ) -> Option<BackendId> {
@@ -224,12 +295,7 @@ fn allocate_id(
         *next_id += 1;
         return Some(id);
     }
-    let (i, _) = retired
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| now.saturating_duration_since(r.at) > keep_for)
-        .min_by_key(|(_, r)| r.at)?;
-    Some(retired.swap_remove(i).id)
+    retired.take_oldest(now, keep_for)
 }
 
 #[cfg(test)]
@@ -246,7 +312,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             at: now,
         };
-        let mut retired = vec![r(3), r(1)];
+        let mut retired = RetiredIds::new(&[r(3), r(1)]);
         assert_eq!(
             allocate_id(&mut next, &mut retired, now, Duration::from_secs(60)),
             Some(BackendId(u16::MAX - 1))
@@ -263,6 +329,6 @@ mod tests {
         let later = now + Duration::from_secs(61);
         let got = allocate_id(&mut next, &mut retired, later, Duration::from_secs(60));
         assert!(matches!(got, Some(BackendId(3 | 1))));
-        assert_eq!(retired.len(), 1);
+        assert_eq!(retired.into_vec().len(), 1);
     }
 }

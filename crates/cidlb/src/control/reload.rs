@@ -25,19 +25,24 @@ pub struct ReloadReport {
     pub generation: u64,
     /// One line per change.
     pub changes: Vec<String>,
+    /// How long the reload took, in milliseconds: reading and validating the file (for
+    /// [`Daemon::reload`]), waiting for the control state, building every listener's
+    /// backend set and swapping it in. Also the `cidlb_config_reload_seconds` gauge.
+    pub duration_ms: f64,
 }
 
 impl Daemon {
     /// Re-reads the configuration file and applies it ([`Daemon::apply_config`]).
     /// Counted in `cidlb_config_reloads_total`.
     pub fn reload(&self) -> Result<ReloadReport, ControlError> {
-        let r = self.reload_inner();
+        let r = self.reload_inner(Instant::now());
         match &r {
             Ok(rep) => {
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 info!(
                     generation = rep.generation,
                     changes = rep.changes.len(),
+                    duration_ms = rep.duration_ms,
                     "configuration reloaded"
                 );
                 for c in &rep.changes {
@@ -55,7 +60,7 @@ impl Daemon {
         r
     }
 
-    fn reload_inner(&self) -> Result<ReloadReport, ControlError> {
+    fn reload_inner(&self, started: Instant) -> Result<ReloadReport, ControlError> {
         let Some(path) = &self.config_path else {
             return Err(ControlError::conflict(
                 "cidlb was started without --config: there is no file to reload",
@@ -65,14 +70,14 @@ impl Daemon {
         self.overrides.apply(&mut cfg);
         if !cfg.has_dns_backends() {
             *self.dns.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            return self.apply_config(cfg);
+            return self.apply_config_since(cfg, started);
         }
         // Resolve the names now (the file may name new ones), then apply the expansion.
         let mut g = self.dns.lock().unwrap_or_else(|p| p.into_inner());
         let mut resolved = g.take().map(|d| d.resolved).unwrap_or_default();
         resolved.refresh(&cfg, Instant::now(), cfg.timeouts.flow_idle);
         let expanded = resolved.expand(&cfg);
-        let r = self.apply_config(expanded);
+        let r = self.apply_config_since(expanded, started);
         *g = Some(super::DnsState {
             file: cfg,
             resolved,
@@ -83,6 +88,16 @@ impl Daemon {
     /// Applies a validated configuration to the running daemon, all or nothing (see
     /// the module docs).
     pub fn apply_config(&self, new: Config) -> Result<ReloadReport, ControlError> {
+        self.apply_config_since(new, Instant::now())
+    }
+
+    /// [`Daemon::apply_config`] for a reload that began at `started` (reading and
+    /// validating the file count in its duration).
+    fn apply_config_since(
+        &self,
+        new: Config,
+        started: Instant,
+    ) -> Result<ReloadReport, ControlError> {
         let mut st = self.state();
         let old = st.config.clone();
         let restart = restart_needed(&old, &new);
@@ -105,6 +120,7 @@ impl Daemon {
         // Phase 1: new control views, ids and prepared backend sets; nothing touched.
         let mut staged = Vec::with_capacity(specs.len());
         for (li, spec) in specs.into_iter().enumerate() {
+            self.check_stopping()?;
             let lname = &new.listeners[li].name;
             let plane = self.listener(li);
             let mut s = st.listeners[li].stage(
@@ -120,26 +136,32 @@ impl Daemon {
                     c.health = HealthTracker::new(true);
                 }
             }
+            // Both list the configuration's backends, in its order.
+            debug_assert_eq!(spec.backends.len(), s.backends.len());
             let backends: Vec<Backend> = spec
                 .backends
                 .into_iter()
-                .map(|mut b| {
-                    let c = s
-                        .backends
-                        .iter()
-                        .find(|c| c.name == b.name)
-                        .expect("the spec lists the configuration's backends");
+                .zip(&s.backends)
+                .map(|(mut b, c)| {
+                    debug_assert_eq!(b.name, c.name);
                     b.id = c.id;
                     b.state = c.effective(health_enabled);
                     b.weight = c.weight;
                     b
                 })
                 .collect();
-            let prepared = Router::prepare_backends(&spec.router, backends).map_err(|e| {
-                ControlError::invalid(format!("listener {lname:?}: {e}; nothing was changed"))
-            })?;
+            let stopping = || self.stopping.load(Ordering::Relaxed);
+            let prepared = Router::prepare_backends_unless(&spec.router, backends, &stopping)
+                .map_err(|e| {
+                    self.check_stopping().err().unwrap_or_else(|| {
+                        ControlError::invalid(format!(
+                            "listener {lname:?}: {e}; nothing was changed"
+                        ))
+                    })
+                })?;
             staged.push((spec.router, prepared, s));
         }
+        self.check_stopping()?;
         // Phase 2: swap. Nothing below fails.
         for (li, (router_cfg, prepared, s)) in staged.into_iter().enumerate() {
             self.listener(li).reconfigure(router_cfg, prepared);
@@ -149,10 +171,28 @@ impl Daemon {
         st.config = new;
         st.generation += 1;
         self.save_state(&st);
+        let took = started.elapsed();
+        self.last_reload_micros.store(
+            took.as_micros().try_into().unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         Ok(ReloadReport {
             generation: st.generation,
             changes,
+            duration_ms: took.as_secs_f64() * 1e3,
         })
+    }
+}
+
+impl Daemon {
+    /// Fails once cidlb is stopping ([`Daemon::stop_flag`]): a reload gives up.
+    fn check_stopping(&self) -> Result<(), ControlError> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(ControlError::conflict(
+                "cidlb is stopping: the reload was given up; nothing was changed",
+            ));
+        }
+        Ok(())
     }
 }
 

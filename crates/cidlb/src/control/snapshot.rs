@@ -1,6 +1,7 @@
 //! One consistent reading of the control state and every listener's plane: what the
 //! metrics and the admin views are made of.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -23,6 +24,8 @@ pub struct Snapshot {
     pub reloads_ok: u64,
     /// Reloads rejected.
     pub reloads_rejected: u64,
+    /// How long the last applied reload took (zero before the first).
+    pub last_reload: Duration,
     /// Health settings.
     pub health: HealthConfig,
     /// The listeners.
@@ -128,6 +131,11 @@ impl Daemon {
             .map(|((plane, lc), lcfg)| {
                 let p = plane.snapshot(counts);
                 let t = p.tables;
+                let per_backend: HashMap<BackendId, (usize, usize)> = p
+                    .per_backend
+                    .iter()
+                    .map(|c| (c.backend, (c.flows, c.bindings)))
+                    .collect();
                 ListenerSnapshot {
                     name: lcfg.name.clone(),
                     address: plane.local_addr(),
@@ -148,7 +156,7 @@ impl Daemon {
                         .backends
                         .iter()
                         .map(|b| {
-                            let per = p.per_backend.iter().find(|c| c.backend == b.id);
+                            let per = per_backend.get(&b.id);
                             BackendSnapshot {
                                 name: b.name.clone(),
                                 id: b.id,
@@ -163,8 +171,8 @@ impl Daemon {
                                     .health_changed
                                     .map(|t| now.saturating_duration_since(t).as_secs_f64()),
                                 weight: b.weight,
-                                flows: per.map_or(0, |c| c.flows),
-                                bindings: per.map_or(0, |c| c.bindings),
+                                flows: per.map_or(0, |c| c.0),
+                                bindings: per.map_or(0, |c| c.1),
                                 traffic: plane.traffic(b.id).since(&b.traffic_base),
                                 checks: b.checks,
                                 went_up: b.went_up,
@@ -180,6 +188,7 @@ impl Daemon {
             started: self.started,
             reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
             reloads_rejected: self.reloads_rejected.load(Ordering::Relaxed),
+            last_reload: Duration::from_micros(self.last_reload_micros.load(Ordering::Relaxed)),
             health: st.config.health,
             listeners,
         }
