@@ -59,7 +59,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
 pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     let started = Instant::now();
     opts.overrides.apply(&mut cfg);
-    // Backends given by DNS name: resolved now, the plane starts with the expansion.
+    // Before anything else: SIGHUP's default action would end the process.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    // Backends given by DNS name: resolved now (each query bounded by
+    // resolver.timeout), the plane starts with the expansion.
     let dns = cfg.has_dns_backends().then(|| {
         let mut r = crate::dns::Resolved::default();
         r.refresh(&cfg, std::time::Instant::now(), cfg.timeouts.flow_idle);
@@ -68,9 +72,6 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     if let Some((file, r)) = &dns {
         cfg = r.expand(file);
     }
-    // Before anything else: SIGHUP's default action would end the process.
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     raise_nofile_limit(&cfg);
     let workers = cfg
         .workers

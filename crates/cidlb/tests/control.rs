@@ -117,8 +117,15 @@ fn session(
     let mut buf = [0u8; 2048];
     c.recv_from(&mut buf)
         .expect("the ServerHello reaches the client");
-    (c.local_addr().unwrap(), id_of(d, backends[i].1))
+    let addr = c.local_addr().unwrap();
+    // Kept open to the end of the test: a port given back could be handed to the next
+    // session, which would then share this one's flow.
+    CLIENTS.lock().unwrap().push(c);
+    (addr, id_of(d, backends[i].1))
 }
+
+/// The client sockets of [`session`], kept open.
+static CLIENTS: std::sync::Mutex<Vec<UdpSocket>> = std::sync::Mutex::new(Vec::new());
 
 /// Where a CID record from `client` goes now: the plane's own explanation (the
 /// decision it takes; the property tests of the core hold the two equal).
