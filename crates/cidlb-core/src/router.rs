@@ -908,17 +908,7 @@ impl Router {
                 value,
                 live,
             } => {
-                self.counters.add_event(if live {
-                    Event::BindingEvicted
-                } else {
-                    Event::BindingExpired
-                });
-                if live {
-                    self.note(|| crate::Notice::BindingEvicted {
-                        cid: gone,
-                        backend: value.backend,
-                    });
-                }
+                self.binding_evicted(gone, value, live);
                 self.counters.add_event(Event::BindingSeeded);
                 self.note(|| crate::Notice::CidSeeded {
                     cid: key,
@@ -1061,6 +1051,19 @@ impl Router {
         }
     }
 
+    /// Counts (and notes) a binding that made room for another.
+    fn binding_evicted(&mut self, cid: CidKey, old: Binding, live: bool) {
+        if live {
+            self.counters.add_event(Event::BindingEvicted);
+            self.note(|| crate::Notice::BindingEvicted {
+                cid,
+                backend: old.backend,
+            });
+        } else {
+            self.counters.add_event(Event::BindingExpired);
+        }
+    }
+
     fn learn(&mut self, t: Tick, cid: &[u8], backend: BackendId, client: SocketAddr) -> bool {
         let Some(key) = CidKey::new(cid) else {
             self.counters.add_event(Event::BindingLearnRefused);
@@ -1086,19 +1089,7 @@ impl Router {
                 key: gone,
                 value,
                 live,
-            } => {
-                self.counters.add_event(if live {
-                    Event::BindingEvicted
-                } else {
-                    Event::BindingExpired
-                });
-                if live {
-                    self.note(|| crate::Notice::BindingEvicted {
-                        cid: gone,
-                        backend: value.backend,
-                    });
-                }
-            }
+            } => self.binding_evicted(gone, value, live),
             Inserted::New | Inserted::Replaced => {}
         }
         self.counters.add_event(Event::BindingLearned);

@@ -192,13 +192,7 @@ impl ListenerPlane for NatListener {
     }
 
     fn traffic(&self, id: BackendId) -> Traffic {
-        let t = self.traffic.snapshot(id);
-        Traffic {
-            to_backend_datagrams: t.to_backend_datagrams,
-            to_backend_bytes: t.to_backend_bytes,
-            from_backend_datagrams: t.from_backend_datagrams,
-            from_backend_bytes: t.from_backend_bytes,
-        }
+        self.traffic.snapshot(id)
     }
 
     fn router_config(&self) -> RouterConfig {

@@ -98,36 +98,9 @@ pub struct BackendTraffic {
     pub from_backend_bytes: AtomicU64,
 }
 
-/// A plain copy of [`BackendTraffic`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TrafficSnapshot {
-    /// Datagrams sent to the backend.
-    pub to_backend_datagrams: u64,
-    /// Bytes sent to the backend.
-    pub to_backend_bytes: u64,
-    /// Datagrams received from the backend.
-    pub from_backend_datagrams: u64,
-    /// Bytes received from the backend.
-    pub from_backend_bytes: u64,
-}
-
-impl TrafficSnapshot {
-    /// `self - base`, field by field (saturating): counts since `base` was taken.
-    pub fn since(&self, base: &TrafficSnapshot) -> TrafficSnapshot {
-        TrafficSnapshot {
-            to_backend_datagrams: self
-                .to_backend_datagrams
-                .saturating_sub(base.to_backend_datagrams),
-            to_backend_bytes: self.to_backend_bytes.saturating_sub(base.to_backend_bytes),
-            from_backend_datagrams: self
-                .from_backend_datagrams
-                .saturating_sub(base.from_backend_datagrams),
-            from_backend_bytes: self
-                .from_backend_bytes
-                .saturating_sub(base.from_backend_bytes),
-        }
-    }
-}
+/// A plain copy of [`BackendTraffic`]: the data-plane interface's
+/// [`Traffic`](cidlb_core::plane::Traffic).
+pub type TrafficSnapshot = cidlb_core::plane::Traffic;
 
 impl BackendTraffic {
     /// Reads the counters.
