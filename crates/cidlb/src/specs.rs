@@ -59,6 +59,7 @@ pub fn listener_specs(cfg: &Config, secret: [u64; 4]) -> Vec<ListenerSpec> {
                 router: rc,
                 backends,
                 upstream_source: l.upstream_source,
+                upstream: cidlb_net::UpstreamMode::Nat,
             }
         })
         .collect()
