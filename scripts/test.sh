@@ -9,10 +9,14 @@ cd "$(dirname "$0")/.."
 # (Mbed TLS through bindgen + cmake; wolfSSL through autotools).
 . scripts/lib.sh  # the working directory is the repository root
 ensure_packages clang libclang-dev cmake ninja-build autoconf automake libtool
+# The tests in network namespaces (e2e_transparent): ip netns/link/rule/route, setpriv.
+ensure_packages iproute2 util-linux
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 test_log="$(mktemp)"
+# Tests that need root (network namespaces, BPF) fail here instead of skipping.
+export CIDLB_REQUIRE_PRIVILEGED=1
 cargo test --workspace --locked 2>&1 | tee "$test_log"
 
 # A short fuzz run of every cargo-fuzz target (fuzz/README.md), after the tests: a
