@@ -39,6 +39,10 @@
 //! * a reload that adds a backend whose replies would not come back is rejected with
 //!   the command to add, and one that changes `upstream` needs a restart.
 //!
+//! The links are dual-stack (fd00:255::/64 clients' link, fd00:1:i::/64 backends',
+//! clients in fd00:200::/64, VIP fd00:100::1): a second, smaller test runs over IPv6
+//! (`IPV6_TRANSPARENT`, `ip -6 rule`).
+//!
 //! Needs root (network namespaces); prints why and skips otherwise, unless
 //! `CIDLB_REQUIRE_PRIVILEGED=1` (scripts/test.sh) makes it fail. Every wait is a
 //! bounded poll; nothing asserts on timing. Namespaces are removed on drop, even after a
@@ -48,7 +52,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -60,6 +64,7 @@ const PORT: u16 = 5684;
 const BACKENDS: u8 = 3;
 const CLIENTS: usize = 24;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x100, 0, 0, 0, 0, 0, 1);
 const ECHO_TIMEOUT: Duration = Duration::from_millis(900);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(8);
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -103,6 +108,11 @@ fn sysctl(ns: &str, key: &str, value: &str) {
     assert!(ok, "sysctl {key}={value} in {ns}");
 }
 
+/// `ip` with the arguments of `line`, split at spaces.
+fn ipl(line: &str) -> Result<(), String> {
+    ip(&line.split_whitespace().collect::<Vec<_>>())
+}
+
 /// The namespaces of one test, removed on drop.
 struct Net {
     prefix: String,
@@ -114,87 +124,94 @@ impl Net {
         format!("{}-{role}", self.prefix)
     }
 
-    fn backend(i: u8) -> SocketAddr {
-        SocketAddr::from(([10, 1, i, 2], PORT))
+    /// Backend `i`'s server address, IPv4 or IPv6.
+    fn backend(i: u8, v6: bool) -> SocketAddr {
+        if v6 {
+            SocketAddr::new(format!("fd00:1:{i}::2").parse().unwrap(), PORT)
+        } else {
+            SocketAddr::from(([10, 1, i, 2], PORT))
+        }
     }
 
-    /// Creates the topology of the module docs (without the reply routing). `Err` when
-    /// this process cannot make namespaces at all; any later failure panics (after
-    /// removing what was made).
+    /// Creates the topology of the module docs (without the reply routing), dual-stack.
+    /// `Err` when this process cannot make namespaces at all; any later failure panics
+    /// (after removing what was made).
     fn create(tag: &str) -> Result<Net, String> {
         remove_leftovers();
         let mut net = Net {
             prefix: format!("{NS_PREFIX}{}-{tag}", std::process::id()),
             created: Vec::new(),
         };
-        let mut roles = vec!["cl".to_string(), "lb".into(), "x".into()];
-        roles.extend((0..BACKENDS).map(|i| format!("b{i}")));
-        let first = net.ns(&roles[0]);
+        let first = net.ns("cl");
         ip(&["netns", "add", &first])?;
         net.created.push(first);
-        net.build(&roles)
+        net.build()
             .unwrap_or_else(|e| panic!("setting up the namespaces: {e}"));
         Ok(net)
     }
 
-    fn build(&mut self, roles: &[String]) -> Result<(), String> {
-        let net = self;
-        for r in roles {
-            let n = net.ns(r);
-            if !net.created.contains(&n) {
+    fn build(&mut self) -> Result<(), String> {
+        let mut roles = vec!["cl".to_string(), "lb".into(), "x".into()];
+        roles.extend((0..BACKENDS).map(|i| format!("b{i}")));
+        for r in &roles {
+            let n = self.ns(r);
+            if !self.created.contains(&n) {
                 ip(&["netns", "add", &n])?;
-                net.created.push(n.clone());
+                self.created.push(n.clone());
             }
-            ip(&["-n", &n, "link", "set", "lo", "up"])?;
+            ipl(&format!("-n {n} link set lo up"))?;
         }
-        let (cl, lb, x) = (net.ns("cl"), net.ns("lb"), net.ns("x"));
-        // Clients.
-        net.link((&cl, "c0", "10.255.0.2/30"), (&lb, "lc", "10.255.0.1/30"))?;
-        ip(&[
-            "-n",
-            &cl,
-            "route",
-            "add",
-            "local",
-            "10.200.0.0/16",
-            "dev",
-            "lo",
-        ])?;
-        ip(&["-n", &cl, "route", "add", "default", "via", "10.255.0.1"])?;
-        ip(&[
-            "-n",
-            &lb,
-            "route",
-            "add",
-            "10.200.0.0/16",
-            "via",
-            "10.255.0.2",
-        ])?;
-        ip(&["-n", &lb, "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
-        // Backends, each on its own routed link.
+        let (cl, lb, x) = (self.ns("cl"), self.ns("lb"), self.ns("x"));
+        // Clients: they own 10.200.0.0/16 and fd00:200::/64.
+        self.link(
+            (&cl, "c0", "10.255.0.2/30", "fd00:255::2/64"),
+            (&lb, "lc", "10.255.0.1/30", "fd00:255::1/64"),
+        )?;
+        for line in [
+            format!("-n {cl} route add local 10.200.0.0/16 dev lo"),
+            format!("-n {cl} route add default via 10.255.0.1"),
+            format!("-n {cl} -6 route add local fd00:200::/64 dev lo"),
+            format!("-n {cl} -6 route add default via fd00:255::1"),
+            format!("-n {lb} route add 10.200.0.0/16 via 10.255.0.2"),
+            format!("-n {lb} -6 route add fd00:200::/64 via fd00:255::2"),
+            format!("-n {lb} addr add {VIP}/32 dev lo"),
+            format!("-n {lb} -6 addr add {VIP6}/128 dev lo"),
+        ] {
+            ipl(&line)?;
+        }
+        // IPv6 binds only configured addresses, unless told otherwise.
+        sysctl(&cl, "net.ipv6.ip_nonlocal_bind", "1");
+        // Backends, each on its own routed link; their route to the clients is via the
+        // balancer.
         for i in 0..BACKENDS {
-            let b = net.ns(&format!("b{i}"));
-            net.link(
-                (&b, "uplink", &format!("10.1.{i}.2/24")),
-                (&lb, &format!("lb{i}"), &format!("10.1.{i}.1/24")),
+            let b = self.ns(&format!("b{i}"));
+            self.link(
+                (
+                    &b,
+                    "uplink",
+                    &format!("10.1.{i}.2/24"),
+                    &format!("fd00:1:{i}::2/64"),
+                ),
+                (
+                    &lb,
+                    &format!("lb{i}"),
+                    &format!("10.1.{i}.1/24"),
+                    &format!("fd00:1:{i}::1/64"),
+                ),
             )?;
-            let via = format!("10.1.{i}.1");
-            ip(&["-n", &b, "route", "add", "10.200.0.0/16", "via", &via])?;
+            ipl(&format!("-n {b} route add 10.200.0.0/16 via 10.1.{i}.1"))?;
+            ipl(&format!(
+                "-n {b} -6 route add fd00:200::/64 via fd00:1:{i}::1"
+            ))?;
         }
         // The attacker: its own link; it owns 10.200.0.0/16 too, to send from the
         // clients' addresses.
-        net.link((&x, "x0", "10.254.0.2/30"), (&lb, "lx", "10.254.0.1/30"))?;
-        ip(&["-n", &x, "route", "add", "default", "via", "10.254.0.1"])?;
-        ip(&[
-            "-n",
-            &x,
-            "route",
-            "add",
-            "local",
-            "10.200.0.0/16",
-            "dev",
-            "lo",
-        ])?;
+        self.link(
+            (&x, "x0", "10.254.0.2/30", "fd00:254::2/64"),
+            (&lb, "lx", "10.254.0.1/30", "fd00:254::1/64"),
+        )?;
+        ipl(&format!("-n {x} route add default via 10.254.0.1"))?;
+        ipl(&format!("-n {x} route add local 10.200.0.0/16 dev lo"))?;
         // No reverse-path filtering on the balancer: the spoofed datagrams must reach
         // cidlb for the test to mean anything (a production balancer would drop them
         // at the door with rp_filter = 1).
@@ -203,43 +220,39 @@ impl Net {
         Ok(())
     }
 
-    /// A veth pair between two namespaces, addressed and up.
-    fn link(&self, a: (&str, &str, &str), b: (&str, &str, &str)) -> Result<(), String> {
-        ip(&[
-            "link", "add", "name", a.1, "netns", a.0, "type", "veth", "peer", "name", b.1, "netns",
-            b.0,
-        ])?;
-        for (ns, dev, addr) in [a, b] {
-            ip(&["-n", ns, "addr", "add", addr, "dev", dev])?;
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
+    /// A veth pair between two namespaces, addressed (IPv4, IPv6 without duplicate
+    /// address detection, so that the addresses are usable at once) and up.
+    fn link(&self, a: (&str, &str, &str, &str), b: (&str, &str, &str, &str)) -> Result<(), String> {
+        ipl(&format!(
+            "link add name {} netns {} type veth peer name {} netns {}",
+            a.1, a.0, b.1, b.0
+        ))?;
+        for (ns, dev, v4, v6) in [a, b] {
+            ipl(&format!("-n {ns} addr add {v4} dev {dev}"))?;
+            ipl(&format!("-n {ns} -6 addr add {v6} dev {dev} nodad"))?;
+            ipl(&format!("-n {ns} link set {dev} up"))?;
         }
         Ok(())
     }
 
     /// The balancer's policy routing for the backends' replies to client addresses.
-    fn reply_routing(&self) {
+    fn reply_routing(&self, v6: bool) {
         let lb = self.ns("lb");
+        let (f, all) = if v6 {
+            ("-6", "::/0")
+        } else {
+            ("-4", "0.0.0.0/0")
+        };
         for i in 0..BACKENDS {
-            let from = Net::backend(i).ip().to_string();
-            let sport = PORT.to_string();
-            ip(&[
-                "-n", &lb, "rule", "add", "from", &from, "ipproto", "udp", "sport", &sport,
-                "lookup", "100",
-            ])
+            let from = Net::backend(i, v6).ip();
+            ipl(&format!(
+                "-n {lb} {f} rule add from {from} ipproto udp sport {PORT} lookup 100"
+            ))
             .unwrap();
         }
-        ip(&[
-            "-n",
-            &lb,
-            "route",
-            "add",
-            "local",
-            "0.0.0.0/0",
-            "dev",
-            "lo",
-            "table",
-            "100",
-        ])
+        ipl(&format!(
+            "-n {lb} {f} route add local {all} dev lo table 100"
+        ))
         .unwrap();
     }
 }
@@ -302,13 +315,20 @@ fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
 
 // ------------------------------------------------------------- balancer
 
+/// The listener's address (the VIP), IPv4 or IPv6.
+fn vip(v6: bool) -> SocketAddr {
+    let ip: IpAddr = if v6 { VIP6.into() } else { VIP.into() };
+    SocketAddr::new(ip, PORT)
+}
+
 /// The balancer's configuration: the three backends (and `extra_backend`).
-fn config(extra_backend: Option<SocketAddr>, upstream: &str) -> String {
+fn config(v6: bool, extra_backend: Option<SocketAddr>, upstream: &str) -> String {
     let mut t = format!(
         "workers = 2\n[health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\nrise = 2\nfall = 3\n\n\
-         [[listener]]\nname = \"dtls\"\naddress = \"{VIP}:{PORT}\"\ncid_length = {CID_LEN}\nupstream = \"{upstream}\"\n"
+         [[listener]]\nname = \"dtls\"\naddress = \"{}\"\ncid_length = {CID_LEN}\nupstream = \"{upstream}\"\n",
+        vip(v6)
     );
-    let mut backends: Vec<SocketAddr> = (0..BACKENDS).map(Net::backend).collect();
+    let mut backends: Vec<SocketAddr> = (0..BACKENDS).map(|i| Net::backend(i, v6)).collect();
     backends.extend(extra_backend);
     for (i, b) in backends.iter().enumerate() {
         t.push_str(&format!(
@@ -383,15 +403,19 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 // ------------------------------------------------------------- peers
 
 /// Backend `i`'s server, in its namespace, issuing CIDs `a0+i ...`.
-fn server(net: &Net, i: u8) -> DtlsServer {
+fn server(net: &Net, i: u8, v6: bool) -> DtlsServer {
     in_ns(&net.ns(&format!("b{i}")), || {
-        DtlsServer::spawn(ServerConfig::new(Net::backend(i), vec![0xa0 + i], CID_LEN))
-            .expect("DTLS server starts")
+        DtlsServer::spawn(ServerConfig::new(
+            Net::backend(i, v6),
+            vec![0xa0 + i],
+            CID_LEN,
+        ))
+        .expect("DTLS server starts")
     })
 }
 
 fn client_config(bind: SocketAddr) -> ClientConfig {
-    let mut cfg = ClientConfig::new(SocketAddr::from((VIP, PORT)));
+    let mut cfg = ClientConfig::new(vip(bind.is_ipv6()));
     cfg.bind = bind;
     cfg.own_cid_len = CID_LEN;
     cfg.handshake_timeout = HANDSHAKE_TIMEOUT;
@@ -447,8 +471,8 @@ fn transparent_nat_keeps_client_addresses_sessions_and_learning() {
     };
     let dir = TempDir::new("e2e-transparent");
     let path = dir.0.join("cidlb.toml");
-    std::fs::write(&path, config(None, "transparent")).unwrap();
-    let servers: Vec<DtlsServer> = (0..BACKENDS).map(|i| server(&net, i)).collect();
+    std::fs::write(&path, config(false, None, "transparent")).unwrap();
+    let servers: Vec<DtlsServer> = (0..BACKENDS).map(|i| server(&net, i, false)).collect();
 
     // Without the reply routing, and then without the capability, cidlb refuses to
     // start and says what is missing.
@@ -459,7 +483,7 @@ fn transparent_nat_keeps_client_addresses_sessions_and_learning() {
             && err.contains("`ip route add local 0.0.0.0/0 dev lo table 100`"),
         "{err}"
     );
-    net.reply_routing();
+    net.reply_routing(false);
     if Command::new("setpriv").arg("--version").output().is_ok() {
         let err = failed_start(
             &net,
@@ -641,7 +665,7 @@ fn transparent_nat_keeps_client_addresses_sessions_and_learning() {
                     .map(|b| (b * 7 + k * 13 + n as usize) as u8)
                     .collect();
                 cidlb_wire::build::cid12(1, (1 << 40) + n, &vcid, &junk, &mut d);
-                s.send_to(&d, SocketAddr::from((VIP, PORT))).unwrap();
+                s.send_to(&d, vip(false)).unwrap();
             }
         }
         // Nothing comes back to the attacker (a bounded wait, not a timing check).
@@ -707,7 +731,7 @@ fn transparent_nat_keeps_client_addresses_sessions_and_learning() {
     let local = in_ns(&net.ns("lb"), || {
         let s = UdpSocket::bind("10.255.0.1:0").unwrap();
         let hello = cidlb_wire::build::client_hello_datagram([7; 32], &[], Some(&[]));
-        s.send_to(&hello, SocketAddr::from((VIP, PORT))).unwrap();
+        s.send_to(&hello, vip(false)).unwrap();
         s
     });
     wait_until(
@@ -720,7 +744,7 @@ fn transparent_nat_keeps_client_addresses_sessions_and_learning() {
     // change of upstream mode.
     std::fs::write(
         &path,
-        config(Some("10.1.0.2:5685".parse().unwrap()), "transparent"),
+        config(false, Some("10.1.0.2:5685".parse().unwrap()), "transparent"),
     )
     .unwrap();
     let (code, body) = admin(&net, api, "POST", "/reload");
@@ -733,11 +757,85 @@ fn transparent_nat_keeps_client_addresses_sessions_and_learning() {
         body.contains("ip rule add from 10.1.0.2 ipproto udp sport 5685 lookup 100"),
         "{body}"
     );
-    std::fs::write(&path, config(None, "nat")).unwrap();
+    std::fs::write(&path, config(false, None, "nat")).unwrap();
     let (code, body) = admin(&net, api, "POST", "/reload");
     assert_ne!(code, 200, "{body}");
     assert!(body.contains("upstream transparent -> nat"), "{body}");
     // The sessions are untouched.
     assert_eq!(echo_all(&mut clients, "after the reloads"), 0);
+    drop(lb);
+}
+
+/// The same over IPv6 (`IPV6_TRANSPARENT`, `ip -6 rule`), smaller: the start-up check,
+/// the servers seeing the clients' addresses, a move to a new address and port.
+#[test]
+fn transparent_nat_over_ipv6() {
+    let Some(net) = net_or_skip("transparent_nat_over_ipv6", "v6") else {
+        return;
+    };
+    let dir = TempDir::new("e2e-transparent-v6");
+    let path = dir.0.join("cidlb.toml");
+    std::fs::write(&path, config(true, None, "transparent")).unwrap();
+    let servers: Vec<DtlsServer> = (0..BACKENDS).map(|i| server(&net, i, true)).collect();
+    let err = failed_start(&net, &path, &[]);
+    assert!(
+        err.contains("`ip -6 rule add from fd00:1::2 ipproto udp sport 5684 lookup 100`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`ip -6 route add local ::/0 dev lo table 100`"),
+        "{err}"
+    );
+    net.reply_routing(true);
+    let lb = Balancer::spawn_in(
+        Some(&net.ns("lb")),
+        &["run".into(), "--config".into(), path.display().to_string()],
+    );
+    let api = lb.admin.expect("the admin API is up");
+
+    let n = 6;
+    let cl = net.ns("cl");
+    let mut clients: Vec<DtlsClient> = in_ns(&cl, || {
+        (0..n)
+            .map(|i| {
+                let bind = SocketAddr::new(format!("fd00:200::{}", i + 1).parse().unwrap(), 0);
+                DtlsClient::connect(client_config(bind)).expect("handshake over IPv6")
+            })
+            .collect()
+    });
+    let bad = misplaced(&servers, &mut clients);
+    assert!(
+        bad.is_empty(),
+        "sessions not at their client's address: {bad:#?}"
+    );
+    in_ns(&cl, || {
+        for (i, c) in clients.iter_mut().enumerate() {
+            let to: IpAddr = format!("fd00:200::1:{}", i + 1).parse().unwrap();
+            c.rebind(SocketAddr::new(to, 0)).expect("rebind");
+        }
+    });
+    assert_eq!(echo_all(&mut clients, "v6 new address"), 0, "echoes lost");
+    let bad = misplaced(&servers, &mut clients);
+    assert!(
+        bad.is_empty(),
+        "sessions not at their client's new address: {bad:#?}"
+    );
+    let stats: Vec<_> = servers.iter().map(|s| s.stats()).collect();
+    assert_eq!(
+        stats.iter().map(|s| s.handshakes).sum::<u64>(),
+        n as u64,
+        "{stats:#?}"
+    );
+    assert_eq!(stats.iter().map(|s| s.migrations).sum::<u64>(), n as u64);
+    let m = get(&net, api, "/metrics");
+    let learned = metric(
+        &m,
+        "cidlb_routed_total",
+        "listener=\"dtls\",outcome=\"learned\"",
+    );
+    assert!(
+        learned >= n as u64,
+        "{learned} datagrams routed by learned bindings"
+    );
     drop(lb);
 }
