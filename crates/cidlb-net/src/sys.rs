@@ -556,7 +556,9 @@ const RTM_NEWROUTE: u16 = 24;
 /// Asks the kernel how it would route a packet (`ip route get`, through an
 /// `RTM_GETROUTE` request on a netlink socket; waits at most a second for the answer).
 /// An unroutable packet is an `Err` with the kernel's errno (`EHOSTUNREACH`,
-/// `ENETUNREACH`; `EXDEV` or `EINVAL` when reverse-path filtering rejects its source).
+/// `ENETUNREACH`; `EXDEV` or `EINVAL` when reverse-path filtering rejects its source);
+/// no netlink socket (e.g. a sandbox without `AF_NETLINK`) is an `Err` of kind
+/// [`io::ErrorKind::Unsupported`], no answer within the second one of kind `WouldBlock`.
 pub fn route_get(q: &RouteQuery) -> io::Result<RouteAnswer> {
     use std::io::{Read, Write};
     let (family, bits) = match q.dst {
@@ -610,7 +612,13 @@ pub fn route_get(q: &RouteQuery) -> io::Result<RouteAnswer> {
         Domain::from(libc::AF_NETLINK),
         Type::RAW.cloexec(),
         Some(Protocol::from(libc::NETLINK_ROUTE)),
-    )?;
+    )
+    .map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("no netlink socket: {e}"),
+        )
+    })?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(1)))?;
     // No address: a netlink socket sends to the kernel (port id 0) by default.
     (&s).write_all(&m)?;

@@ -113,8 +113,9 @@ impl fmt::Display for SetupError {
                 f,
                 "upstream = \"transparent\" needs the CAP_NET_ADMIN or CAP_NET_RAW capability \
                  to bind upstream sockets to clients' addresses ({}: {error}); run cidlb as \
-                 root or give it the capability (`setcap cap_net_admin+ep /path/to/cidlb`, or \
-                 systemd's AmbientCapabilities=CAP_NET_ADMIN)",
+                 root or give it the narrower CAP_NET_RAW (`setcap \
+                 cap_net_raw,cap_net_bind_service+ep /path/to/cidlb`, or systemd's \
+                 AmbientCapabilities=CAP_NET_RAW)",
                 if *ipv6 {
                     "IPV6_TRANSPARENT"
                 } else {
@@ -195,7 +196,8 @@ impl std::error::Error for SetupError {}
 /// Checks that this host can serve a transparent listener on `listen` with these
 /// backends (see the module docs): the capability, then each backend's reply route.
 /// A backend the kernel cannot route to at all is not checked (its health checks will
-/// say so).
+/// say so), nor is any where the kernel cannot be asked (no netlink socket, e.g. a
+/// systemd unit without `AF_NETLINK` in `RestrictAddressFamilies`): both are logged.
 pub fn check_host(
     listen: SocketAddr,
     backends: impl IntoIterator<Item = SocketAddr>,
@@ -222,6 +224,17 @@ pub fn check_reply_route(backend: SocketAddr, reply_fwmark: Option<u32>) -> Resu
         udp_ports: None,
     }) {
         Ok(r) => r,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::Unsupported | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            tracing::warn!(%backend, error = %e,
+                "cannot ask the kernel's routing (netlink): the transparent-mode reply route \
+                 is not checked; allow AF_NETLINK (systemd: RestrictAddressFamilies) to check it");
+            return Ok(());
+        }
         Err(e) => {
             tracing::warn!(%backend, error = %e,
                 "no route to the backend: its transparent-mode reply route is not checked");
