@@ -14,6 +14,8 @@ cd "$(dirname "$0")/.."
 # queries (crates/cidlb/tests/packaging.rs; Debian ships promtool in no smaller package).
 . scripts/lib.sh  # the working directory is the repository root
 ensure_packages clang libclang-dev cmake ninja-build autoconf automake libtool libbpf-dev iproute2 ethtool dnsmasq-base prometheus
+# The tests in network namespaces (e2e_transparent): ip netns/link/rule/route, setpriv.
+ensure_packages util-linux
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

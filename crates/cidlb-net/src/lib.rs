@@ -23,10 +23,17 @@
 //! to clients from the listener socket, counters), and an *egress* (`worker::Egress`)
 //! that sends routed datagrams to backends and reads what they answer: `nat.rs`, one
 //! connected upstream socket per (client address, backend), where CIDs are learned
-//! from ServerHellos. A second userspace egress (e.g. transparent NAT) is a second
-//! implementation of `Egress`, not a copy of the loop.
+//! from ServerHellos. A second userspace egress would be a second implementation of
+//! `Egress`, not a copy of the loop.
 //!
-//! All `unsafe` (batched syscalls) lives in [`sys`].
+//! **Transparent NAT** ([`transparent`], a listener's [`UpstreamMode`]) is the NAT
+//! egress with another way of opening its upstream sockets: bound to the client's own
+//! address and port (`IP_TRANSPARENT`), so the servers see the client. Nothing else
+//! differs (table, return path, learning, limits); the host's policy routing brings
+//! the replies back, which [`transparent::check_host`] verifies at start.
+//!
+//! All `unsafe` (batched syscalls, socket options, the netlink route query) lives in
+//! [`sys`].
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -35,6 +42,7 @@ pub mod health;
 mod nat;
 mod stats;
 pub mod sys;
+pub mod transparent;
 mod upstream;
 mod worker;
 
@@ -57,6 +65,7 @@ use cidlb_core::{
 pub use stats::{
     BackendTraffic, ListenerStats, StatsSnapshot, TrafficSnapshot, TrafficTable, NAT_STATS,
 };
+pub use transparent::UpstreamMode;
 
 /// One listener to serve.
 #[derive(Clone, Debug)]
@@ -69,8 +78,11 @@ pub struct ListenerSpec {
     pub router: RouterConfig,
     /// The backends.
     pub backends: Vec<Backend>,
-    /// Source IP for upstream sockets (default: unspecified, the kernel picks).
+    /// Source IP for upstream sockets (default: unspecified, the kernel picks); NAT
+    /// mode only.
     pub upstream_source: Option<IpAddr>,
+    /// How upstream sockets are opened: NAT (the default) or transparent NAT.
+    pub upstream: UpstreamMode,
 }
 
 /// Data plane settings.
@@ -107,6 +119,8 @@ pub struct NatListener {
     upstream_source: Option<IpAddr>,
     /// Every listener's bound address (the plane's own addresses, with real ports).
     bound: Arc<[SocketAddr]>,
+    /// How upstream sockets are opened.
+    upstream: UpstreamMode,
 }
 
 impl NatListener {
@@ -243,6 +257,21 @@ impl NatPlane {
         let mut sockets: Vec<Vec<std::net::UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
         let mut bound_specs = Vec::new();
         for spec in specs {
+            if let UpstreamMode::Transparent { reply_fwmark } = spec.upstream {
+                transparent::check_host(
+                    spec.listen,
+                    spec.backends.iter().map(|b| b.addr),
+                    reply_fwmark,
+                )
+                .map_err(|e| {
+                    let kind = if e.is_permission() {
+                        io::ErrorKind::PermissionDenied
+                    } else {
+                        io::ErrorKind::Other
+                    };
+                    io::Error::new(kind, format!("listener {:?}: {e}", spec.name))
+                })?;
+            }
             sys::ensure_port_free(spec.listen)?;
             let first = sys::bind_reuseport(spec.listen, cfg.socket_buffer)?;
             let local_addr = first.local_addr()?;
@@ -269,6 +298,7 @@ impl NatPlane {
                 traffic: TrafficTable::default(),
                 upstream_source: spec.upstream_source,
                 bound: bound.clone(),
+                upstream: spec.upstream,
             }));
         }
         let limits = Arc::new(upstream_limits(&listeners, workers));

@@ -5,6 +5,9 @@
 //!
 //! A rebound client gets a new upstream socket to the same backend: an existing path
 //! is never redirected (see the crate docs).
+//!
+//! A transparent listener ([`UpstreamMode::Transparent`]) differs only in how the
+//! socket is opened: bound to the client's own address and port (`transparent.rs`).
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -19,7 +22,7 @@ use tracing::{debug, warn};
 use crate::sys::{Received, Recv, RecvBatch};
 use crate::upstream::{UpKey, Upstream, Upstreams};
 use crate::worker::{Egress, Shared, BUDGET, RX_SLOT};
-use crate::{sys, NatListener, UpstreamLimits};
+use crate::{sys, NatListener, UpstreamLimits, UpstreamMode};
 
 /// Datagrams per `recvmmsg` on an upstream socket (one client's replies).
 const UP_RX_BATCH: usize = 8;
@@ -71,17 +74,30 @@ impl NatEgress {
     ) -> Option<usize> {
         let l = w.listeners[li].clone();
         let addr = l.router().backend(key.backend)?.addr;
-        let sock = match sys::upstream_socket(l.upstream_source, addr) {
+        let opened = match l.upstream {
+            UpstreamMode::Nat => {
+                sys::upstream_socket(l.upstream_source, addr).map_err(|e| (false, e))
+            }
+            UpstreamMode::Transparent { .. } => {
+                sys::transparent_socket(client, addr).map_err(|e| (e.source_refused, e.error))
+            }
+        };
+        let sock = match opened {
             Ok(s) => s,
-            Err(e) => {
-                l.stats.add(&l.stats.upstream_open_errors, 1);
+            Err((source_refused, e)) => {
+                let (counter, what) = if source_refused {
+                    (&l.stats.transparent_bind_errors, "transparent_bind_errors")
+                } else {
+                    (&l.stats.upstream_open_errors, "upstream_open_errors")
+                };
+                l.stats.add(counter, 1);
                 // One line per second at most: an fd exhaustion must not flood the log.
                 if self
                     .last_open_error
                     .is_none_or(|t| now.duration_since(t) > Duration::from_secs(1))
                 {
-                    warn!(listener = %l.name, backend = %addr, error = %e,
-                        "cannot open an upstream socket; datagram dropped (see upstream_open_errors)");
+                    warn!(listener = %l.name, %client, backend = %addr, error = %e,
+                        "cannot open an upstream socket; datagram dropped (see {what})");
                     self.last_open_error = Some(now);
                 }
                 return None;

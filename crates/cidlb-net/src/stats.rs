@@ -72,6 +72,8 @@ stats! {
     upstreams_evicted: Counter,
     /// Upstream sockets that could not be opened (e.g. out of file descriptors).
     upstream_open_errors: Counter,
+    /// Transparent mode: upstream sockets that could not take the client's address:port as their source (in use on this host, e.g. by a client on the balancer itself or a wildcard bind of that port); datagram dropped.
+    transparent_bind_errors: Counter,
     /// Upstream flows open now.
     upstreams_open: Gauge,
     /// Event log lines (new sessions, CIDs learned or seeded, rebindings, evictions) not

@@ -574,6 +574,297 @@ pub fn local_ips() -> Vec<std::net::IpAddr> {
         .unwrap_or_default()
 }
 
+// ------------------------------------------------------------- transparent NAT
+
+/// Why [`transparent_socket`] failed.
+#[derive(Debug)]
+pub struct TransparentError {
+    /// The client's address:port could not be the socket's source: in use on this host
+    /// (a client on the balancer itself, a listener or another service bound to that
+    /// port), or not usable as a source towards the backend. Anything else (no
+    /// descriptor, no permission) is `false`.
+    pub source_refused: bool,
+    /// What the kernel said.
+    pub error: io::Error,
+}
+
+/// Sets `IP_TRANSPARENT` (IPv4) or `IPV6_TRANSPARENT` (IPv6) on `s`: it may then bind a
+/// non-local address and send from it. Needs `CAP_NET_ADMIN` or `CAP_NET_RAW` (else
+/// `EPERM`).
+fn set_transparent(s: &Socket, ipv6: bool) -> io::Result<()> {
+    if !ipv6 {
+        return s.set_ip_transparent(true);
+    }
+    let on: libc::c_int = 1;
+    // SAFETY: `s` is an open socket for the duration of the call; the option value is
+    // a c_int that lives across the call, and its size is passed.
+    let r = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(s),                    // socket
+            libc::SOL_IPV6,                                        // level
+            libc::IPV6_TRANSPARENT,                                // option
+            (&on as *const libc::c_int).cast(),                    // value
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t, // length
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether this process may open transparent sockets (IPv4, or IPv6 with `ipv6`):
+/// `Err` with `EPERM` when it lacks both `CAP_NET_ADMIN` and `CAP_NET_RAW`.
+pub fn check_transparent(ipv6: bool) -> io::Result<()> {
+    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    set_transparent(&s, ipv6)
+}
+
+/// A non-blocking UDP socket bound to `client` (a client's own address and port, not
+/// an address of this host) with `IP_TRANSPARENT` / `IPV6_TRANSPARENT`, connected to
+/// `backend`: one transparent-NAT upstream flow. The backend sees the client's
+/// address; its replies reach the socket only if the balancer's policy routing
+/// delivers packets for that address locally (see [`route_get`]).
+///
+/// `SO_REUSEADDR`, so that one client may have a flow to each of several backends
+/// (each socket is connected to its own backend, so replies are told apart). The fd
+/// reserve is kept as in [`upstream_socket`]. An IPv4-mapped IPv6 client going to an
+/// IPv4 backend binds the IPv4 address.
+pub fn transparent_socket(
+    client: SocketAddr,
+    backend: SocketAddr,
+) -> Result<UdpSocket, TransparentError> {
+    let other = |error| TransparentError {
+        source_refused: false,
+        error,
+    };
+    let refused = |error| TransparentError {
+        source_refused: true,
+        error,
+    };
+    let client = match (client, backend) {
+        (SocketAddr::V6(c), SocketAddr::V4(_)) => match c.ip().to_ipv4_mapped() {
+            Some(ip) => SocketAddr::new(ip.into(), c.port()),
+            None => client,
+        },
+        _ => client,
+    };
+    if client.is_ipv4() != backend.is_ipv4() {
+        return Err(refused(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("client {client} and backend {backend} are of different address families"),
+        )));
+    }
+    let s = Socket::new(
+        Domain::for_address(backend),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )
+    .map_err(other)?;
+    if let Some(limit) = nofile_soft_limit() {
+        let reserve = fd_reserve(limit);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&s) as u64;
+        if fd + reserve >= limit {
+            return Err(other(io::Error::other(format!(
+                "too many open files: the last {reserve} of {limit} are kept for the admin \
+                 API and health checks"
+            ))));
+        }
+    }
+    s.set_nonblocking(true).map_err(other)?;
+    s.set_reuse_address(true).map_err(other)?;
+    set_transparent(&s, backend.is_ipv6()).map_err(other)?;
+    s.bind(&client.into()).map_err(refused)?;
+    // EINVAL here: the kernel will not send from this source towards the backend
+    // (e.g. a loopback source to a remote backend).
+    s.connect(&backend.into()).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EINVAL) {
+            refused(e)
+        } else {
+            other(e)
+        }
+    })?;
+    Ok(s.into())
+}
+
+/// A question to the kernel's routing, as `ip route get` asks it (an `RTM_GETROUTE`
+/// request on a netlink socket).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteQuery {
+    /// Destination.
+    pub dst: std::net::IpAddr,
+    /// Source (`None`: as the kernel would pick for an outgoing packet).
+    pub src: Option<std::net::IpAddr>,
+    /// The interface the packet arrives on (`None`: an outgoing packet of this host).
+    pub iif: Option<u32>,
+    /// The packet's firewall mark.
+    pub mark: Option<u32>,
+    /// UDP source and destination ports (rules may select on them).
+    pub udp_ports: Option<(u16, u16)>,
+}
+
+/// The kernel's answer to a [`RouteQuery`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteAnswer {
+    /// The route type (`RTN_UNICAST` = 1, `RTN_LOCAL` = 2: delivered to this host, ...).
+    pub kind: u8,
+    /// The outgoing interface, if any.
+    pub oif: Option<u32>,
+}
+
+impl RouteAnswer {
+    /// Whether the packet would be delivered to a socket of this host.
+    pub fn is_local(&self) -> bool {
+        self.kind == libc::RTN_LOCAL
+    }
+}
+
+/// Netlink attribute types of `RTM_GETROUTE` (linux/rtnetlink.h) that the libc crate
+/// may lack.
+const RTA_DST: u16 = 1;
+const RTA_SRC: u16 = 2;
+const RTA_IIF: u16 = 3;
+const RTA_OIF: u16 = 4;
+const RTA_MARK: u16 = 16;
+const RTA_IP_PROTO: u16 = 27;
+const RTA_SPORT: u16 = 28;
+const RTA_DPORT: u16 = 29;
+const NLMSG_ERROR: u16 = 2;
+const RTM_NEWROUTE: u16 = 24;
+
+/// Asks the kernel how it would route a packet (`ip route get`, through an
+/// `RTM_GETROUTE` request on a netlink socket; waits at most a second for the answer).
+/// An unroutable packet is an `Err` with the kernel's errno (`EHOSTUNREACH`,
+/// `ENETUNREACH`; `EXDEV` or `EINVAL` when reverse-path filtering rejects its source);
+/// no netlink socket (e.g. a sandbox without `AF_NETLINK`) is an `Err` of kind
+/// [`io::ErrorKind::Unsupported`], no answer within the second one of kind `WouldBlock`.
+pub fn route_get(q: &RouteQuery) -> io::Result<RouteAnswer> {
+    use std::io::{Read, Write};
+    let (family, bits) = match q.dst {
+        std::net::IpAddr::V4(_) => (libc::AF_INET as u8, 32u8),
+        std::net::IpAddr::V6(_) => (libc::AF_INET6 as u8, 128u8),
+    };
+    fn ip_bytes(ip: std::net::IpAddr) -> Vec<u8> {
+        match ip {
+            std::net::IpAddr::V4(a) => a.octets().to_vec(),
+            std::net::IpAddr::V6(a) => a.octets().to_vec(),
+        }
+    }
+    fn attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
+        let len = 4 + data.len();
+        buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        buf.extend_from_slice(&kind.to_ne_bytes());
+        buf.extend_from_slice(data);
+        buf.resize(buf.len().next_multiple_of(4), 0);
+    }
+    const SEQ: u32 = 0x6364_6c62; // "cdlb"
+    let mut m = Vec::with_capacity(128);
+    // struct nlmsghdr: length (filled in below), type, flags, sequence, port id.
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(&libc::RTM_GETROUTE.to_ne_bytes());
+    m.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    m.extend_from_slice(&SEQ.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
+    let src_len = if q.src.is_some() { bits } else { 0 };
+    m.extend_from_slice(&[family, bits, src_len, 0, 0, 0, 0, 0]);
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    attr(&mut m, RTA_DST, &ip_bytes(q.dst));
+    if let Some(src) = q.src {
+        attr(&mut m, RTA_SRC, &ip_bytes(src));
+    }
+    if let Some(iif) = q.iif {
+        attr(&mut m, RTA_IIF, &iif.to_ne_bytes());
+    }
+    if let Some(mark) = q.mark {
+        attr(&mut m, RTA_MARK, &mark.to_ne_bytes());
+    }
+    if let Some((sport, dport)) = q.udp_ports {
+        attr(&mut m, RTA_IP_PROTO, &[libc::IPPROTO_UDP as u8]);
+        attr(&mut m, RTA_SPORT, &sport.to_be_bytes());
+        attr(&mut m, RTA_DPORT, &dport.to_be_bytes());
+    }
+    let len = m.len() as u32;
+    m[..4].copy_from_slice(&len.to_ne_bytes());
+
+    let s = Socket::new(
+        Domain::from(libc::AF_NETLINK),
+        Type::RAW.cloexec(),
+        Some(Protocol::from(libc::NETLINK_ROUTE)),
+    )
+    .map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("no netlink socket: {e}"),
+        )
+    })?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(1)))?;
+    // No address: a netlink socket sends to the kernel (port id 0) by default.
+    (&s).write_all(&m)?;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = (&s).read(&mut buf)?;
+        let mut rest = &buf[..n];
+        while rest.len() >= 16 {
+            let u32_at =
+                |b: &[u8], i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+            let mlen = (u32_at(rest, 0) as usize).clamp(16, rest.len());
+            let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+            let seq = u32_at(rest, 8);
+            let body = &rest[16..mlen];
+            rest = &rest[mlen.next_multiple_of(4).min(rest.len())..];
+            if seq != SEQ {
+                continue;
+            }
+            match kind {
+                NLMSG_ERROR if body.len() >= 4 => {
+                    let errno = -i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
+                    return Err(if errno == 0 {
+                        io::Error::other("netlink: an acknowledgement instead of a route")
+                    } else {
+                        io::Error::from_raw_os_error(errno)
+                    });
+                }
+                RTM_NEWROUTE if body.len() >= 12 => {
+                    let mut ans = RouteAnswer {
+                        kind: body[7],
+                        oif: None,
+                    };
+                    let mut attrs = &body[12..];
+                    while attrs.len() >= 4 {
+                        let alen = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+                        let akind = u16::from_ne_bytes([attrs[2], attrs[3]]);
+                        if alen < 4 || alen > attrs.len() {
+                            break;
+                        }
+                        if akind == RTA_OIF && alen >= 8 {
+                            ans.oif = Some(u32_at(attrs, 4));
+                        }
+                        attrs = &attrs[alen.next_multiple_of(4).min(attrs.len())..];
+                    }
+                    return Ok(ans);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The name of interface `index` (`if_indextoname(3)`), if it exists.
+pub fn interface_name(index: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: `buf` is IF_NAMESIZE bytes, the size if_indextoname writes at most (a
+    // NUL-terminated name); it outlives the call.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -656,5 +947,34 @@ mod tests {
         sink.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();
         assert_eq!(sink.recv_from(&mut buf).unwrap().0, 1);
+    }
+
+    #[test]
+    fn the_kernel_routes_loopback_locally() {
+        let r = route_get(&RouteQuery {
+            dst: std::net::Ipv4Addr::LOCALHOST.into(),
+            src: None,
+            iif: None,
+            mark: None,
+            udp_ports: Some((5684, 40_000)),
+        })
+        .expect("a route to 127.0.0.1");
+        assert!(r.is_local(), "{r:?}");
+        let lo = r.oif.expect("an interface");
+        assert_eq!(interface_name(lo).as_deref(), Some("lo"));
+    }
+
+    #[test]
+    fn an_unreachable_destination_is_the_kernels_errno() {
+        // A source that is not this host's, for an outgoing packet: the kernel refuses.
+        let e = route_get(&RouteQuery {
+            dst: std::net::Ipv4Addr::new(192, 0, 2, 1).into(),
+            src: Some(std::net::Ipv4Addr::new(198, 51, 100, 7).into()),
+            iif: None,
+            mark: None,
+            udp_ports: None,
+        })
+        .unwrap_err();
+        assert!(e.raw_os_error().is_some(), "{e}");
     }
 }

@@ -35,6 +35,7 @@ fn plane(backend: SocketAddr, flow_idle: Duration) -> NatPlane {
             router: rc,
             backends: vec![Backend::new(0, "b0", backend)],
             upstream_source: None,
+            upstream: cidlb_net::UpstreamMode::Nat,
         }],
         DataPlaneConfig {
             workers: 2,
@@ -136,6 +137,7 @@ fn a_second_instance_on_the_same_address_is_refused() {
             router: rc,
             backends: vec![Backend::new(0, "b0", backend.local_addr().unwrap())],
             upstream_source: None,
+            upstream: cidlb_net::UpstreamMode::Nat,
         }],
         DataPlaneConfig {
             workers: 1,
@@ -168,6 +170,7 @@ fn each_clients_datagrams_keep_their_order() {
                 .map(|(i, b)| Backend::new(i as u16, format!("b{i}"), b.local_addr().unwrap()))
                 .collect(),
             upstream_source: None,
+            upstream: cidlb_net::UpstreamMode::Nat,
         }],
         DataPlaneConfig {
             workers: 1,

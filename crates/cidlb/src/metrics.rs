@@ -584,6 +584,7 @@ mod tests {
                 upstreams_expired: next(),
                 upstreams_evicted: next(),
                 upstream_open_errors: next(),
+                transparent_bind_errors: next(),
                 upstreams_open: next(),
                 event_logs_suppressed: next(),
             }

@@ -136,7 +136,7 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
             RoutingMode::Cid => format!("CID routing, CID length {}", lc.cid_length.unwrap_or(0)),
             RoutingMode::Address => "address-only routing".to_string(),
         };
-        info!(listener = %l.name(), address = %l.local_addr(), backends = lc.backends.len(), %mode, "listening");
+        info!(listener = %l.name(), address = %l.local_addr(), backends = lc.backends.len(), %mode, upstream = %lc.upstream, "listening");
     }
     let stop = Arc::new(StopSignal::default());
     let health = crate::health::spawn(daemon.clone(), stop.clone(), secret[2])

@@ -5,7 +5,7 @@ use cidlb_core::{Backend, BackendId, OwnAddresses, RouterConfig};
 use cidlb_net::ListenerSpec;
 use tracing::warn;
 
-use crate::config::{Config, RoutingMode};
+use crate::config::{Config, RoutingMode, UpstreamMode};
 
 /// A fresh per-instance secret for the tables' keyed hashing and eviction sampling.
 pub fn random_secret() -> [u64; 4] {
@@ -22,6 +22,26 @@ pub fn random_secret() -> [u64; 4] {
     }
     let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
     [w(0), w(1), w(2), w(3)]
+}
+
+/// Checks, for every backend that `new` adds to a transparent listener of `old`, that
+/// the host would route its replies to clients back to cidlb
+/// ([`cidlb_net::transparent::check_reply_route`], as at start). The error names the
+/// listener and says what to add.
+pub fn check_new_transparent_backends(old: &Config, new: &Config) -> Result<(), String> {
+    for (o, n) in old.listeners.iter().zip(&new.listeners) {
+        if n.upstream != UpstreamMode::Transparent {
+            continue;
+        }
+        for b in &n.backends {
+            if o.backends.iter().any(|ob| ob.address == b.address) {
+                continue;
+            }
+            cidlb_net::transparent::check_reply_route(b.address, n.reply_fwmark)
+                .map_err(|e| format!("listener {:?}, backend {:?}: {e}", n.name, b.name))?;
+        }
+    }
+    Ok(())
 }
 
 /// The data-plane listener specs for `cfg`.
@@ -65,6 +85,12 @@ pub fn listener_specs(cfg: &Config, secret: [u64; 4]) -> Vec<ListenerSpec> {
                 router: rc,
                 backends,
                 upstream_source: l.upstream_source,
+                upstream: match l.upstream {
+                    UpstreamMode::Nat => cidlb_net::UpstreamMode::Nat,
+                    UpstreamMode::Transparent => cidlb_net::UpstreamMode::Transparent {
+                        reply_fwmark: l.reply_fwmark,
+                    },
+                },
             }
         })
         .collect()

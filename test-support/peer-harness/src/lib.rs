@@ -7,7 +7,8 @@
 //!   chosen prefix (or from a [`CidSource`]), demultiplexes datagrams by CID (or by
 //!   address before the handshake), and follows a client to a new address only after
 //!   authenticating a record from it (RFC 9146 §6, RFC 9147 §11), counting everything
-//!   in [`ServerStats`]; it can be [`pause`](DtlsServer::pause)d and resumed, as
+//!   in [`ServerStats`] and showing where each session's peer is
+//!   ([`DtlsServer::peers`]); it can be [`pause`](DtlsServer::pause)d and resumed, as
 //!   `kill -STOP` / `kill -CONT` would a server process;
 //! * [`DtlsClient`]: a blocking client that can [`rebind`](DtlsClient::rebind) its
 //!   socket mid-session, as a NAT would, and capture its datagrams;

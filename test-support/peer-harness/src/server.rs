@@ -176,6 +176,7 @@ pub struct ServerStats {
 pub struct DtlsServer<S: DtlsStack> {
     local_addr: SocketAddr,
     counters: Counters,
+    peers: Peers,
     stop: Arc<AtomicBool>,
     pause: Arc<Pause>,
     thread: Option<JoinHandle<()>>,
@@ -202,6 +203,7 @@ impl<S: DtlsStack> DtlsServer<S> {
         socket.set_read_timeout(Some(POLL_INTERVAL))?;
         let local_addr = socket.local_addr()?;
         let counters = Counters::default();
+        let peers = Peers::default();
         let stop = Arc::new(AtomicBool::new(false));
         let pause = Arc::new(Pause::default());
         let mut server = Server::<S> {
@@ -215,6 +217,7 @@ impl<S: DtlsStack> DtlsServer<S> {
             by_cid: HashMap::new(),
             next_id: 0,
             counters: counters.clone(),
+            peers: peers.clone(),
             stop: Arc::clone(&stop),
             pause: Arc::clone(&pause),
         };
@@ -224,6 +227,7 @@ impl<S: DtlsStack> DtlsServer<S> {
         Ok(DtlsServer {
             local_addr,
             counters,
+            peers,
             stop,
             pause,
             thread: Some(thread),
@@ -239,6 +243,15 @@ impl<S: DtlsStack> DtlsServer<S> {
     /// A snapshot of the counters.
     pub fn stats(&self) -> ServerStats {
         self.counters.snapshot()
+    }
+
+    /// The established sessions as the server sees them: the CID it issued to each and
+    /// the address its peer is at now (the source address of the client's datagrams,
+    /// after any authenticated move), sorted by CID.
+    pub fn peers(&self) -> Vec<(Vec<u8>, SocketAddr)> {
+        let mut v: Vec<_> = self.peers.lock().values().cloned().collect();
+        v.sort();
+        v
     }
 
     /// Polls [`stats`](Self::stats) until `done` holds or `timeout` passes; returns the
@@ -415,6 +428,7 @@ struct Server<S: DtlsStack> {
     by_cid: HashMap<Vec<u8>, SessionId>,
     next_id: SessionId,
     counters: Counters,
+    peers: Peers,
     stop: Arc<AtomicBool>,
     pause: Arc<Pause>,
 }
@@ -653,6 +667,15 @@ impl<S: DtlsStack> Server<S> {
             Err(_) if !session.established => self.counters.update(|s| s.failed_handshakes += 1),
             Err(_) => {}
         }
+        // Likewise the peers.
+        {
+            let mut peers = self.peers.lock();
+            if session.established {
+                peers.insert(id, (session.cid.clone(), session.peer));
+            } else {
+                peers.remove(&id);
+            }
+        }
         for datagram in output {
             // Best effort, as UDP is; a failure looks like loss to the peer.
             let _ = self.socket.send_to(&datagram, session.peer);
@@ -675,6 +698,7 @@ impl<S: DtlsStack> Server<S> {
         let Some(session) = self.sessions.remove(&id) else {
             return;
         };
+        self.peers.lock().remove(&id);
         if self.by_addr.get(&session.peer) == Some(&id) {
             self.by_addr.remove(&session.peer);
         }
@@ -723,6 +747,20 @@ struct PauseState {
 impl Pause {
     fn lock(&self) -> std::sync::MutexGuard<'_, PauseState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The established sessions' CIDs and peer addresses: written by the server thread,
+/// read by [`DtlsServer::peers`].
+#[derive(Debug, Clone, Default)]
+struct Peers(Arc<Mutex<PeerMap>>);
+
+/// Session → (the CID the server issued, the peer's address now).
+type PeerMap = HashMap<SessionId, (Vec<u8>, SocketAddr)>;
+
+impl Peers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PeerMap> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -172,6 +172,8 @@ pub fn rebinding_to_a_new_port_and_a_new_address_keeps_the_session<S: DtlsStack>
     let mut client = client(&server);
     client.echo(b"before", TIMEOUT).expect("echo");
     let first = client.local_addr().expect("addr");
+    let cid = client.peer_cid();
+    assert_eq!(server.peers(), vec![(cid.clone(), first)]);
 
     client
         .rebind(addr("127.0.0.1:0"))
@@ -201,6 +203,11 @@ pub fn rebinding_to_a_new_port_and_a_new_address_keeps_the_session<S: DtlsStack>
     assert_eq!(stats.migrations_rejected, 0);
     assert_eq!(stats.active_sessions, 1);
     assert_eq!(stats.echoed, 4);
+    // The server sees the client where it is now.
+    assert_eq!(
+        server.peers(),
+        vec![(cid, client.local_addr().expect("addr"))]
+    );
 }
 
 /// The client's last datagram holding a CID record (its last application data), and
@@ -232,6 +239,10 @@ fn assert_peer_stayed<S: DtlsStack>(
     let stats = server.stats();
     assert_eq!(stats.migrations, 0);
     assert_eq!(stats.handshakes, 1);
+    assert_eq!(
+        server.peers(),
+        vec![(client.peer_cid(), client.local_addr().expect("addr"))]
+    );
 }
 
 /// An attacker on another address replays the client's last record: counted as a

@@ -13,6 +13,9 @@
 //!   per client), optionally rebinding (new source port, or new 127.x address) every K
 //!   datagrams, as a NAT would.
 //!
+//! - `--role clients|sinks` runs one half, e.g. each in its own network namespace
+//!   (`bench/transparent`), with `--client-ip` for the clients' source address.
+//!
 //! Records are DTLS-shaped (valid headers, CIDs, hellos), not encrypted: this measures
 //! the balancer, not a DTLS stack. Prints a summary; `--json FILE` writes it for
 //! machines. Every loop is bounded by `--duration`.
@@ -74,6 +77,26 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// The clients' source IP (without --rebind-ip).
+    #[arg(long, default_value = "127.0.0.1")]
+    client_ip: IpAddr,
+    /// Which half to run: both (default), only the clients (the sinks run in another
+    /// process, e.g. in another network namespace: deliveries are then counted from
+    /// the clients' side, which only request/response can do), or only the sinks (for
+    /// --duration seconds plus 2, printing what they received).
+    #[arg(long, value_enum, default_value_t = Role::Both)]
+    role: Role,
+}
+
+/// Which half of the load generator runs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Clients and sinks.
+    Both,
+    /// Clients only.
+    Clients,
+    /// Sinks only.
+    Sinks,
 }
 
 /// What a client datagram holds.
@@ -177,8 +200,8 @@ fn bind_client(ip: IpAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::bind(SocketAddr::new(ip, 0))
 }
 
-fn handshake_client(target: SocketAddr, cid_len: usize) -> std::io::Result<Client> {
-    let sock = bind_client(Ipv4Addr::LOCALHOST.into())?;
+fn handshake_client(target: SocketAddr, cid_len: usize, ip: IpAddr) -> std::io::Result<Client> {
+    let sock = bind_client(ip)?;
     sock.set_read_timeout(Some(Duration::from_millis(500)))?;
     let hello = build::client_hello_datagram([1; 32], &[], Some(&[]));
     let mut buf = [0u8; 2048];
@@ -210,12 +233,13 @@ fn handshake_client(target: SocketAddr, cid_len: usize) -> std::io::Result<Clien
 struct Rebinder {
     next_ip: u32,
     with_ip: bool,
+    base: IpAddr,
 }
 
 impl Rebinder {
     fn ip(&mut self) -> IpAddr {
         if !self.with_ip {
-            return Ipv4Addr::LOCALHOST.into();
+            return self.base;
         }
         self.next_ip = self.next_ip % 60_000 + 1;
         let n = self.next_ip;
@@ -374,16 +398,31 @@ fn request_response(a: &Args, clients: &mut [Client], payload: &[u8], rb: &mut R
 fn main() {
     let a = Args::parse();
     let stop = Arc::new(AtomicBool::new(false));
-    let stats = spawn_sinks(&a, stop.clone(), a.request_response);
+    if a.role == Role::Sinks {
+        let stats = spawn_sinks(&a, stop.clone(), a.request_response);
+        std::thread::sleep(Duration::from_secs_f64(a.duration + 2.0));
+        stop.store(true, Relaxed);
+        println!("sinks received     {}", stats.received.load(Relaxed));
+        println!("correct backend    {}", stats.correct.load(Relaxed));
+        println!("hellos             {}", stats.hellos.load(Relaxed));
+        return;
+    }
+    let stats = if a.role == Role::Both {
+        spawn_sinks(&a, stop.clone(), a.request_response)
+    } else {
+        Arc::new(SinkStats::default())
+    };
     let mut clients: Vec<Client> = (0..a.clients)
         .map(|_| {
-            handshake_client(a.target, a.cid_len).expect("client hello exchange through the proxy")
+            handshake_client(a.target, a.cid_len, a.client_ip)
+                .expect("client hello exchange through the proxy")
         })
         .collect();
     let payload = vec![0x5au8; a.shape.payload_len(a.size, a.cid_len)];
     let mut rb = Rebinder {
         next_ip: 0,
         with_ip: a.rebind_ip,
+        base: a.client_ip,
     };
     let proxy_cpu = || -> Option<f64> {
         (!a.proxy_pid.is_empty())
@@ -408,8 +447,21 @@ fn main() {
     let cpu1 = proxy_cpu();
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Relaxed);
-    let received = stats.received.load(Relaxed) - base;
-    let correct = stats.correct.load(Relaxed) - base_ok;
+    let (received, correct) = if a.role == Role::Clients {
+        // The sinks are elsewhere: a round trip is one datagram delivered each way
+        // (one-way load is counted as sent, an upper bound).
+        let n = if a.request_response {
+            t.rtts_us.len() as u64
+        } else {
+            t.sent
+        };
+        (n, 0)
+    } else {
+        (
+            stats.received.load(Relaxed) - base,
+            stats.correct.load(Relaxed) - base_ok,
+        )
+    };
     let forwarded = if a.request_response {
         2 * received
     } else {
@@ -441,10 +493,14 @@ fn main() {
         received as f64 / elapsed,
         100.0 * received as f64 / t.sent.max(1) as f64
     );
-    println!(
-        "correct backend    {correct} ({:.3}% of delivered)",
-        100.0 * correct as f64 / received.max(1) as f64
-    );
+    if a.role == Role::Clients {
+        println!("correct backend    (counted by the sinks' process)");
+    } else {
+        println!(
+            "correct backend    {correct} ({:.3}% of delivered)",
+            100.0 * correct as f64 / received.max(1) as f64
+        );
+    }
     println!("rebinds            {}", t.rebinds);
     if let Some(c) = cpu_us {
         println!("proxy CPU          {c:.2} µs per forwarded datagram");

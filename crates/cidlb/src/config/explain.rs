@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use cidlb_core::{BackendState, MultiCidPolicy};
 
-use super::{cpu_count, fmt_duration, Config, RoutingMode};
+use super::{cpu_count, fmt_duration, Config, RoutingMode, UpstreamMode};
 
 impl Config {
     /// A readable summary of what this configuration makes the balancer do, with
@@ -75,14 +75,28 @@ impl Config {
                 }
             }
             super::routable::explain_listener(&mut o, l);
-            match l.upstream_source {
-                Some(ip) => {
+            match (l.upstream, l.upstream_source) {
+                (UpstreamMode::Transparent, _) => {
+                    let _ = writeln!(o, "  Upstream sockets (one per client address:port and backend) bind to the client's own address and");
+                    let _ = writeln!(o, "    port (upstream = \"transparent\"): the servers see each client's address. They must route the");
+                    let _ = writeln!(o, "    clients' addresses back through this balancer, and its policy routing must deliver their replies");
+                    let _ = writeln!(o, "    to cidlb; at start cidlb checks that, and the CAP_NET_ADMIN or CAP_NET_RAW capability it needs");
+                    let _ = writeln!(o, "    (docs/operation.md, \"Transparent NAT\").");
+                    if let Some(m) = l.reply_fwmark {
+                        let _ = writeln!(o, "    Replies are routed by firewall mark {m:#x} (reply_fwmark), which the host's netfilter rules set.");
+                    }
+                    let _ = writeln!(
+                        o,
+                        "    Health checks still come from the balancer's own address."
+                    );
+                }
+                (UpstreamMode::Nat, Some(ip)) => {
                     let _ = writeln!(
                         o,
                         "  Upstream sockets (one per client address:port) bind to {ip}."
                     );
                 }
-                None => {
+                (UpstreamMode::Nat, None) => {
                     let _ = writeln!(o, "  Upstream sockets (one per client address:port) bind to an address the kernel picks.");
                 }
             }
@@ -276,6 +290,14 @@ impl Config {
                 }
             }
             super::routable::warnings(l, &mut w);
+            if l.upstream == UpstreamMode::Transparent && l.address.ip().is_unspecified() {
+                w.push(format!(
+                    "listener {:?}: upstream = \"transparent\" on the wildcard address {}: a client whose source port is {} cannot have an upstream socket with its own address:port (the listener's wildcard socket holds that port); bind the listener to its own address",
+                    l.name,
+                    l.address.ip(),
+                    l.address.port()
+                ));
+            }
             if let Some(ip) = l.upstream_source {
                 if ip.is_loopback() && l.backends.iter().any(|b| !b.address.ip().is_loopback()) {
                     w.push(format!(

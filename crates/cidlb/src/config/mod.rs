@@ -436,6 +436,30 @@ impl fmt::Display for RoutingMode {
     }
 }
 
+/// How a listener's upstream sockets (balancer → backend, one per client address:port
+/// and backend) are opened: the `upstream` key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum UpstreamMode {
+    /// From an address of the balancer and a port of its own (`upstream = "nat"`):
+    /// the servers see the balancer's address.
+    #[default]
+    Nat,
+    /// From the client's own address and port (`upstream = "transparent"`,
+    /// `IP_TRANSPARENT`): the servers see each client's address, route the clients'
+    /// addresses back through the balancer, and the balancer's policy routing delivers
+    /// their replies to cidlb (`operation.md`, "Transparent NAT").
+    Transparent,
+}
+
+impl fmt::Display for UpstreamMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UpstreamMode::Nat => "nat",
+            UpstreamMode::Transparent => "transparent",
+        })
+    }
+}
+
 /// One listener (`[[listener]]`): a UDP socket and the backends behind it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerConfig {
@@ -453,8 +477,14 @@ pub struct ListenerConfig {
     /// How backends are chosen.
     pub routing: RoutingMode,
     /// Local IP that upstream sockets (balancer → backend) bind to; `None`: chosen by
-    /// the kernel. Same address family as every backend.
+    /// the kernel. Same address family as every backend. NAT mode only.
     pub upstream_source: Option<IpAddr>,
+    /// How upstream sockets are opened (`upstream`, default NAT).
+    pub upstream: UpstreamMode,
+    /// Transparent mode: the firewall mark that the host's netfilter rules give the
+    /// backends' replies to clients, when its policy routing selects them by mark
+    /// (`reply_fwmark`, `1..=u32::MAX`); only the start-up check of that routing uses it.
+    pub reply_fwmark: Option<u32>,
     /// How the backends put their server ID into their CIDs (`[listener.cid_format]`),
     /// for stateless "encoded" routing; `None`: learned routing only.
     pub cid_format: Option<CidFormatConfig>,

@@ -96,6 +96,8 @@ pub(super) struct RawListener {
     pub(super) multi_cid: Sp<RawMultiCid>,
     pub(super) routing: Sp<RawRouting>,
     pub(super) upstream_source: Sp<String>,
+    pub(super) upstream: Sp<RawUpstream>,
+    pub(super) reply_fwmark: Sp<i64>,
     pub(super) cid_format: Option<RawCidFormat>,
     #[serde(default, rename = "backend")]
     pub(super) backends: Vec<RawBackend>,
@@ -124,6 +126,13 @@ pub(super) enum RawMultiCid {
 pub(super) enum RawRouting {
     Cid,
     Address,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawUpstream {
+    Nat,
+    Transparent,
 }
 
 #[derive(Deserialize, Clone, Copy)]

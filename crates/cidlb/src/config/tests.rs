@@ -708,3 +708,87 @@ fn backends_by_dns_name() {
         &["out of range"],
     );
 }
+
+#[test]
+fn transparent_upstream() {
+    let c = parse(&one_listener("upstream = \"transparent\"")).unwrap();
+    let l = &c.listeners[0];
+    assert_eq!(l.upstream, UpstreamMode::Transparent);
+    assert_eq!(l.reply_fwmark, None);
+    let shown = c.explain();
+    assert!(
+        shown.contains("bind to the client's own address"),
+        "{shown}"
+    );
+    assert!(shown.contains("CAP_NET_ADMIN"), "{shown}");
+    // The example's wildcard address: a client with source port 5684 cannot be served.
+    assert!(
+        c.warnings()
+            .iter()
+            .any(|w| w.contains("wildcard address 0.0.0.0") && w.contains("source port is 5684")),
+        "{:?}",
+        c.warnings()
+    );
+    let nat = parse(&one_listener("upstream = \"nat\"")).unwrap();
+    assert_eq!(nat.listeners[0].upstream, UpstreamMode::Nat);
+    assert_eq!(
+        parse(&one_listener("")).unwrap().listeners[0].upstream,
+        UpstreamMode::Nat
+    );
+    let marked = parse(&one_listener(
+        "upstream = \"transparent\"\nreply_fwmark = 0x10",
+    ))
+    .unwrap();
+    assert_eq!(marked.listeners[0].reply_fwmark, Some(16));
+    assert!(marked.explain().contains("firewall mark 0x10"));
+
+    let cases = [
+        (
+            one_listener("upstream = \"tproxy\""),
+            "listener[0].upstream",
+            "unknown value \"tproxy\" (expected one of: nat, transparent)",
+        ),
+        (
+            one_listener("upstream = \"transparent\"\nupstream_source = \"10.0.0.5\""),
+            "listener[0].upstream_source",
+            "does not apply with upstream = \"transparent\"",
+        ),
+        (
+            one_listener("reply_fwmark = 1"),
+            "listener[0].reply_fwmark",
+            "applies to upstream = \"transparent\" only",
+        ),
+        (
+            one_listener("upstream = \"transparent\"\nreply_fwmark = 0"),
+            "listener[0].reply_fwmark",
+            "0 is out of range 1..=4294967295",
+        ),
+        (
+            one_listener("upstream = \"transparent\"")
+                .replace("10.0.0.2:5684", "[2001:db8::2]:5684"),
+            "listener[0].backend[1].address",
+            "is an IPv6 address but the listener's (0.0.0.0:5684) is IPv4",
+        ),
+    ];
+    for (text, path, fragment) in &cases {
+        check(text, path, &[fragment]);
+    }
+
+    // Two transparent listeners may not share a backend; a NAT one may.
+    let two = |second: &str| {
+        format!(
+            "{}\n[[listener]]\nname = \"b\"\naddress = \"0.0.0.0:5685\"\ncid_length = 6\n{second}\n\
+             [[listener.backend]]\naddress = \"10.0.0.2:5684\"\n",
+            one_listener("upstream = \"transparent\"")
+        )
+    };
+    check(
+        &two("upstream = \"transparent\""),
+        "listener[1].backend[0].address",
+        &[
+            "10.0.0.2:5684 is also a backend of listener \"listener-0\"",
+            "tell",
+        ],
+    );
+    parse(&two("")).unwrap();
+}

@@ -11,12 +11,12 @@ use toml::Spanned;
 
 use super::model::{
     RawAdmin, RawBackend, RawConfig, RawDuration, RawHashing, RawHealth, RawLimits, RawListener,
-    RawLogFormat, RawMultiCid, RawRouting, RawState, Sp,
+    RawLogFormat, RawMultiCid, RawRouting, RawState, RawUpstream, Sp,
 };
 use super::shown;
 use super::{
     fmt_duration, AdminConfig, BackendConfig, Config, ConfigError, ConfigErrorKind, Hashing,
-    HealthConfig, Limits, ListenerConfig, Location, RoutingMode, Timeouts,
+    HealthConfig, Limits, ListenerConfig, Location, RoutingMode, Timeouts, UpstreamMode,
     DEFAULT_CID_BINDING_IDLE, DEFAULT_FLOW_IDLE, DEFAULT_HASH_SEED, DEFAULT_MAGLEV_TABLE_SIZE,
     DEFAULT_MAX_BINDINGS, DEFAULT_MAX_FLOWS, MAX_BACKENDS, MAX_CID_LEN, MAX_HEALTH_INTERVAL,
     MAX_HEALTH_THRESHOLD, MAX_IDLE, MAX_MAGLEV_TABLE_SIZE, MAX_NAME_LEN, MAX_NEW_FLOWS_PER_SOURCE,
@@ -459,6 +459,33 @@ impl Ctx<'_> {
             }
             listeners.push(lc);
         }
+        // Two transparent listeners with one backend: a client of both, from one
+        // address:port, would be one peer to that backend (and one 4-tuple to the kernel).
+        for (i, lc) in listeners.iter().enumerate() {
+            if lc.upstream != UpstreamMode::Transparent {
+                continue;
+            }
+            for (j, b) in lc.backends.iter().enumerate() {
+                let other = listeners[..i].iter().find(|o| {
+                    o.upstream == UpstreamMode::Transparent
+                        && o.backends.iter().any(|ob| ob.address == b.address)
+                });
+                if let Some(o) = other {
+                    let s = raw.listeners[i].backends[j]
+                        .address
+                        .as_ref()
+                        .expect("validated");
+                    return Err(self.invalid(
+                        &format!("listener[{i}].backend[{j}].address"),
+                        s,
+                        format!(
+                            "{} is also a backend of listener {:?}, and both have upstream = \"transparent\": the backend sees each client's own address, so it could not tell a client's sessions through the two listeners apart; give each listener its own backend addresses (ports)",
+                            b.address, o.name
+                        ),
+                    ));
+                }
+            }
+        }
         // A backend at an address that one of our own listeners receives on would loop
         // datagrams (and health probes) through the balancer forever: the listener's
         // own address in either spelling of IPv4, or a loopback or local IP of this
@@ -728,6 +755,29 @@ impl Ctx<'_> {
                 )
             })?),
         };
+        let upstream = match rl.upstream.as_ref().map(|s| *s.get_ref()) {
+            None | Some(RawUpstream::Nat) => UpstreamMode::Nat,
+            Some(RawUpstream::Transparent) => UpstreamMode::Transparent,
+        };
+        if let (UpstreamMode::Transparent, Some(s)) = (upstream, &rl.upstream_source) {
+            return Err(self.invalid(
+                &format!("{p}.upstream_source"),
+                s,
+                "does not apply with upstream = \"transparent\": each upstream socket takes its client's own address (remove it; health checks bind to an address the kernel picks)",
+            ));
+        }
+        let mark_path = format!("{p}.reply_fwmark");
+        let reply_fwmark = match &rl.reply_fwmark {
+            None => None,
+            Some(s) if upstream != UpstreamMode::Transparent => {
+                return Err(self.invalid(
+                    &mark_path,
+                    s,
+                    "applies to upstream = \"transparent\" only (the mark of the backends' replies to clients' addresses)",
+                ))
+            }
+            Some(_) => Some(self.int(&mark_path, &rl.reply_fwmark, 1..=i64::from(u32::MAX), 1)? as u32),
+        };
 
         let bp = format!("{p}.backend");
         if rl.backends.is_empty() {
@@ -784,6 +834,22 @@ impl Ctx<'_> {
                     ));
                 }
             }
+            if b.dns.is_none()
+                && upstream == UpstreamMode::Transparent
+                && address.is_ipv4() != b.address.is_ipv4()
+            {
+                let s = rb.address.as_ref().expect("validated");
+                return Err(self.invalid(
+                    &format!("{bpj}.address"),
+                    s,
+                    format!(
+                        "{} is an {} address but the listener's ({address}) is {}: with upstream = \"transparent\" the client's own address is the source towards the backend, so both must be of one family",
+                        b.address,
+                        family(b.address.ip()),
+                        family(address.ip())
+                    ),
+                ));
+            }
             if b.dns.is_some() {
                 // (duplicate names: above)
             } else if let Some(k) = addrs.insert(b.address, j) {
@@ -828,6 +894,8 @@ impl Ctx<'_> {
             multi_cid,
             routing,
             upstream_source,
+            upstream,
+            reply_fwmark,
             cid_format,
             backends,
         })

@@ -1,6 +1,8 @@
 //! Reloads: the new file is parsed and validated, compared with the running
 //! configuration (changes that need a restart — listeners added, removed, renamed or
-//! moved, `upstream_source`, `workers`, `[admin]` — reject it whole), every listener's
+//! moved, `upstream_source`, `upstream`, `reply_fwmark`, `workers`, `[admin]` — reject
+//! it whole; so does a new backend of a transparent listener whose replies the host
+//! would not route to cidlb), every listener's
 //! new backend set is checked and its Maglev table built ([`Router::prepare_backends`]),
 //! and only then is each listener's plane reconfigured in one step. A rejected reload
 //! changes nothing.
@@ -107,6 +109,8 @@ impl Daemon {
                 restart.join("; ")
             )));
         }
+        crate::specs::check_new_transparent_backends(&old, &new)
+            .map_err(|e| ControlError::invalid(format!("{e}; nothing was changed")))?;
         let now = Instant::now();
         let keep_ids_for = old
             .timeouts
@@ -218,6 +222,21 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
             v.push(format!(
                 "listener {:?}: address {} -> {}",
                 o.name, o.address, n.address
+            ));
+        }
+        if o.upstream != n.upstream {
+            v.push(format!(
+                "listener {:?}: upstream {} -> {}",
+                o.name, o.upstream, n.upstream
+            ));
+        }
+        if o.reply_fwmark != n.reply_fwmark {
+            let m = |m: Option<u32>| m.map_or("unset".into(), |m| m.to_string());
+            v.push(format!(
+                "listener {:?}: reply_fwmark {} -> {}",
+                o.name,
+                m(o.reply_fwmark),
+                m(n.reply_fwmark)
             ));
         }
         if o.upstream_source != n.upstream_source {

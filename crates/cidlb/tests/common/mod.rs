@@ -35,12 +35,27 @@ impl Balancer {
 
     /// Runs `cidlb` with `args` and waits (at most 10 s) for its ready line.
     pub fn spawn(args: &[String]) -> Balancer {
+        Balancer::spawn_in(None, args)
+    }
+
+    /// Like [`Balancer::spawn`], in network namespace `netns` when given
+    /// (`ip netns exec NETNS cidlb ARGS`; the admin API is then on that namespace's
+    /// loopback).
+    pub fn spawn_in(netns: Option<&str>, args: &[String]) -> Balancer {
         let mut args = args.to_vec();
         if args.first().is_some_and(|a| a == "run") && !args.iter().any(|a| a == "--admin") {
             // A free port: tests run in parallel.
             args.extend(["--admin".into(), "127.0.0.1:0".into()]);
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cidlb"))
+        let mut cmd = match netns {
+            None => Command::new(env!("CARGO_BIN_EXE_cidlb")),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_cidlb")]);
+                c
+            }
+        };
+        let mut child = cmd
             .args(&args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
