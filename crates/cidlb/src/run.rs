@@ -70,6 +70,12 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     // Before anything else: SIGHUP's default action would end the process.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    if let Some(l) = cfg.listeners.iter().find(|l| l.forwarding.is_xdp()) {
+        return Err(format!(
+            "listener {:?}: forwarding = \"xdp-dr\" is not started by this build yet",
+            l.name
+        ));
+    }
     raise_nofile_limit(&cfg);
     let workers = cfg
         .workers

@@ -180,6 +180,12 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
                 o.name, o.address, n.address
             ));
         }
+        if o.forwarding != n.forwarding {
+            v.push(format!(
+                "listener {:?}: forwarding {} -> {}",
+                o.name, o.forwarding, n.forwarding
+            ));
+        }
         if o.upstream_source != n.upstream_source {
             v.push(format!(
                 "listener {:?}: upstream_source {} -> {}",
