@@ -306,6 +306,16 @@ impl XdpListener {
         g.rebuild_maglev()
     }
 
+    /// The backends this listener routes to now (after the last reload).
+    pub fn backends(&self) -> Vec<Backend> {
+        self.lock().backends.clone()
+    }
+
+    /// The backends' MACs in force (by IP address).
+    pub fn backend_macs(&self) -> Vec<(IpAddr, [u8; 6])> {
+        self.lock().macs.iter().map(|(ip, m)| (*ip, *m)).collect()
+    }
+
     /// Installs a learned binding CID → `backend` (what the NAT plane learns from a
     /// ServerHello; the daemon installs them in this plane).
     pub fn learn_binding(&self, cid: &[u8], backend: BackendId) -> Result<(), XdpError> {

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cidlb_core::plane::DataPlane;
+use cidlb_core::plane::{DataPlane, ListenerPlane};
 use cidlb_net::{DataPlaneConfig, NatPlane};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{info, warn};
 
 use crate::admin::AdminServer;
-use crate::config::{Config, RoutingMode};
+use crate::config::{Config, Forwarding, RoutingMode};
 use crate::control::Daemon;
 use crate::health::StopSignal;
 use crate::specs::{listener_specs, random_secret};
@@ -37,6 +37,83 @@ fn raise_nofile_limit(cfg: &Config) {
         }
         Err(e) => warn!(error = %e, "cannot read or raise the open files limit"),
     }
+}
+
+/// Starts the NAT plane for the `forwarding = "nat"` listeners and the XDP plane for
+/// the `forwarding = "xdp-dr"` ones (backend MACs from the neighbour table), as one
+/// data plane in configuration order; and the XDP listeners whose MACs the neighbour
+/// resolver keeps current.
+fn start_planes(
+    cfg: &Config,
+    secret: [u64; 4],
+    workers: usize,
+) -> Result<(crate::xdp::Planes, Vec<crate::xdp::Watched>), String> {
+    let specs = listener_specs(cfg, secret);
+    let is_xdp: Vec<bool> = cfg
+        .listeners
+        .iter()
+        .map(|l| l.forwarding.is_xdp())
+        .collect();
+    let mut nat_specs = Vec::new();
+    let mut xdp_specs = Vec::new();
+    for (spec, l) in specs.into_iter().zip(&cfg.listeners) {
+        match &l.forwarding {
+            Forwarding::Nat => nat_specs.push(spec),
+            Forwarding::XdpDr(x) => xdp_specs.push((spec, l, x)),
+        }
+    }
+    let nat = if nat_specs.is_empty() {
+        None
+    } else {
+        Some(
+            NatPlane::start(
+                nat_specs,
+                DataPlaneConfig {
+                    workers,
+                    ..DataPlaneConfig::default()
+                },
+            )
+            .map_err(|e| format!("cannot start the data plane: {e}"))?,
+        )
+    };
+    let mut watched = Vec::new();
+    let xdp = if xdp_specs.is_empty() {
+        None
+    } else {
+        let addrs: Vec<std::net::SocketAddr> = xdp_specs
+            .iter()
+            .flat_map(|(s, _, _)| s.backends.iter().map(|b| b.addr))
+            .collect();
+        let table = crate::xdp::resolve_at_start(&addrs, Duration::from_secs(1));
+        let mut configs = Vec::new();
+        let mut ifaces = Vec::new();
+        for (spec, l, x) in xdp_specs {
+            let (c, ifindex) = crate::xdp::xdp_listener_config(l, x, spec, &table)?;
+            ifaces.push((x.interfaces[0].clone(), ifindex));
+            configs.push(c);
+        }
+        let plane = cidlb_xdp::XdpPlane::start(configs).map_err(|e| {
+            format!(
+                "cannot start the XDP plane: {e}{}",
+                if e.is_permission() {
+                    " (XDP needs root or CAP_BPF + CAP_NET_ADMIN)"
+                } else if matches!(e, cidlb_xdp::XdpError::Attach(_)) {
+                    " (a driver without native XDP refuses it: try xdp_mode = \"generic\", or forwarding = \"nat\")"
+                } else {
+                    ""
+                }
+            )
+        })?;
+        for (l, iface) in plane.xdp_listeners().iter().zip(ifaces) {
+            info!(listener = %l.name(), interface = %iface.0, "XDP program attached (direct routing)");
+            watched.push(crate::xdp::Watched {
+                listener: l.clone(),
+                interface: iface,
+            });
+        }
+        Some(Arc::new(plane))
+    };
+    Ok((crate::xdp::Planes::new(nat, xdp, &is_xdp), watched))
 }
 
 /// How [`run_with`] was started, beyond the configuration itself.
@@ -70,33 +147,30 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     // Before anything else: SIGHUP's default action would end the process.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    if let Some(l) = cfg.listeners.iter().find(|l| l.forwarding.is_xdp()) {
-        return Err(format!(
-            "listener {:?}: forwarding = \"xdp-dr\" is not started by this build yet",
-            l.name
-        ));
-    }
     raise_nofile_limit(&cfg);
     let workers = cfg
         .workers
         .unwrap_or_else(|| DataPlaneConfig::default().workers);
     let secret = random_secret();
-    let specs = listener_specs(&cfg, secret);
-    let plane = NatPlane::start(
-        specs,
-        DataPlaneConfig {
-            workers,
-            ..DataPlaneConfig::default()
-        },
-    )
-    .map_err(|e| format!("cannot start the data plane: {e}"))?;
+    let (plane, watched) = start_planes(&cfg, secret, workers)?;
     for (l, lc) in plane.listeners().iter().zip(&cfg.listeners) {
         let mode = match lc.routing {
             RoutingMode::Cid => format!("CID routing, CID length {}", lc.cid_length.unwrap_or(0)),
             RoutingMode::Address => "address-only routing".to_string(),
         };
-        info!(listener = %l.name(), address = %l.local_addr(), backends = lc.backends.len(), %mode, "listening");
+        info!(listener = %l.name(), address = %l.local_addr(), backends = lc.backends.len(), %mode,
+            forwarding = %lc.forwarding, "listening");
     }
+    let stop = Arc::new(StopSignal::default());
+    let neigh = if watched.is_empty() {
+        None
+    } else {
+        Some(
+            crate::xdp::MacResolver::new(watched)
+                .spawn(stop.clone())
+                .map_err(|e| format!("cannot start the neighbour resolver: {e}"))?,
+        )
+    };
     let daemon = Arc::new(Daemon::new(
         Box::new(plane),
         cfg.clone(),
@@ -104,7 +178,6 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
         opts.config_path.clone(),
         opts.overrides.clone(),
     ));
-    let stop = Arc::new(StopSignal::default());
     let health = crate::health::spawn(daemon.clone(), stop.clone(), secret[2])
         .map_err(|e| format!("cannot start the health checks: {e}"))?;
     let resolver = match dns {
@@ -181,6 +254,9 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     let _ = health.join();
     if let Some(r) = resolver {
         let _ = r.join();
+    }
+    if let Some(n) = neigh {
+        let _ = n.join();
     }
     daemon.shutdown();
     std::thread::sleep(Duration::from_millis(10));

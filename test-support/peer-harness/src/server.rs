@@ -176,6 +176,7 @@ pub struct ServerStats {
 pub struct DtlsServer<S: DtlsStack> {
     local_addr: SocketAddr,
     counters: Counters,
+    peers: Peers,
     stop: Arc<AtomicBool>,
     pause: Arc<Pause>,
     thread: Option<JoinHandle<()>>,
@@ -202,6 +203,7 @@ impl<S: DtlsStack> DtlsServer<S> {
         socket.set_read_timeout(Some(POLL_INTERVAL))?;
         let local_addr = socket.local_addr()?;
         let counters = Counters::default();
+        let peers = Peers::default();
         let stop = Arc::new(AtomicBool::new(false));
         let pause = Arc::new(Pause::default());
         let mut server = Server::<S> {
@@ -215,6 +217,7 @@ impl<S: DtlsStack> DtlsServer<S> {
             by_cid: HashMap::new(),
             next_id: 0,
             counters: counters.clone(),
+            peers: peers.clone(),
             stop: Arc::clone(&stop),
             pause: Arc::clone(&pause),
         };
@@ -224,6 +227,7 @@ impl<S: DtlsStack> DtlsServer<S> {
         Ok(DtlsServer {
             local_addr,
             counters,
+            peers,
             stop,
             pause,
             thread: Some(thread),
@@ -239,6 +243,18 @@ impl<S: DtlsStack> DtlsServer<S> {
     /// A snapshot of the counters.
     pub fn stats(&self) -> ServerStats {
         self.counters.snapshot()
+    }
+
+    /// Every peer address that application data was echoed to (the clients' addresses
+    /// as this server saw them), sorted.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.peers
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect()
     }
 
     /// Polls [`stats`](Self::stats) until `done` holds or `timeout` passes; returns the
@@ -415,6 +431,7 @@ struct Server<S: DtlsStack> {
     by_cid: HashMap<Vec<u8>, SessionId>,
     next_id: SessionId,
     counters: Counters,
+    peers: Peers,
     stop: Arc<AtomicBool>,
     pause: Arc<Pause>,
 }
@@ -653,6 +670,13 @@ impl<S: DtlsStack> Server<S> {
             Err(_) if !session.established => self.counters.update(|s| s.failed_handshakes += 1),
             Err(_) => {}
         }
+        if matches!(&result, Ok(p) if p.echoed > 0) {
+            self.peers
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(session.peer);
+        }
         for datagram in output {
             // Best effort, as UDP is; a failure looks like loss to the peer.
             let _ = self.socket.send_to(&datagram, session.peer);
@@ -729,6 +753,10 @@ impl Pause {
 /// The shared counters: written by the server thread, read by [`DtlsServer::stats`].
 #[derive(Debug, Clone, Default)]
 struct Counters(Arc<Mutex<ServerStats>>);
+
+/// The peer addresses a server echoed to.
+#[derive(Debug, Clone, Default)]
+struct Peers(Arc<Mutex<std::collections::BTreeSet<SocketAddr>>>);
 
 impl Counters {
     fn update(&self, update: impl FnOnce(&mut ServerStats)) {
