@@ -161,7 +161,13 @@ impl Config {
     /// [`Descriptors`]); `run` compares them with the open-files limit.
     pub fn descriptors(&self) -> Descriptors {
         let workers = self.effective_workers();
-        let listeners = self.listeners.len();
+        // XDP listeners hold no sockets per flow nor listener sockets (a few map and
+        // program descriptors, within the reserve).
+        let listeners = self
+            .listeners
+            .iter()
+            .filter(|l| !l.forwarding.is_xdp())
+            .count();
         let backends: usize = self.listeners.iter().map(|l| l.backends.len()).sum();
         Descriptors {
             // Each worker's share of the flows, rounded up (cidlb_net::worker_share).
