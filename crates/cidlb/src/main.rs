@@ -479,6 +479,8 @@ fn quick_config(a: &RunArgs) -> Result<Config, String> {
                 );
             }
             l.forwarding = Forwarding::XdpDr(XdpDr {
+                pin_dir: Some(cidlb::config::DEFAULT_PIN_DIR.into()),
+                keep_pinned: false,
                 interfaces: vec![interface],
                 mode: match a.xdp_mode {
                     XdpModeArg::Native => XdpAttachMode::Native,

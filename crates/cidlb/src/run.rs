@@ -39,15 +39,19 @@ fn raise_nofile_limit(cfg: &Config) {
     }
 }
 
+/// What [`start_planes`] started: the plane, the XDP listeners whose MACs the
+/// neighbour resolver keeps current, and those whose pins a clean shutdown removes.
+type Started = (
+    crate::xdp::Planes,
+    Vec<crate::xdp::Watched>,
+    Vec<Arc<cidlb_xdp::XdpListener>>,
+);
+
 /// Starts the NAT plane for the `forwarding = "nat"` listeners and the XDP plane for
 /// the `forwarding = "xdp-dr"` ones (backend MACs from the neighbour table), as one
 /// data plane in configuration order; and the XDP listeners whose MACs the neighbour
 /// resolver keeps current.
-fn start_planes(
-    cfg: &Config,
-    secret: [u64; 4],
-    workers: usize,
-) -> Result<(crate::xdp::Planes, Vec<crate::xdp::Watched>), String> {
+fn start_planes(cfg: &Config, secret: [u64; 4], workers: usize) -> Result<Started, String> {
     let specs = listener_specs(cfg, secret);
     let is_xdp: Vec<bool> = cfg
         .listeners
@@ -77,6 +81,7 @@ fn start_planes(
         )
     };
     let mut watched = Vec::new();
+    let mut unpin = Vec::new();
     let xdp = if xdp_specs.is_empty() {
         None
     } else {
@@ -87,9 +92,11 @@ fn start_planes(
         let table = crate::xdp::resolve_at_start(&addrs, Duration::from_secs(1));
         let mut configs = Vec::new();
         let mut ifaces = Vec::new();
+        let mut keep = Vec::new();
         for (spec, l, x) in xdp_specs {
             let (c, ifindex) = crate::xdp::xdp_listener_config(l, x, spec, &table)?;
             ifaces.push((x.interfaces[0].clone(), ifindex));
+            keep.push(x.keep_pinned);
             configs.push(c);
         }
         let plane = cidlb_xdp::XdpPlane::start(configs).map_err(|e| {
@@ -104,8 +111,12 @@ fn start_planes(
                 }
             )
         })?;
-        for (l, iface) in plane.xdp_listeners().iter().zip(ifaces) {
-            info!(listener = %l.name(), interface = %iface.0, "XDP program attached (direct routing)");
+        for ((l, iface), keep) in plane.xdp_listeners().iter().zip(ifaces).zip(keep) {
+            info!(listener = %l.name(), interface = %iface.0, pinned = l.pinned(),
+                "XDP program attached (direct routing)");
+            if !keep {
+                unpin.push(l.clone());
+            }
             watched.push(crate::xdp::Watched {
                 listener: l.clone(),
                 interface: iface,
@@ -113,7 +124,7 @@ fn start_planes(
         }
         Some(Arc::new(plane))
     };
-    Ok((crate::xdp::Planes::new(nat, xdp, &is_xdp), watched))
+    Ok((crate::xdp::Planes::new(nat, xdp, &is_xdp), watched, unpin))
 }
 
 /// How [`run_with`] was started, beyond the configuration itself.
@@ -152,7 +163,7 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
         .workers
         .unwrap_or_else(|| DataPlaneConfig::default().workers);
     let secret = random_secret();
-    let (plane, watched) = start_planes(&cfg, secret, workers)?;
+    let (plane, watched, unpin) = start_planes(&cfg, secret, workers)?;
     for (l, lc) in plane.listeners().iter().zip(&cfg.listeners) {
         let mode = match lc.routing {
             RoutingMode::Cid => format!("CID routing, CID length {}", lc.cid_length.unwrap_or(0)),
@@ -259,6 +270,13 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
         let _ = n.join();
     }
     daemon.shutdown();
+    // A clean shutdown removes the XDP pins (unless keep_pinned): the programs detach
+    // when the plane drops. After kill -9 they stay, and forward until a restart.
+    for l in &unpin {
+        if let Err(e) = l.unpin() {
+            warn!(listener = %l.name(), error = %e, "cannot remove the XDP pins");
+        }
+    }
     std::thread::sleep(Duration::from_millis(10));
     for l in daemon.snapshot(false).listeners {
         info!(

@@ -119,6 +119,7 @@ pub fn xdp_listener_config(
             backends: spec.backends,
             src_mac,
             attach: Some(Attach {
+                pin: pin_for(l, x)?,
                 interface,
                 mode: match x.mode {
                     XdpAttachMode::Native => XdpMode::Driver,
@@ -128,6 +129,43 @@ pub fn xdp_listener_config(
         },
         ifindex,
     ))
+}
+
+/// Whether `path` is on a bpf filesystem (a `bpf` mount in /proc/self/mounts holds it).
+fn on_bpffs(path: &std::path::Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return false;
+    };
+    mounts.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let (_, Some(at), Some(kind)) = (f.next(), f.next(), f.next()) else {
+            return false;
+        };
+        kind == "bpf" && path.starts_with(at)
+    })
+}
+
+/// The listener's pins: `<pin_dir>/<name>`. The default directory is skipped (with a
+/// warning) where no bpf filesystem is mounted; an explicit one must be on one.
+fn pin_for(l: &ListenerConfig, x: &XdpDr) -> Result<Option<cidlb_xdp::Pin>, String> {
+    let Some(dir) = &x.pin_dir else {
+        return Ok(None);
+    };
+    if !on_bpffs(dir) {
+        if dir.as_os_str() == crate::config::DEFAULT_PIN_DIR {
+            warn!(listener = %l.name, pin_dir = %dir.display(),
+                "no bpf filesystem at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf): the XDP program is not pinned, and stops with the daemon");
+            return Ok(None);
+        }
+        return Err(format!(
+            "listener {:?}: pin_dir {} is not on a bpf filesystem (mount -t bpf bpf DIR, or pin_dir = \"\")",
+            l.name,
+            dir.display()
+        ));
+    }
+    Ok(Some(cidlb_xdp::Pin {
+        dir: dir.join(&l.name),
+    }))
 }
 
 /// Reads the neighbour table, probing the backends without an entry and reading it

@@ -289,6 +289,28 @@ impl Drop for Proc {
     }
 }
 
+/// Clients of the kill -9 run, each in its own thread, and their messages (one every
+/// 50 ms, a rebinding before every second one).
+const STEADY_CLIENTS: usize = 8;
+const STEADY_MESSAGES: usize = 60;
+
+/// `key=N` of a result line.
+fn field(line: &str, key: &str) -> usize {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+}
+
+/// Unmounts a directory on drop.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// What one client run reported.
 #[derive(Debug, Default)]
 struct ClientResult {
@@ -333,11 +355,14 @@ fn backend_stats(backends: &mut [Proc]) -> Vec<(u64, u64, Vec<SocketAddr>)> {
 }
 
 fn config(dir: &std::path::Path, routing: &str) -> std::path::PathBuf {
+    let pins = dir.join("bpf");
     let mut t = format!(
         "[health]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\n\
          [admin]\naddress = \"127.0.0.1:9684\"\n\n\
          [[listener]]\nname = \"coaps\"\naddress = \"{VIP}:{PORT}\"\nrouting = \"{routing}\"\n\
-         cid_length = {CID_LEN}\nforwarding = \"xdp-dr\"\ninterface = \"veth0\"\n"
+         cid_length = {CID_LEN}\nforwarding = \"xdp-dr\"\ninterface = \"veth0\"\n\
+         pin_dir = \"{}\"\n",
+        pins.display()
     );
     if routing == "cid" {
         t.push_str("\n  [listener.cid_format]\n  format = \"prefix\"\n  prefix_length = 1\n");
@@ -407,7 +432,13 @@ fn direct_routing_keeps_rebinding_clients_sessions() {
         }
     };
     let dir = std::env::temp_dir().join(format!("cidlb-xdpdr-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let pins = dir.join("bpf");
+    std::fs::create_dir_all(&pins).unwrap();
+    // A bpf filesystem of this test's own for the balancer's pins (ip netns exec hides
+    // /sys/fs/bpf); unmounted at the end.
+    run("mount", &["-t", "bpf", "bpf", &pins.display().to_string()]).expect("mount bpffs");
+    let _unmount = Unmount(pins.clone());
+    let listener_pins = pins.join("coaps");
     let pass = Proc::role(&ns_name("sw"), "pass", &[]);
     pass.expect("ready", Duration::from_secs(20));
     let mut backends: Vec<Proc> = (0..BACKENDS)
@@ -431,7 +462,9 @@ fn direct_routing_keeps_rebinding_clients_sessions() {
     let cid = run_clients(&c_ns);
     let after_cid = backend_stats(&mut backends);
     eprintln!("cid routing: {cid:?}; backends {after_cid:?}");
+    assert!(listener_pins.join("link").exists(), "the program is pinned");
     drop(lb);
+    assert!(!listener_pins.exists(), "a clean shutdown removes the pins");
 
     // The same clients and servers, routing by address only.
     let lb = start_balancer(&lb_ns, &config(&dir, "address"));
@@ -440,6 +473,32 @@ fn direct_routing_keeps_rebinding_clients_sessions() {
     let after_addr = backend_stats(&mut backends);
     eprintln!("address routing: {addr:?}; backends {after_addr:?}");
     drop(lb);
+
+    // kill -9 of the balancer during traffic, and a restart: the pinned program forwards
+    // meanwhile, the new daemon adopts it and its maps.
+    let handshakes_before: u64 = backend_stats(&mut backends).iter().map(|s| s.0).sum();
+    let cfg = config(&dir, "cid");
+    let mut lb = start_balancer(&lb_ns, &cfg);
+    wait_all_up(&lb_ns);
+    let steady = Proc::role(&c_ns, "steady", &[]);
+    steady.expect("started", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(800));
+    let _ = lb.child.kill(); // SIGKILL
+    let _ = lb.child.wait();
+    assert!(
+        listener_pins.join("link").exists(),
+        "the pins outlive kill -9"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let lb2 = start_balancer(&lb_ns, &cfg);
+    let line = steady.expect("result ", Duration::from_secs(120));
+    let handshakes_after: u64 = backend_stats(&mut backends).iter().map(|s| s.0).sum();
+    eprintln!(
+        "kill -9 during traffic: {line}; handshakes {handshakes_before} -> {handshakes_after}"
+    );
+    drop(lb2);
+    drop(lb);
+    assert!(!listener_pins.exists(), "a clean shutdown removes the pins");
     drop(pass);
     drop(backends);
     drop(ns);
@@ -469,6 +528,16 @@ fn direct_routing_keeps_rebinding_clients_sessions() {
     assert!(
         seen_ips.len() > 10,
         "the servers saw many client addresses: {seen_ips:?}"
+    );
+
+    let lost: usize = field(&line, "lost");
+    let echoed: usize = field(&line, "echoed");
+    assert_eq!(lost, 0, "kill -9 and a restart lose no echo: {line}");
+    assert_eq!(echoed, STEADY_CLIENTS * STEADY_MESSAGES, "{line}");
+    assert_eq!(
+        handshakes_after - handshakes_before,
+        STEADY_CLIENTS as u64,
+        "one handshake per client across the restart"
     );
 
     // Address-only: moved clients lose their sessions.
@@ -602,6 +671,48 @@ fn xdp_dr_role() {
             say(&format!(
                 "result echoed={echoed} lost={lost} survived={survived} failed_handshakes={failed}"
             ));
+        }
+        "steady" => {
+            use cidlb_test_mbedtls::{ClientConfig, DtlsClient};
+            let vip: SocketAddr = format!("{VIP}:{PORT}").parse().unwrap();
+            let mut clients = Vec::new();
+            for k in 0..STEADY_CLIENTS {
+                let mut cfg = ClientConfig::new(vip);
+                cfg.bind = format!("{}:0", client_ip(k)).parse().unwrap();
+                cfg.handshake_timeout = Duration::from_secs(10);
+                clients.push(DtlsClient::connect(cfg).expect("handshake"));
+            }
+            say("started");
+            let results: Vec<(usize, usize)> = std::thread::scope(|s| {
+                let hs: Vec<_> = clients
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, mut c)| {
+                        s.spawn(move || {
+                            let (mut echoed, mut lost) = (0, 0);
+                            for m in 0..STEADY_MESSAGES {
+                                if m > 0 && m % 2 == 0 {
+                                    let to: SocketAddr =
+                                        format!("{}:0", client_ip(k + 3 * m)).parse().unwrap();
+                                    let _ = c.rebind(to);
+                                }
+                                let msg = format!("steady {k} {m}");
+                                // An echo resends its message on timeouts (bounded).
+                                match c.echo(msg.as_bytes(), Duration::from_millis(1500)) {
+                                    Ok(()) => echoed += 1,
+                                    Err(_) => lost += 1,
+                                }
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            (echoed, lost)
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let echoed: usize = results.iter().map(|r| r.0).sum();
+            let lost: usize = results.iter().map(|r| r.1).sum();
+            say(&format!("result echoed={echoed} lost={lost}"));
         }
         other => panic!("unknown role {other}"),
     }

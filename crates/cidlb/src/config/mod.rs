@@ -469,7 +469,18 @@ pub struct XdpDr {
     pub interfaces: Vec<String>,
     /// Native (driver) or generic (`xdp_mode`).
     pub mode: XdpAttachMode,
+    /// Where the program's link and state maps are pinned (`pin_dir`, default
+    /// [`DEFAULT_PIN_DIR`]; the listener's pins are in `<pin_dir>/<listener name>`),
+    /// so that a restart (even after `kill -9`) loses no datagram and no binding.
+    /// `None`: `pin_dir = ""`, not pinned (the program stops with the daemon).
+    pub pin_dir: Option<std::path::PathBuf>,
+    /// Whether the pins stay after a clean shutdown (`keep_pinned`, default false: a
+    /// clean shutdown detaches the program and frees its maps).
+    pub keep_pinned: bool,
 }
+
+/// Default [`XdpDr::pin_dir`].
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/cidlb";
 
 /// How the XDP program attaches (`xdp_mode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -99,6 +99,8 @@ pub(super) struct RawListener {
     pub(super) forwarding: Sp<RawForwarding>,
     pub(super) interface: Sp<RawInterfaces>,
     pub(super) xdp_mode: Sp<RawXdpMode>,
+    pub(super) pin_dir: Sp<String>,
+    pub(super) keep_pinned: Sp<bool>,
     pub(super) cid_format: Option<RawCidFormat>,
     #[serde(default, rename = "backend")]
     pub(super) backends: Vec<RawBackend>,

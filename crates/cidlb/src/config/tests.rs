@@ -729,6 +729,8 @@ fn forwarding_defaults_to_nat_and_xdp_dr_parses() {
         Forwarding::XdpDr(XdpDr {
             interfaces: vec!["eth0".into()],
             mode: XdpAttachMode::Native,
+            pin_dir: Some(DEFAULT_PIN_DIR.into()),
+            keep_pinned: false,
         })
     );
     let c = parse(&xdp_listener("xdp_mode = \"generic\"")).unwrap();
@@ -736,6 +738,21 @@ fn forwarding_defaults_to_nat_and_xdp_dr_parses() {
         panic!("xdp-dr")
     };
     assert_eq!(x.mode, XdpAttachMode::Generic);
+    let c = parse(&xdp_listener("pin_dir = \"\"\nkeep_pinned = true")).unwrap();
+    let Forwarding::XdpDr(x) = &c.listeners[0].forwarding else {
+        panic!("xdp-dr")
+    };
+    assert_eq!((x.pin_dir.as_ref(), x.keep_pinned), (None, true));
+    check(
+        &xdp_listener("pin_dir = \"bpf/cidlb\""),
+        "listener[0].pin_dir",
+        &["absolute path"],
+    );
+    check(
+        &one_listener("keep_pinned = true"),
+        "listener[0].keep_pinned",
+        &["only used with"],
+    );
     // A one-element list is one interface.
     let text = xdp_listener("").replace("interface = \"eth0\"", "interface = [\"eth1\"]");
     let c = parse(&text).unwrap();

@@ -868,6 +868,8 @@ impl Ctx<'_> {
             for (key, set) in [
                 ("interface", rl.interface.as_ref().map(|s| s.span())),
                 ("xdp_mode", rl.xdp_mode.as_ref().map(|s| s.span())),
+                ("pin_dir", rl.pin_dir.as_ref().map(|s| s.span())),
+                ("keep_pinned", rl.keep_pinned.as_ref().map(|s| s.span())),
             ] {
                 if let Some(span) = set {
                     return Err(self.err(
@@ -964,7 +966,28 @@ impl Ctx<'_> {
             None | Some(RawXdpMode::Native) => XdpAttachMode::Native,
             Some(RawXdpMode::Generic) => XdpAttachMode::Generic,
         };
-        Ok(Forwarding::XdpDr(XdpDr { interfaces, mode }))
+        let pin_dir = match &rl.pin_dir {
+            None => Some(std::path::PathBuf::from(super::DEFAULT_PIN_DIR)),
+            Some(s) if s.get_ref().is_empty() => None,
+            Some(s) if !s.get_ref().starts_with('/') => {
+                return Err(self.invalid(
+                    &format!("{p}.pin_dir"),
+                    s,
+                    format!(
+                        "{}: an absolute path on a bpf filesystem is needed (or \"\" for no pins)",
+                        shown(s.get_ref())
+                    ),
+                ))
+            }
+            Some(s) => Some(std::path::PathBuf::from(s.get_ref())),
+        };
+        let keep_pinned = rl.keep_pinned.as_ref().is_some_and(|k| *k.get_ref());
+        Ok(Forwarding::XdpDr(XdpDr {
+            interfaces,
+            mode,
+            pin_dir,
+            keep_pinned,
+        }))
     }
 
     fn backend(&self, p: &str, rb: &RawBackend) -> R<BackendConfig> {
