@@ -393,6 +393,43 @@ fn start_balancer(ns: &str, cfg: &std::path::Path) -> Proc {
     p
 }
 
+/// Runs `cidlb run --config cfg`, which must fail to start (within 20 s): its stderr.
+fn refused_start(ns: &str, cfg: &std::path::Path) -> String {
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            env!("CARGO_BIN_EXE_cidlb"),
+            "run",
+            "--config",
+        ])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cidlb");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+            assert!(
+                !status.success(),
+                "cidlb started with {}: {err}",
+                cfg.display()
+            );
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("cidlb with {} did not refuse to start", cfg.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// `cidlb status` against the balancer's admin API (in its namespace).
 fn status(ns: &str) -> String {
     let out = Command::new("ip")
@@ -489,7 +526,13 @@ fn direct_routing_keeps_rebinding_clients_sessions() {
         listener_pins.join("link").exists(),
         "the pins outlive kill -9"
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // A configuration whose maps would not fit the pinned ones is refused (the pinned
+    // program goes on forwarding meanwhile).
+    let other = dir.join("other-size.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&other, format!("[limits]\nmax_flows = 5000\n\n{text}")).unwrap();
+    let refused = refused_start(&lb_ns, &other);
+    assert!(refused.contains("map sizes are fixed"), "{refused}");
     let lb2 = start_balancer(&lb_ns, &cfg);
     let line = steady.expect("result ", Duration::from_secs(120));
     let handshakes_after: u64 = backend_stats(&mut backends).iter().map(|s| s.0).sum();
