@@ -21,8 +21,13 @@ use crate::config::{
 use crate::health::StopSignal;
 use crate::neigh::{self, fmt_mac, Neighbour};
 
-/// How often the neighbour table is read again (and unresolved backends probed).
+/// How often the neighbour table is read again while every backend has a MAC.
 pub const MAC_REFRESH: Duration = Duration::from_secs(1);
+/// How often while some backend has none (a new one, after a reload): its traffic
+/// starts within this of the kernel resolving it (the health checks make it ARP).
+pub const MAC_RETRY: Duration = Duration::from_millis(100);
+/// How often an unresolved backend is probed.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// What of a listener's configuration the program's decoding tables are built from:
 /// its CID format and the backends' per-rotation server IDs (a change needs a restart).
@@ -267,6 +272,8 @@ pub struct MacResolver {
     watched: Vec<Watched>,
     /// (listener, backend IP) → what was last installed (`None`: unresolved).
     known: HashMap<(usize, IpAddr), Option<[u8; 6]>>,
+    /// When each unresolved backend was last probed.
+    probed: HashMap<IpAddr, Instant>,
 }
 
 impl MacResolver {
@@ -291,7 +298,21 @@ impl MacResolver {
                 known.insert((i, ip), m);
             }
         }
-        MacResolver { watched, known }
+        MacResolver {
+            watched,
+            known,
+            probed: HashMap::new(),
+        }
+    }
+
+    /// Whether some backend has no MAC (or a reload added one not yet looked up).
+    fn unresolved(&self) -> bool {
+        self.watched.iter().enumerate().any(|(i, w)| {
+            w.listener
+                .backends()
+                .iter()
+                .any(|b| !matches!(self.known.get(&(i, b.addr.ip())), Some(Some(_))))
+        })
     }
 
     /// One round: read the table, install changes, probe the unresolved.
@@ -303,6 +324,7 @@ impl MacResolver {
                 return;
             }
         };
+        tracing::debug!(entries = table.len(), "neighbour table read");
         for (i, w) in self.watched.iter().enumerate() {
             let backends = w.listener.backends();
             let ips: Vec<IpAddr> = backends.iter().map(|b| b.addr.ip()).collect();
@@ -328,7 +350,17 @@ impl MacResolver {
                     }
                 }
                 if now.is_none() {
-                    let _ = neigh::probe(b.addr);
+                    let t = Instant::now();
+                    let due = self
+                        .probed
+                        .get(&ip)
+                        .is_none_or(|last| t.duration_since(*last) >= PROBE_EVERY);
+                    if due {
+                        let _ = neigh::probe(b.addr);
+                        self.probed.insert(ip, t);
+                    }
+                } else {
+                    self.probed.remove(&ip);
                 }
             }
             let ip_set: Vec<IpAddr> = ips.clone();
@@ -346,10 +378,16 @@ impl MacResolver {
     pub fn spawn(mut self, stop: Arc<StopSignal>) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name("cidlb-neigh".into())
-            .spawn(move || {
-                while !stop.wait_until(Instant::now() + MAC_REFRESH) {
-                    self.round();
+            .spawn(move || loop {
+                let every = if self.unresolved() {
+                    MAC_RETRY
+                } else {
+                    MAC_REFRESH
+                };
+                if stop.wait_until(Instant::now() + every) {
+                    break;
                 }
+                self.round();
             })
     }
 }

@@ -38,6 +38,8 @@ const LB_IP: &str = "10.78.0.1";
 const LB_MAC: &str = "02:78:00:00:00:01";
 const CLIENT_MAC: &str = "02:78:00:00:00:02";
 const BACKENDS: usize = 3;
+/// Backend namespaces: one more than configured at first (a reload adds it).
+const BACKEND_NS: usize = BACKENDS + 1;
 const CLIENT_IPS: u8 = 20;
 const CLIENTS: usize = 24;
 /// Messages per client; it rebinds (a new address and port) before every second one.
@@ -111,7 +113,7 @@ fn in_ns(ns: &str, cmd: &[&str]) -> Result<(), String> {
 fn setup() -> Result<Namespaces, String> {
     let mut ns = Namespaces { names: Vec::new() };
     let mut roles = vec!["sw".to_string(), "lb".into(), "c".into()];
-    roles.extend((0..BACKENDS).map(|i| format!("b{i}")));
+    roles.extend((0..BACKEND_NS).map(|i| format!("b{i}")));
     for role in &roles {
         let n = ns_name(role);
         ip(&["netns", "add", &n])?;
@@ -124,7 +126,7 @@ fn setup() -> Result<Namespaces, String> {
         ("lb".to_string(), LB_MAC.to_string()),
         ("c".into(), CLIENT_MAC.into()),
     ];
-    ends.extend((0..BACKENDS).map(|i| (format!("b{i}"), backend_mac(i))));
+    ends.extend((0..BACKEND_NS).map(|i| (format!("b{i}"), backend_mac(i))));
     for (role, m) in &ends {
         let n = ns_name(role);
         let peer = format!("sw-{role}");
@@ -175,7 +177,7 @@ fn setup() -> Result<Namespaces, String> {
         "nud",
         "permanent",
     ])?;
-    for i in 0..BACKENDS {
+    for i in 0..BACKEND_NS {
         let n = ns_name(&format!("b{i}"));
         ip(&[
             "-n",
@@ -355,6 +357,10 @@ fn backend_stats(backends: &mut [Proc]) -> Vec<(u64, u64, Vec<SocketAddr>)> {
 }
 
 fn config(dir: &std::path::Path, routing: &str) -> std::path::PathBuf {
+    config_n(dir, routing, BACKENDS)
+}
+
+fn config_n(dir: &std::path::Path, routing: &str, n: usize) -> std::path::PathBuf {
     let pins = dir.join("bpf");
     let mut t = format!(
         "[health]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\n\
@@ -367,7 +373,7 @@ fn config(dir: &std::path::Path, routing: &str) -> std::path::PathBuf {
     if routing == "cid" {
         t.push_str("\n  [listener.cid_format]\n  format = \"prefix\"\n  prefix_length = 1\n");
     }
-    for i in 0..BACKENDS {
+    for i in 0..n {
         t.push_str(&format!(
             "\n  [[listener.backend]]\n  name = \"b{i}\"\n  address = \"{}:{PORT}\"\n",
             backend_ip(i)
@@ -376,7 +382,7 @@ fn config(dir: &std::path::Path, routing: &str) -> std::path::PathBuf {
             t.push_str(&format!("  server_id = \"{:02x}\"\n", 0x10 + i));
         }
     }
-    let p = dir.join(format!("cidlb-{routing}.toml"));
+    let p = dir.join(format!("cidlb-{routing}-{n}.toml"));
     std::fs::write(&p, t).unwrap();
     p
 }
@@ -387,7 +393,7 @@ fn start_balancer(ns: &str, cfg: &std::path::Path) -> Proc {
         ns,
         &exe,
         &["run", "--config", &cfg.display().to_string()],
-        &[("RUST_LOG", "info".to_string())],
+        &[("RUST_LOG", "info,cidlb::xdp=debug".to_string())],
     );
     p.expect("ready on", Duration::from_secs(20));
     p
@@ -442,15 +448,48 @@ fn status(ns: &str) -> String {
 
 /// Waits (bounded) until `cidlb status` shows every backend up.
 fn wait_all_up(ns: &str) -> String {
+    wait_status(ns, |s| {
+        s.lines().filter(|l| l.contains(" up ")).count() >= BACKENDS
+    })
+}
+
+/// Waits (bounded) until `cidlb status` satisfies `done`; returns the last status.
+fn wait_status(ns: &str, done: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = status(ns);
-        let up = s.lines().filter(|l| l.contains(" up")).count();
-        if up >= BACKENDS || Instant::now() > deadline {
+        if done(&s) || Instant::now() > deadline {
             return s;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The STATE column of backend `name` in a `cidlb status` table.
+fn state_of(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Runs the `cidlb` CLI in the balancer's namespace against its admin API.
+fn cli(ns: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_cidlb")])
+        .args(args)
+        .output()
+        .expect("cidlb CLI");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[test]
@@ -478,7 +517,7 @@ fn direct_routing_keeps_rebinding_clients_sessions() {
     let listener_pins = pins.join("coaps");
     let pass = Proc::role(&ns_name("sw"), "pass", &[]);
     pass.expect("ready", Duration::from_secs(20));
-    let mut backends: Vec<Proc> = (0..BACKENDS)
+    let mut backends: Vec<Proc> = (0..BACKEND_NS)
         .map(|i| {
             let r = Proc::role(
                 &ns_name(&format!("b{i}")),
@@ -539,9 +578,95 @@ fn direct_routing_keeps_rebinding_clients_sessions() {
     eprintln!(
         "kill -9 during traffic: {line}; handshakes {handshakes_before} -> {handshakes_after}"
     );
+
+    // Operations on the restarted daemon: drain, reload adding a backend, a killed
+    // backend; sessions held by a client role across them.
+    let mut held = Proc::role(&c_ns, "held", &[]);
+    held.expect("ready", Duration::from_secs(60));
+    let (ok, out) = cli(&lb_ns, &["drain", "--admin", "127.0.0.1:9684", "b0"]);
+    assert!(ok, "{out}");
+    let b0_before = backend_stats(&mut backends[..1])[0].0;
+    held.send("echo");
+    let drained_echo = held.expect("echoed ", Duration::from_secs(60));
+    let after_drain = run_clients(&c_ns);
+    let b0_after = backend_stats(&mut backends[..1])[0].0;
+    // Reload: a fourth backend.
+    let cfg4 = config_n(&dir, "cid", BACKEND_NS);
+    std::fs::copy(&cfg4, &cfg).unwrap();
+    let (ok, out) = cli(&lb_ns, &["reload", "--admin", "127.0.0.1:9684"]);
+    assert!(ok, "reload: {out}");
+    wait_status(&lb_ns, |s| state_of(s, "b3") == "up");
+    held.send("echo");
+    let reload_echo = held.expect("echoed ", Duration::from_secs(60));
+    let b3_before = backend_stats(&mut backends[3..])[0].0;
+    // Its MAC is resolved a moment after it is added: wait for the balancer's kernel to
+    // have it (the health checks make it ARP), then for the daemon to install it
+    // (bounded: a few rounds of new clients).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let out = Command::new("ip")
+            .args(["-n", &lb_ns, "neigh", "show", &backend_ip(3)])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("lladdr") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut after_reload = run_clients(&c_ns);
+    let mut b3_after = backend_stats(&mut backends[3..])[0].0;
+    for _ in 0..4 {
+        if b3_after > b3_before {
+            break;
+        }
+        after_reload = run_clients(&c_ns);
+        b3_after = backend_stats(&mut backends[3..])[0].0;
+    }
+    // Kill backend b2: marked down, new handshakes avoid it.
+    let killed = backends.remove(2);
+    drop(killed);
+    let st = wait_status(&lb_ns, |s| state_of(s, "b2") == "down");
+    let after_kill = run_clients(&c_ns);
+    eprintln!(
+        "drain: {drained_echo}; new clients {after_drain:?} (b0 handshakes {b0_before} -> {b0_after}); \
+         reload: {reload_echo}; new clients {after_reload:?} (b3 handshakes {b3_before} -> {b3_after}); \
+         b2 killed: {after_kill:?}\n{st}"
+    );
+    drop(held);
     drop(lb2);
     drop(lb);
     assert!(!listener_pins.exists(), "a clean shutdown removes the pins");
+    assert_eq!(
+        field(&drained_echo, "lost"),
+        0,
+        "a drained backend keeps its sessions"
+    );
+    assert_eq!(
+        after_drain.lost + after_drain.failed_handshakes,
+        0,
+        "{after_drain:?}"
+    );
+    assert_eq!(
+        b0_after, b0_before,
+        "a drained backend takes no new handshakes"
+    );
+    assert_eq!(field(&reload_echo, "lost"), 0, "a reload loses no session");
+    assert_eq!(
+        after_reload.lost + after_reload.failed_handshakes,
+        0,
+        "{after_reload:?}"
+    );
+    assert!(
+        b3_after > b3_before,
+        "the added backend takes new handshakes"
+    );
+    assert_eq!(state_of(&st, "b2"), "down", "{st}");
+    assert_eq!(
+        after_kill.lost + after_kill.failed_handshakes,
+        0,
+        "new handshakes avoid a dead backend: {after_kill:?}"
+    );
     drop(pass);
     drop(backends);
     drop(ns);
@@ -558,7 +683,7 @@ fn direct_routing_keeps_rebinding_clients_sessions() {
         .map(|i| client_ip(i).parse().unwrap())
         .collect();
     let mut seen_ips = std::collections::BTreeSet::new();
-    for (b, (_, echoed, peers)) in after_cid.iter().enumerate() {
+    for (b, (_, echoed, peers)) in after_cid.iter().take(BACKENDS).enumerate() {
         assert!(*echoed > 0, "backend {b} echoed nothing");
         for p in peers {
             assert!(
@@ -756,6 +881,43 @@ fn xdp_dr_role() {
             let echoed: usize = results.iter().map(|r| r.0).sum();
             let lost: usize = results.iter().map(|r| r.1).sum();
             say(&format!("result echoed={echoed} lost={lost}"));
+        }
+        "held" => {
+            // HELD clients that stay connected; each "echo" line on stdin: one rebinding
+            // and one echo each.
+            use cidlb_test_mbedtls::{ClientConfig, DtlsClient};
+            const HELD: usize = 12;
+            let vip: SocketAddr = format!("{VIP}:{PORT}").parse().unwrap();
+            let mut clients = Vec::new();
+            for k in 0..HELD {
+                let mut cfg = ClientConfig::new(vip);
+                cfg.bind = format!("{}:0", client_ip(k)).parse().unwrap();
+                cfg.handshake_timeout = Duration::from_secs(10);
+                let mut c = DtlsClient::connect(cfg).expect("handshake");
+                c.echo(b"hello", Duration::from_millis(1500))
+                    .expect("first echo");
+                clients.push(c);
+            }
+            say("ready");
+            let mut line = String::new();
+            let mut round = 0;
+            while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+                if line.trim() == "echo" {
+                    round += 1;
+                    let (mut echoed, mut lost) = (0, 0);
+                    for (k, c) in clients.iter_mut().enumerate() {
+                        let to: SocketAddr =
+                            format!("{}:0", client_ip(k + 5 * round)).parse().unwrap();
+                        let _ = c.rebind(to);
+                        match c.echo(b"held", Duration::from_millis(1500)) {
+                            Ok(()) => echoed += 1,
+                            Err(_) => lost += 1,
+                        }
+                    }
+                    say(&format!("echoed echoed={echoed} lost={lost}"));
+                }
+                line.clear();
+            }
         }
         other => panic!("unknown role {other}"),
     }
