@@ -124,6 +124,16 @@ struct {
 	__type(value, struct cidlb_traffic);
 } traffic SEC(".maps");
 
+/* What the pinned maps were made by (the loader's; the program never reads it): slot 0
+ * the layout version (a hash of cidlb.h), 1 and 2 the flow and binding capacities,
+ * 3-6 the instance secret (address tags and table keys stay valid across restarts). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 8);
+	__type(key, __u32);
+	__type(value, __u64);
+} info SEC(".maps");
+
 static __always_inline void count(__u32 slot)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &slot);

@@ -47,6 +47,80 @@ pub struct Attach {
     pub interface: String,
     /// Native (`Driver`), generic (`Skb`) or the kernel's choice.
     pub mode: XdpMode,
+    /// Pin the program's link and its state maps here, so that they outlive the
+    /// process (see [`Pin`]); `None`: the program is detached when the listener drops.
+    pub pin: Option<Pin>,
+}
+
+/// A directory on a bpf filesystem for one listener's pins: `link` (the attachment:
+/// the program keeps running while no daemon does), and the maps whose contents are
+/// state — `flows`, `bindings`, `decoded`, `counters`, `traffic` — with `info` (what
+/// made them: layout version, capacities, the instance secret).
+///
+/// A listener started with pins already there adopts them: it checks `info` (a
+/// different layout version or capacity is refused, never misread), reuses the state
+/// maps and the secret, fills a new program's configuration maps, and swaps the new
+/// program into the pinned link in one step (`bpf_link_update`). [`XdpListener::unpin`]
+/// removes them (a clean shutdown): the program is then detached when the listener
+/// drops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pin {
+    /// The directory (created if missing; its parent must be on a bpf filesystem).
+    pub dir: std::path::PathBuf,
+}
+
+/// The maps pinned with a listener (their contents are state, not configuration).
+const PINNED_MAPS: [&str; 6] = [
+    "info", "flows", "bindings", "decoded", "counters", "traffic",
+];
+
+/// The maps' layout version: FNV-1a of `bpf/cidlb.h` (every key and value struct and
+/// every size the program and the loader share), so any change to it is a new layout.
+pub const LAYOUT_VERSION: u64 = {
+    let b = include_bytes!("../bpf/cidlb.h");
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < b.len() {
+        h ^= b[i] as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    h
+};
+
+/// Reads the pinned `info` map of `dir`, if any: (layout, max flows, max bindings,
+/// secret).
+fn read_pinned_info(dir: &std::path::Path) -> Result<Option<[u64; 8]>, XdpError> {
+    let path = dir.join("info");
+    if !path.exists() {
+        let others: Vec<&str> = PINNED_MAPS
+            .iter()
+            .chain(&["link"])
+            .copied()
+            .filter(|n| dir.join(n).exists())
+            .collect();
+        if !others.is_empty() {
+            return Err(XdpError::Config(format!(
+                "{} holds pins ({}) without an info map: not made by this version of cidlb; \
+                 refusing to reuse them (remove the directory to start afresh)",
+                dir.display(),
+                others.join(", ")
+            )));
+        }
+        return Ok(None);
+    }
+    let data = MapData::from_pin(&path)
+        .map_err(|e| XdpError::Map(format!("opening {}: {e}", path.display())))?;
+    let map = Map::Array(data);
+    let arr: Array<_, u64> =
+        Array::try_from(&map).map_err(|e| XdpError::Map(format!("{}: {e}", path.display())))?;
+    let mut out = [0u64; 8];
+    for (i, v) in out.iter_mut().enumerate() {
+        *v = arr
+            .get(&(i as u32), 0)
+            .map_err(|e| XdpError::Map(format!("{}: {e}", path.display())))?;
+    }
+    Ok(Some(out))
 }
 
 /// Everything an XDP listener is built from.
@@ -131,6 +205,10 @@ impl fmt::Debug for XdpListener {
 
 struct Inner {
     ebpf: Ebpf,
+    /// The pinned attachment, while this listener holds it.
+    link: Option<aya::programs::links::PinnedLink>,
+    /// Where the pins are.
+    pin_dir: Option<std::path::PathBuf>,
     cfg: RouterConfig,
     format: Option<XdpCidFormat>,
     backends: Vec<Backend>,
@@ -224,11 +302,64 @@ impl XdpListener {
             .router
             .maglev_table_size
             .max(cidlb_core::maglev::DEFAULT_TABLE_SIZE) as u32;
-        let mut ebpf = EbpfLoader::new()
+        let mut config = config;
+        let pin_dir = config
+            .attach
+            .as_ref()
+            .and_then(|a| a.pin.as_ref())
+            .map(|p| p.dir.clone());
+        let mut adopted = false;
+        if let Some(dir) = &pin_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| XdpError::Config(format!("pin directory {}: {e}", dir.display())))?;
+            if let Some(info) = read_pinned_info(dir)? {
+                let want = [
+                    LAYOUT_VERSION,
+                    config.router.max_flows as u64,
+                    config.router.max_bindings as u64,
+                ];
+                if info[0] != want[0] {
+                    return Err(XdpError::Config(format!(
+                        "the maps pinned in {} have layout {:016x}, this build's is {:016x}: \
+                         refusing to read them (stop the running cidlb cleanly, or remove the \
+                         directory, to start with new maps; the pinned program keeps \
+                         forwarding until then)",
+                        dir.display(),
+                        info[0],
+                        want[0]
+                    )));
+                }
+                if info[1] != want[1] || info[2] != want[2] {
+                    return Err(XdpError::Config(format!(
+                        "the maps pinned in {} hold {} flows and {} bindings, the configuration \
+                         asks for {} and {}: map sizes are fixed; restore the sizes, or stop \
+                         cleanly (or remove the directory) to start with new maps",
+                        dir.display(),
+                        info[1],
+                        info[2],
+                        want[1],
+                        want[2]
+                    )));
+                }
+                // The same secret: address tags in the adopted maps stay valid.
+                config.router.secret = [info[3], info[4], info[5], info[6]];
+                adopted = true;
+            }
+        }
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries("bindings", config.router.max_bindings as u32)
             .map_max_entries("decoded", config.router.max_bindings as u32)
             .map_max_entries("flows", config.router.max_flows as u32)
-            .map_max_entries("maglev", 2 * stride)
+            .map_max_entries("maglev", 2 * stride);
+        let pin_paths: Vec<(&str, std::path::PathBuf)> = match &pin_dir {
+            Some(d) => PINNED_MAPS.iter().map(|n| (*n, d.join(n))).collect(),
+            None => Vec::new(),
+        };
+        for (n, p) in &pin_paths {
+            loader.map_pin_path(n, p.as_path());
+        }
+        let mut ebpf = loader
             .load(PROGRAM)
             .map_err(|e| XdpError::Load(format!("loading the XDP program: {}", error_chain(&e))))?;
         let prog: &mut Xdp = ebpf
@@ -244,6 +375,8 @@ impl XdpListener {
         .map_err(map_err("punts"))?;
         let mut inner = Inner {
             ebpf,
+            link: None,
+            pin_dir: pin_dir.clone(),
             cfg: config.router,
             format: config.format,
             backends: config.backends,
@@ -265,6 +398,9 @@ impl XdpListener {
         inner.check_backends(&inner.backends)?;
         inner.install_masks()?;
         inner.install_all()?;
+        if pin_dir.is_some() {
+            inner.write_info()?;
+        }
         if let Some(a) = &config.attach {
             let prog: &mut Xdp = inner
                 .ebpf
@@ -272,9 +408,63 @@ impl XdpListener {
                 .expect("loaded above")
                 .try_into()
                 .expect("an XDP program");
-            prog.attach(&a.interface, a.mode).map_err(|e| {
-                XdpError::Attach(format!("attaching to {}: {}", a.interface, error_chain(&e)))
-            })?;
+            match &pin_dir {
+                None => {
+                    prog.attach(&a.interface, a.mode).map_err(|e| {
+                        XdpError::Attach(format!(
+                            "attaching to {}: {}",
+                            a.interface,
+                            error_chain(&e)
+                        ))
+                    })?;
+                }
+                Some(dir) => {
+                    let lpath = dir.join("link");
+                    let pinned = if lpath.exists() {
+                        // A program is running: swap ours in, in one step.
+                        let old =
+                            aya::programs::links::PinnedLink::from_pin(&lpath).map_err(|e| {
+                                XdpError::Attach(format!("opening {}: {e}", lpath.display()))
+                            })?;
+                        let link = aya::programs::xdp::XdpLink::try_from(
+                            aya::programs::links::FdLink::from(old),
+                        )
+                        .map_err(|e| XdpError::Attach(format!("{}: {e}", lpath.display())))?;
+                        prog.attach_to_link(link).map_err(|e| {
+                            XdpError::Attach(format!(
+                                "replacing the pinned program ({}): {}",
+                                lpath.display(),
+                                error_chain(&e)
+                            ))
+                        })?;
+                        tracing::info!(pins = %dir.display(), adopted,
+                            "XDP: replaced the pinned program in place (no frame missed)");
+                        aya::programs::links::PinnedLink::from_pin(&lpath).map_err(|e| {
+                            XdpError::Attach(format!("opening {}: {e}", lpath.display()))
+                        })?
+                    } else {
+                        let id = prog.attach(&a.interface, a.mode).map_err(|e| {
+                            XdpError::Attach(format!(
+                                "attaching to {}: {}",
+                                a.interface,
+                                error_chain(&e)
+                            ))
+                        })?;
+                        let link = prog
+                            .take_link(id)
+                            .map_err(|e| XdpError::Attach(format!("{e}")))?;
+                        let fd = aya::programs::links::FdLink::try_from(link).map_err(|e| {
+                            XdpError::Attach(format!(
+                                "pinning needs a bpf_link attachment (Linux 5.9+): {e}"
+                            ))
+                        })?;
+                        fd.pin(&lpath).map_err(|e| {
+                            XdpError::Attach(format!("pinning {}: {e}", lpath.display()))
+                        })?
+                    };
+                    inner.link = Some(pinned);
+                }
+            }
         }
         Ok(XdpListener {
             name: config.name,
@@ -304,6 +494,47 @@ impl XdpListener {
         g.macs = macs.into_iter().collect();
         g.install_backends()?;
         g.rebuild_maglev()
+    }
+
+    /// Removes this listener's pins (a clean shutdown): the program is detached when the
+    /// listener drops, and the maps freed. Without it, they outlive the process and the
+    /// program keeps forwarding with the last configuration (a restart adopts them).
+    pub fn unpin(&self) -> Result<(), XdpError> {
+        let mut g = self.lock();
+        let Some(dir) = g.pin_dir.take() else {
+            return Ok(());
+        };
+        if let Some(link) = g.link.take() {
+            // The link's fd stays open (held by the program) until the listener drops.
+            let fd = link
+                .unpin()
+                .map_err(|e| XdpError::Attach(format!("unpinning the link: {e}")))?;
+            if let Ok(l) = aya::programs::xdp::XdpLink::try_from(fd) {
+                if let Some(Ok(prog)) = g.ebpf.program_mut(PROG_NAME).map(<&mut Xdp>::try_from) {
+                    let _ = prog.attach_to_link(l);
+                }
+            }
+        }
+        for n in PINNED_MAPS {
+            let _ = std::fs::remove_file(dir.join(n));
+        }
+        let _ = std::fs::remove_dir(&dir);
+        Ok(())
+    }
+
+    /// Whether this listener's program and state are pinned (outlive the process).
+    pub fn pinned(&self) -> bool {
+        self.lock().pin_dir.is_some()
+    }
+
+    /// The backends this listener routes to now (after the last reload).
+    pub fn backends(&self) -> Vec<Backend> {
+        self.lock().backends.clone()
+    }
+
+    /// The backends' MACs in force (by IP address).
+    pub fn backend_macs(&self) -> Vec<(IpAddr, [u8; 6])> {
+        self.lock().macs.iter().map(|(ip, m)| (*ip, *m)).collect()
     }
 
     /// Installs a learned binding CID → `backend` (what the NAT plane learns from a
@@ -581,6 +812,26 @@ fn memlock(m: &MapData) -> Result<usize, XdpError> {
 }
 
 impl Inner {
+    /// Records what made the pinned maps (see [`Pin`]).
+    fn write_info(&mut self) -> Result<(), XdpError> {
+        let vals = [
+            LAYOUT_VERSION,
+            self.cfg.max_flows as u64,
+            self.cfg.max_bindings as u64,
+            self.cfg.secret[0],
+            self.cfg.secret[1],
+            self.cfg.secret[2],
+            self.cfg.secret[3],
+            0,
+        ];
+        let mut arr: Array<_, u64> = Array::try_from(self.ebpf.map_mut("info").expect("info map"))
+            .map_err(map_err("info"))?;
+        for (i, v) in vals.iter().enumerate() {
+            arr.set(i as u32, v, 0).map_err(map_err("info"))?;
+        }
+        Ok(())
+    }
+
     fn check_backends(&self, backends: &[Backend]) -> Result<(), XdpError> {
         if let Some(b) = backends
             .iter()

@@ -424,6 +424,7 @@ fn netns_role() {
                 attach: Some(cidlb_xdp::Attach {
                     interface: "veth0".into(),
                     mode: cidlb_xdp::XdpMode::Driver,
+                    pin: None,
                 }),
             })
             .expect("the listener on veth0");

@@ -12,6 +12,8 @@ pub mod dns;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod neigh;
 pub mod run;
 pub mod specs;
 pub mod status;
+pub mod xdp;

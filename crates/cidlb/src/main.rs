@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cidlb::config::{Config, RoutingMode};
+use cidlb::config::{Config, Forwarding, RoutingMode, XdpAttachMode, XdpDr};
 use cidlb_core::MultiCidPolicy;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
@@ -357,7 +357,7 @@ fn cid_command(c: CidCommand) -> Result<(), String> {
 #[derive(clap::Args, Debug)]
 struct RunArgs {
     /// TOML configuration file (the other flags then must not be given).
-    #[arg(long, short, conflicts_with_all = ["listen", "backends", "cid_len"])]
+    #[arg(long, short, conflicts_with_all = ["listen", "backends", "cid_len", "interface"])]
     config: Option<PathBuf>,
     /// Quick start: the address clients send to, e.g. 0.0.0.0:5684.
     #[arg(long, requires = "backends")]
@@ -375,6 +375,18 @@ struct RunArgs {
     /// only (what an address-hashing balancer does), for comparisons.
     #[arg(long, value_enum, default_value_t = Routing::Cid)]
     routing: Routing,
+    /// Quick start: `nat` relays through userspace sockets; `xdp-dr` routes by direct
+    /// routing in the in-kernel XDP program on --interface (--listen is then the
+    /// virtual address the backends hold on their loopback; docs/xdp.md).
+    #[arg(long, value_enum, default_value_t = ForwardingArg::Nat)]
+    forwarding: ForwardingArg,
+    /// Quick start with --forwarding xdp-dr: the interface the virtual address is
+    /// reached through.
+    #[arg(long, value_name = "IF")]
+    interface: Option<String>,
+    /// Quick start with --forwarding xdp-dr: `native` (in the driver) or `generic`.
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
+    xdp_mode: XdpModeArg,
     /// Worker threads, 1–256 (default: one per CPU; overrides the config's `workers`).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: Option<u16>,
@@ -389,6 +401,18 @@ enum MultiCid {
     First,
     Split,
     Drop,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ForwardingArg {
+    Nat,
+    XdpDr,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum XdpModeArg {
+    Native,
+    Generic,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -431,6 +455,40 @@ fn quick_config(a: &RunArgs) -> Result<Config, String> {
             if a.cid_len.is_none() {
                 l.cid_length = None;
             }
+        }
+        if a.forwarding == ForwardingArg::XdpDr {
+            let Some(interface) = a.interface.clone() else {
+                return Err(
+                    "--forwarding xdp-dr needs --interface IF (the interface the \
+                            virtual address --listen is reached through)"
+                        .into(),
+                );
+            };
+            if l.address.ip().is_unspecified() || l.address.port() == 0 {
+                return Err(format!(
+                    "--listen {}: with --forwarding xdp-dr, give the virtual address itself \
+                     (a specific IP and a non-zero port)",
+                    l.address
+                ));
+            }
+            if l.multi_cid == MultiCidPolicy::Split {
+                return Err(
+                    "--multi-cid split is not supported with --forwarding xdp-dr (the \
+                            program forwards whole frames): use first or drop"
+                        .into(),
+                );
+            }
+            l.forwarding = Forwarding::XdpDr(XdpDr {
+                pin_dir: Some(cidlb::config::DEFAULT_PIN_DIR.into()),
+                keep_pinned: false,
+                interfaces: vec![interface],
+                mode: match a.xdp_mode {
+                    XdpModeArg::Native => XdpAttachMode::Native,
+                    XdpModeArg::Generic => XdpAttachMode::Generic,
+                },
+            });
+        } else if a.interface.is_some() {
+            return Err("--interface is only used with --forwarding xdp-dr".into());
         }
     }
     Ok(cfg)

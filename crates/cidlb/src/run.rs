@@ -5,12 +5,13 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cidlb_core::plane::ListenerPlane;
 use cidlb_net::{DataPlaneConfig, NatPlane};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{info, warn};
 
 use crate::admin::AdminServer;
-use crate::config::{Config, RoutingMode};
+use crate::config::{Config, Forwarding, RoutingMode};
 use crate::control::Daemon;
 use crate::health::StopSignal;
 use crate::specs::{listener_specs, random_secret};
@@ -37,6 +38,94 @@ fn raise_nofile_limit(cfg: &Config) {
         }
         Err(e) => warn!(error = %e, "cannot read or raise the open files limit"),
     }
+}
+
+/// What [`start_planes`] started: the plane, the XDP listeners whose MACs the
+/// neighbour resolver keeps current, and those whose pins a clean shutdown removes.
+type Started = (
+    crate::xdp::Planes,
+    Vec<crate::xdp::Watched>,
+    Vec<Arc<cidlb_xdp::XdpListener>>,
+);
+
+/// Starts the NAT plane for the `forwarding = "nat"` listeners and the XDP plane for
+/// the `forwarding = "xdp-dr"` ones (backend MACs from the neighbour table), as one
+/// data plane in configuration order; and the XDP listeners whose MACs the neighbour
+/// resolver keeps current.
+fn start_planes(cfg: &Config, secret: [u64; 4], workers: usize) -> Result<Started, String> {
+    let specs = listener_specs(cfg, secret);
+    let is_xdp: Vec<bool> = cfg
+        .listeners
+        .iter()
+        .map(|l| l.forwarding.is_xdp())
+        .collect();
+    let mut nat_specs = Vec::new();
+    let mut xdp_specs = Vec::new();
+    for (spec, l) in specs.into_iter().zip(&cfg.listeners) {
+        match &l.forwarding {
+            Forwarding::Nat => nat_specs.push(spec),
+            Forwarding::XdpDr(x) => xdp_specs.push((spec, l, x)),
+        }
+    }
+    let nat = if nat_specs.is_empty() {
+        None
+    } else {
+        Some(
+            NatPlane::start(
+                nat_specs,
+                DataPlaneConfig {
+                    workers,
+                    ..DataPlaneConfig::default()
+                },
+            )
+            .map_err(|e| format!("cannot start the data plane: {e}"))?,
+        )
+    };
+    let mut watched = Vec::new();
+    let mut unpin = Vec::new();
+    let xdp = if xdp_specs.is_empty() {
+        None
+    } else {
+        let addrs: Vec<std::net::SocketAddr> = xdp_specs
+            .iter()
+            .flat_map(|(s, _, _)| s.backends.iter().map(|b| b.addr))
+            .collect();
+        let table = crate::xdp::resolve_at_start(&addrs, Duration::from_secs(1));
+        let mut configs = Vec::new();
+        let mut ifaces = Vec::new();
+        let mut keep = Vec::new();
+        for (spec, l, x) in xdp_specs {
+            let (c, ifindex) = crate::xdp::xdp_listener_config(l, x, spec, &table)?;
+            ifaces.push((x.interfaces[0].clone(), ifindex));
+            keep.push(x.keep_pinned);
+            configs.push(c);
+        }
+        let plane = cidlb_xdp::XdpPlane::start(configs).map_err(|e| {
+            format!(
+                "cannot start the XDP plane: {e}{}",
+                if e.is_permission() {
+                    " (XDP needs root or CAP_BPF + CAP_NET_ADMIN)"
+                } else if matches!(e, cidlb_xdp::XdpError::Attach(_)) {
+                    " (a driver without native XDP refuses it: try xdp_mode = \"generic\", or forwarding = \"nat\")"
+                } else {
+                    ""
+                }
+            )
+        })?;
+        for ((l, iface), keep) in plane.xdp_listeners().iter().zip(ifaces).zip(keep) {
+            info!(listener = %l.name(), interface = %iface.0, pinned = l.pinned(),
+                "XDP program attached (direct routing)");
+            if !keep {
+                unpin.push(l.clone());
+            }
+            watched.push(crate::xdp::Watched {
+                listener: l.clone(),
+                interface: iface,
+            });
+        }
+        Some(Arc::new(plane))
+    };
+    Ok((crate::xdp::Planes::new(nat, xdp, &is_xdp), watched, unpin))
 }
 
 /// How [`run_with`] was started, beyond the configuration itself.
@@ -89,15 +178,10 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
         std::thread::Builder::new()
             .name("cidlb-start".into())
             .spawn(move || {
-                let specs = listener_specs(&c, secret);
-                let plane = NatPlane::start(
-                    specs,
-                    DataPlaneConfig {
-                        workers,
-                        ..DataPlaneConfig::default()
-                    },
-                );
-                let r = plane.map(|p| Daemon::new(Box::new(p), c, secret, path, overrides));
+                let r = start_planes(&c, secret, workers).map(|(plane, watched, unpin)| {
+                    let d = Daemon::new(Box::new(plane), c, secret, path, overrides);
+                    (d, watched, unpin)
+                });
                 // Dropped here (workers joined) if start-up was given up meanwhile.
                 let _ = tx.send(r);
             })
@@ -125,7 +209,8 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
             }
         }
     };
-    let daemon = Arc::new(built.map_err(|e| format!("cannot start the data plane: {e}"))?);
+    let (daemon, watched, unpin) = built?;
+    let daemon = Arc::new(daemon);
     // A stop gives up a reload in progress (SIGHUP's, or the admin API's) at its next step.
     for sig in [SIGINT, SIGTERM] {
         signal_hook::flag::register(sig, daemon.stop_flag())
@@ -136,9 +221,19 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
             RoutingMode::Cid => format!("CID routing, CID length {}", lc.cid_length.unwrap_or(0)),
             RoutingMode::Address => "address-only routing".to_string(),
         };
-        info!(listener = %l.name(), address = %l.local_addr(), backends = lc.backends.len(), %mode, upstream = %lc.upstream, "listening");
+        info!(listener = %l.name(), address = %l.local_addr(), backends = lc.backends.len(), %mode,
+            forwarding = %lc.forwarding, upstream = %lc.upstream, "listening");
     }
     let stop = Arc::new(StopSignal::default());
+    let neigh = if watched.is_empty() {
+        None
+    } else {
+        Some(
+            crate::xdp::MacResolver::new(watched)
+                .spawn(stop.clone())
+                .map_err(|e| format!("cannot start the neighbour resolver: {e}"))?,
+        )
+    };
     let health = crate::health::spawn(daemon.clone(), stop.clone(), secret[2])
         .map_err(|e| format!("cannot start the health checks: {e}"))?;
     let resolver = match dns {
@@ -221,7 +316,17 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     if let Some(r) = resolver {
         let _ = r.join();
     }
+    if let Some(n) = neigh {
+        let _ = n.join();
+    }
     daemon.shutdown();
+    // A clean shutdown removes the XDP pins (unless keep_pinned): the programs detach
+    // when the plane drops. After kill -9 they stay, and forward until a restart.
+    for l in &unpin {
+        if let Err(e) = l.unpin() {
+            warn!(listener = %l.name(), error = %e, "cannot remove the XDP pins");
+        }
+    }
     std::thread::sleep(Duration::from_millis(10));
     for l in daemon.snapshot(false).listeners {
         info!(

@@ -4,7 +4,47 @@ use std::fmt::Write as _;
 
 use cidlb_core::{BackendState, MultiCidPolicy};
 
-use super::{cpu_count, fmt_duration, Config, RoutingMode, UpstreamMode};
+use super::{
+    cpu_count, fmt_duration, Config, Forwarding, ListenerConfig, RoutingMode, UpstreamMode,
+    XdpAttachMode, XdpDr,
+};
+
+/// The lines of `check-config` for a listener with `forwarding = "xdp-dr"`.
+fn explain_xdp(o: &mut String, l: &ListenerConfig, x: &XdpDr) {
+    let ifs = x.interfaces.join(", ");
+    let _ = writeln!(
+        o,
+        "  Forwarding: direct routing in XDP (forwarding = \"xdp-dr\") on {ifs}, {} mode.",
+        x.mode
+    );
+    match x.mode {
+        XdpAttachMode::Native => {
+            let _ = writeln!(o, "    The program runs in the NIC's driver (xdp_mode = \"native\"); a driver without native XDP");
+            let _ = writeln!(o, "    refuses it at start: then use xdp_mode = \"generic\" (slower) or forwarding = \"nat\".");
+        }
+        XdpAttachMode::Generic => {
+            let _ = writeln!(o, "    The program runs in the kernel's generic XDP hook (xdp_mode = \"generic\"): any interface, much slower than native.");
+        }
+    }
+    let _ = writeln!(o, "    {} is the virtual address: frames to it get the backend's MAC and go back out of {ifs};", l.address);
+    let _ = writeln!(o, "    IP and UDP are untouched, so the backends see each client's own address and answer it directly.");
+    let _ = writeln!(o, "    Each backend must hold {} on its loopback (arp_ignore=1, arp_announce=2), run its DTLS", l.address.ip());
+    let _ = writeln!(
+        o,
+        "    server on {} (and on its own address, for the health checks), and be on the same L2",
+        l.address
+    );
+    let _ = writeln!(o, "    segment as {ifs}: its MAC comes from the kernel's neighbour table; a backend without one gets no traffic.");
+    if l.routing == RoutingMode::Cid {
+        let _ = writeln!(o, "    The balancer never sees a ServerHello (replies bypass it): CIDs route by their encoding");
+        let _ = writeln!(o, "    ([listener.cid_format]), or by the flow they first appear on (seeded), else by hashing the CID.");
+        if l.cid_format.is_none() {
+            let _ = writeln!(o, "    Without a cid_format, a client that rebinds before its CID was seen on a known flow is placed by");
+            let _ = writeln!(o, "    hashing its CID: give the servers routable CIDs for sessions that survive every rebinding.");
+        }
+    }
+    let _ = writeln!(o, "    No upstream sockets and no file descriptor per session; table sizes are fixed when the program loads.");
+}
 
 impl Config {
     /// A readable summary of what this configuration makes the balancer do, with
@@ -76,6 +116,11 @@ impl Config {
             }
             super::routable::explain_listener(&mut o, l);
             match (l.upstream, l.upstream_source) {
+                _ if l.forwarding.is_xdp() => {
+                    if let Forwarding::XdpDr(x) = &l.forwarding {
+                        explain_xdp(&mut o, l, x);
+                    }
+                }
                 (UpstreamMode::Transparent, _) => {
                     let _ = writeln!(o, "  Upstream sockets (one per client address:port and backend) bind to the client's own address and");
                     let _ = writeln!(o, "    port (upstream = \"transparent\"): the servers see each client's address. They must route the");

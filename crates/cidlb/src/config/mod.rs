@@ -161,7 +161,13 @@ impl Config {
     /// [`Descriptors`]); `run` compares them with the open-files limit.
     pub fn descriptors(&self) -> Descriptors {
         let workers = self.effective_workers();
-        let listeners = self.listeners.len();
+        // XDP listeners hold no sockets per flow nor listener sockets (a few map and
+        // program descriptors, within the reserve).
+        let listeners = self
+            .listeners
+            .iter()
+            .filter(|l| !l.forwarding.is_xdp())
+            .count();
         let backends: usize = self.listeners.iter().map(|l| l.backends.len()).sum();
         // The prober's shared sockets: one per source address and family.
         let sources: std::collections::HashSet<(Option<std::net::IpAddr>, bool)> = self
@@ -460,6 +466,79 @@ impl fmt::Display for UpstreamMode {
     }
 }
 
+/// How a listener forwards datagrams to its backends (`forwarding`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Forwarding {
+    /// `forwarding = "nat"` (the default): a userspace socket on the listener's
+    /// address, one upstream socket per client address:port; the backends answer the
+    /// balancer, which relays to the client.
+    #[default]
+    Nat,
+    /// `forwarding = "xdp-dr"`: direct routing by the in-kernel XDP program on the
+    /// listener's interface; the listener's address is the virtual address the backends
+    /// hold on their loopback, and they answer clients directly (`docs/xdp.md`).
+    XdpDr(XdpDr),
+}
+
+impl Forwarding {
+    /// Whether this is direct routing in XDP.
+    pub fn is_xdp(&self) -> bool {
+        matches!(self, Forwarding::XdpDr(_))
+    }
+}
+
+impl fmt::Display for Forwarding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Forwarding::Nat => f.write_str("nat"),
+            Forwarding::XdpDr(x) => write!(f, "xdp-dr on {} ({})", x.interfaces.join(", "), x.mode),
+        }
+    }
+}
+
+/// The settings of `forwarding = "xdp-dr"`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct XdpDr {
+    /// The interfaces the program runs on (`interface`): the one(s) the listener's
+    /// address is reached through, L2-adjacent to the backends. Exactly one in this
+    /// version.
+    pub interfaces: Vec<String>,
+    /// Native (driver) or generic (`xdp_mode`).
+    pub mode: XdpAttachMode,
+    /// Where the program's link and state maps are pinned (`pin_dir`, default
+    /// [`DEFAULT_PIN_DIR`]; the listener's pins are in `<pin_dir>/<listener name>`),
+    /// so that a restart (even after `kill -9`) loses no datagram and no binding.
+    /// `None`: `pin_dir = ""`, not pinned (the program stops with the daemon).
+    pub pin_dir: Option<std::path::PathBuf>,
+    /// Whether the pins stay after a clean shutdown (`keep_pinned`, default false: a
+    /// clean shutdown detaches the program and frees its maps).
+    pub keep_pinned: bool,
+}
+
+/// Default [`XdpDr::pin_dir`].
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/cidlb";
+
+/// How the XDP program attaches (`xdp_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum XdpAttachMode {
+    /// In the driver (`xdp_mode = "native"`, the default): the fast path; the NIC's
+    /// driver must support XDP.
+    #[default]
+    Native,
+    /// In the kernel's generic hook, after the socket buffer is built (`xdp_mode =
+    /// "generic"`): works on every interface, much slower; a fallback.
+    Generic,
+}
+
+impl fmt::Display for XdpAttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpAttachMode::Native => "native",
+            XdpAttachMode::Generic => "generic",
+        })
+    }
+}
+
 /// One listener (`[[listener]]`): a UDP socket and the backends behind it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerConfig {
@@ -488,6 +567,8 @@ pub struct ListenerConfig {
     /// How the backends put their server ID into their CIDs (`[listener.cid_format]`),
     /// for stateless "encoded" routing; `None`: learned routing only.
     pub cid_format: Option<CidFormatConfig>,
+    /// How datagrams reach the backends (`forwarding`, `interface`, `xdp_mode`).
+    pub forwarding: Forwarding,
     /// The backends, in file order (a backend's index is its id); never empty, at most
     /// [`MAX_BACKENDS`], unique names and addresses.
     pub backends: Vec<BackendConfig>,

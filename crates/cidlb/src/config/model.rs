@@ -98,6 +98,11 @@ pub(super) struct RawListener {
     pub(super) upstream_source: Sp<String>,
     pub(super) upstream: Sp<RawUpstream>,
     pub(super) reply_fwmark: Sp<i64>,
+    pub(super) forwarding: Sp<RawForwarding>,
+    pub(super) interface: Sp<RawInterfaces>,
+    pub(super) xdp_mode: Sp<RawXdpMode>,
+    pub(super) pin_dir: Sp<String>,
+    pub(super) keep_pinned: Sp<bool>,
     pub(super) cid_format: Option<RawCidFormat>,
     #[serde(default, rename = "backend")]
     pub(super) backends: Vec<RawBackend>,
@@ -126,6 +131,29 @@ pub(super) enum RawMultiCid {
 pub(super) enum RawRouting {
     Cid,
     Address,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+pub(super) enum RawForwarding {
+    #[serde(rename = "nat")]
+    Nat,
+    #[serde(rename = "xdp-dr")]
+    XdpDr,
+}
+
+/// `interface = "eth0"` or `interface = ["eth0", "eth1"]`.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub(super) enum RawInterfaces {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawXdpMode {
+    Native,
+    Generic,
 }
 
 #[derive(Deserialize, Clone, Copy)]

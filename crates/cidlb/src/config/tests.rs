@@ -792,3 +792,126 @@ fn transparent_upstream() {
     );
     parse(&two("")).unwrap();
 }
+
+/// A valid `forwarding = "xdp-dr"` listener on the VIP 10.0.0.100 with `extra` lines.
+fn xdp_listener(extra: &str) -> String {
+    format!(
+        "[[listener]]\naddress = \"10.0.0.100:5684\"\ncid_length = 6\nforwarding = \"xdp-dr\"\n\
+         interface = \"eth0\"\n{extra}\n\
+         [[listener.backend]]\naddress = \"10.0.0.1:5684\"\n\
+         [[listener.backend]]\naddress = \"10.0.0.2:5684\"\n"
+    )
+}
+
+#[test]
+fn forwarding_defaults_to_nat_and_xdp_dr_parses() {
+    let c = parse(&one_listener("")).unwrap();
+    assert_eq!(c.listeners[0].forwarding, Forwarding::Nat);
+    let c = parse(&xdp_listener("")).unwrap();
+    assert_eq!(
+        c.listeners[0].forwarding,
+        Forwarding::XdpDr(XdpDr {
+            interfaces: vec!["eth0".into()],
+            mode: XdpAttachMode::Native,
+            pin_dir: Some(DEFAULT_PIN_DIR.into()),
+            keep_pinned: false,
+        })
+    );
+    let c = parse(&xdp_listener("xdp_mode = \"generic\"")).unwrap();
+    let Forwarding::XdpDr(x) = &c.listeners[0].forwarding else {
+        panic!("xdp-dr")
+    };
+    assert_eq!(x.mode, XdpAttachMode::Generic);
+    let c = parse(&xdp_listener("pin_dir = \"\"\nkeep_pinned = true")).unwrap();
+    let Forwarding::XdpDr(x) = &c.listeners[0].forwarding else {
+        panic!("xdp-dr")
+    };
+    assert_eq!((x.pin_dir.as_ref(), x.keep_pinned), (None, true));
+    check(
+        &xdp_listener("pin_dir = \"bpf/cidlb\""),
+        "listener[0].pin_dir",
+        &["absolute path"],
+    );
+    check(
+        &one_listener("keep_pinned = true"),
+        "listener[0].keep_pinned",
+        &["only used with"],
+    );
+    // A one-element list is one interface.
+    let text = xdp_listener("").replace("interface = \"eth0\"", "interface = [\"eth1\"]");
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        c.listeners[0].forwarding.to_string(),
+        "xdp-dr on eth1 (native)"
+    );
+    let shown = c.explain();
+    assert!(shown.contains("direct routing in XDP"), "{shown}");
+    assert!(shown.contains("never sees a ServerHello"), "{shown}");
+    assert!(shown.contains("arp_ignore=1"), "{shown}");
+    assert!(!shown.contains("Upstream sockets"), "{shown}");
+}
+
+#[test]
+fn xdp_dr_rejects_what_the_program_cannot_do() {
+    check(
+        &xdp_listener("multi_cid = \"split\""),
+        "listener[0].multi_cid",
+        &["\"split\" is not supported", "xdp-dr", "line 6"],
+    );
+    check(
+        &xdp_listener("upstream_source = \"10.0.0.5\""),
+        "listener[0].upstream_source",
+        &["no upstream sockets"],
+    );
+    check(
+        &format!("[limits]\nnew_flows_per_source = 5\n{}", xdp_listener("")),
+        "limits.new_flows_per_source",
+        &["listener \"listener-0\"", "xdp-dr", "line 2"],
+    );
+    check(
+        &xdp_listener("").replace("10.0.0.100:5684", "0.0.0.0:5684"),
+        "listener[0].address",
+        &["virtual address itself"],
+    );
+    check(
+        &xdp_listener("").replace("10.0.0.100:5684", "10.0.0.100:0"),
+        "listener[0].address",
+        &["non-zero port"],
+    );
+    check(
+        &xdp_listener("").replace("interface = \"eth0\"\n", ""),
+        "listener[0].interface",
+        &["required key is missing", "xdp-dr"],
+    );
+    check(
+        &xdp_listener("").replace("\"eth0\"", "[\"eth0\", \"eth1\"]"),
+        "listener[0].interface",
+        &["2 interfaces", "exactly one"],
+    );
+    check(
+        &xdp_listener("").replace("\"eth0\"", "\"a/b\""),
+        "listener[0].interface",
+        &["invalid interface name"],
+    );
+    check(
+        &xdp_listener("xdp_mode = \"offload\""),
+        "listener[0].xdp_mode",
+        &["native, generic"],
+    );
+    check(
+        &one_listener("forwarding = \"dr\""),
+        "listener[0].forwarding",
+        &["nat, xdp-dr"],
+    );
+    // XDP keys on a NAT listener are a mistake, not silently ignored.
+    check(
+        &one_listener("interface = \"eth0\""),
+        "listener[0].interface",
+        &["only used with forwarding = \"xdp-dr\""],
+    );
+    check(
+        &one_listener("xdp_mode = \"native\""),
+        "listener[0].xdp_mode",
+        &["only used with"],
+    );
+}

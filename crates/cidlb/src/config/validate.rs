@@ -10,18 +10,19 @@ use cidlb_core::{BackendState, MultiCidPolicy};
 use toml::Spanned;
 
 use super::model::{
-    RawAdmin, RawBackend, RawConfig, RawDuration, RawHashing, RawHealth, RawLimits, RawListener,
-    RawLogFormat, RawMultiCid, RawRouting, RawState, RawUpstream, Sp,
+    RawAdmin, RawBackend, RawConfig, RawDuration, RawForwarding, RawHashing, RawHealth,
+    RawInterfaces, RawLimits, RawListener, RawLogFormat, RawMultiCid, RawRouting, RawState,
+    RawUpstream, RawXdpMode, Sp,
 };
 use super::shown;
 use super::{
-    fmt_duration, AdminConfig, BackendConfig, Config, ConfigError, ConfigErrorKind, Hashing,
-    HealthConfig, Limits, ListenerConfig, Location, RoutingMode, Timeouts, UpstreamMode,
-    DEFAULT_CID_BINDING_IDLE, DEFAULT_FLOW_IDLE, DEFAULT_HASH_SEED, DEFAULT_MAGLEV_TABLE_SIZE,
-    DEFAULT_MAX_BINDINGS, DEFAULT_MAX_FLOWS, MAX_BACKENDS, MAX_CID_LEN, MAX_HEALTH_INTERVAL,
-    MAX_HEALTH_THRESHOLD, MAX_IDLE, MAX_MAGLEV_TABLE_SIZE, MAX_NAME_LEN, MAX_NEW_FLOWS_PER_SOURCE,
-    MAX_TABLE_ENTRIES, MAX_WEIGHT, MAX_WORKERS, MIN_HEALTH_INTERVAL, MIN_HEALTH_TIMEOUT, MIN_IDLE,
-    MIN_MAGLEV_TABLE_SIZE,
+    fmt_duration, AdminConfig, BackendConfig, Config, ConfigError, ConfigErrorKind, Forwarding,
+    Hashing, HealthConfig, Limits, ListenerConfig, Location, RoutingMode, Timeouts, UpstreamMode,
+    XdpAttachMode, XdpDr, DEFAULT_CID_BINDING_IDLE, DEFAULT_FLOW_IDLE, DEFAULT_HASH_SEED,
+    DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_MAX_BINDINGS, DEFAULT_MAX_FLOWS, MAX_BACKENDS, MAX_CID_LEN,
+    MAX_HEALTH_INTERVAL, MAX_HEALTH_THRESHOLD, MAX_IDLE, MAX_MAGLEV_TABLE_SIZE, MAX_NAME_LEN,
+    MAX_NEW_FLOWS_PER_SOURCE, MAX_TABLE_ENTRIES, MAX_WEIGHT, MAX_WORKERS, MIN_HEALTH_INTERVAL,
+    MIN_HEALTH_TIMEOUT, MIN_IDLE, MIN_MAGLEV_TABLE_SIZE,
 };
 
 /// `NAME:PORT` with a DNS host name (letters, digits, `-` and `.`, at most 253
@@ -457,6 +458,22 @@ impl Ctx<'_> {
                     None => self.err(ConfigErrorKind::InvalidValue, size_path, e, None),
                 });
             }
+            if lc.forwarding.is_xdp() && limits.new_flows_per_source > 0 {
+                let s = l
+                    .new_flows_per_source
+                    .as_ref()
+                    .expect("non-zero is explicit");
+                return Err(self.invalid(
+                    "limits.new_flows_per_source",
+                    s,
+                    format!(
+                        "not supported by listener {:?} ({p}), which forwards with \
+                         forwarding = \"xdp-dr\": the XDP program has no per-source limiter \
+                         yet; set 0 or remove it",
+                        lc.name
+                    ),
+                ));
+            }
             listeners.push(lc);
         }
         // Two transparent listeners with one backend: a client of both, from one
@@ -886,6 +903,7 @@ impl Ctx<'_> {
             backends.push(b);
         }
         self.routable_cids(&p, rl, cid_format.as_ref(), cid_length, &mut backends)?;
+        let forwarding = self.forwarding(&p, rl, address, multi_cid)?;
 
         Ok(ListenerConfig {
             name,
@@ -897,8 +915,147 @@ impl Ctx<'_> {
             upstream,
             reply_fwmark,
             cid_format,
+            forwarding,
             backends,
         })
+    }
+
+    /// `forwarding`, `interface`, `xdp_mode`, and what direct routing in XDP cannot do.
+    fn forwarding(
+        &self,
+        p: &str,
+        rl: &RawListener,
+        address: SocketAddr,
+        multi_cid: MultiCidPolicy,
+    ) -> R<Forwarding> {
+        let xdp = matches!(
+            rl.forwarding.as_ref().map(|s| *s.get_ref()),
+            Some(RawForwarding::XdpDr)
+        );
+        if !xdp {
+            for (key, set) in [
+                ("interface", rl.interface.as_ref().map(|s| s.span())),
+                ("xdp_mode", rl.xdp_mode.as_ref().map(|s| s.span())),
+                ("pin_dir", rl.pin_dir.as_ref().map(|s| s.span())),
+                ("keep_pinned", rl.keep_pinned.as_ref().map(|s| s.span())),
+            ] {
+                if let Some(span) = set {
+                    return Err(self.err(
+                        ConfigErrorKind::InvalidValue,
+                        format!("{p}.{key}"),
+                        "only used with forwarding = \"xdp-dr\" (this listener forwards by NAT)",
+                        Some(span),
+                    ));
+                }
+            }
+            return Ok(Forwarding::Nat);
+        }
+        let fwd = rl.forwarding.as_ref().expect("xdp-dr is set");
+        let why = " with forwarding = \"xdp-dr\"";
+        if address.ip().is_unspecified() || address.port() == 0 {
+            let s = rl.address.as_ref().expect("validated");
+            return Err(self.invalid(
+                &format!("{p}.address"),
+                s,
+                format!(
+                    "{address}: direct routing needs the virtual address itself (a specific IP \
+                     and a non-zero port: the program matches it, and the backends hold it on \
+                     their loopback){why}"
+                ),
+            ));
+        }
+        if multi_cid == MultiCidPolicy::Split {
+            let s = rl.multi_cid.as_ref().expect("split is explicit");
+            return Err(self.invalid(
+                &format!("{p}.multi_cid"),
+                s,
+                format!(
+                    "\"split\" is not supported{why}: the program forwards whole frames and \
+                     cannot cut a datagram into one per backend (use \"first\" or \"drop\")"
+                ),
+            ));
+        }
+        if let Some(s) = &rl.upstream_source {
+            return Err(self.invalid(
+                &format!("{p}.upstream_source"),
+                s,
+                format!(
+                    "not used{why}: there are no upstream sockets, the client's own address \
+                     reaches the backends"
+                ),
+            ));
+        }
+        let ipath = format!("{p}.interface");
+        let Some(raw_if) = &rl.interface else {
+            return Err(self.err(
+                ConfigErrorKind::MissingKey,
+                ipath,
+                format!(
+                    "required key is missing{why} (the interface the virtual address is \
+                     reached through, e.g. \"eth0\")"
+                ),
+                Some(fwd.span()),
+            ));
+        };
+        let interfaces = match raw_if.get_ref() {
+            RawInterfaces::One(s) => vec![s.clone()],
+            RawInterfaces::Many(v) => v.clone(),
+        };
+        if interfaces.len() != 1 {
+            return Err(self.invalid(
+                &ipath,
+                raw_if,
+                format!(
+                    "{} interfaces: this version runs the program on exactly one interface per \
+                     listener",
+                    interfaces.len()
+                ),
+            ));
+        }
+        for i in &interfaces {
+            let ok = !i.is_empty()
+                && i.len() < 16
+                && i != "."
+                && i != ".."
+                && i.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+            if !ok {
+                return Err(self.invalid(
+                    &ipath,
+                    raw_if,
+                    format!(
+                        "invalid interface name {} (1 to 15 characters, no '/', ':' or spaces)",
+                        shown(i)
+                    ),
+                ));
+            }
+        }
+        let mode = match rl.xdp_mode.as_ref().map(|s| *s.get_ref()) {
+            None | Some(RawXdpMode::Native) => XdpAttachMode::Native,
+            Some(RawXdpMode::Generic) => XdpAttachMode::Generic,
+        };
+        let pin_dir = match &rl.pin_dir {
+            None => Some(std::path::PathBuf::from(super::DEFAULT_PIN_DIR)),
+            Some(s) if s.get_ref().is_empty() => None,
+            Some(s) if !s.get_ref().starts_with('/') => {
+                return Err(self.invalid(
+                    &format!("{p}.pin_dir"),
+                    s,
+                    format!(
+                        "{}: an absolute path on a bpf filesystem is needed (or \"\" for no pins)",
+                        shown(s.get_ref())
+                    ),
+                ))
+            }
+            Some(s) => Some(std::path::PathBuf::from(s.get_ref())),
+        };
+        let keep_pinned = rl.keep_pinned.as_ref().is_some_and(|k| *k.get_ref());
+        Ok(Forwarding::XdpDr(XdpDr {
+            interfaces,
+            mode,
+            pin_dir,
+            keep_pinned,
+        }))
     }
 
     fn backend(&self, p: &str, rb: &RawBackend) -> R<BackendConfig> {

@@ -239,6 +239,18 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
                 m(n.reply_fwmark)
             ));
         }
+        if o.forwarding != n.forwarding {
+            v.push(format!(
+                "listener {:?}: forwarding {} -> {}",
+                o.name, o.forwarding, n.forwarding
+            ));
+        }
+        if o.forwarding.is_xdp() && crate::xdp::format_key(o) != crate::xdp::format_key(n) {
+            v.push(format!(
+                "listener {:?}: the CID format (or a per-rotation server_id) of a forwarding = \"xdp-dr\" listener changed (the program's decoding tables are set at start)",
+                o.name
+            ));
+        }
         if o.upstream_source != n.upstream_source {
             v.push(format!(
                 "listener {:?}: upstream_source {} -> {}",

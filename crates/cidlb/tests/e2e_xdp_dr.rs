@@ -1,0 +1,925 @@
+//! `forwarding = "xdp-dr"` end to end: the real `cidlb` binary in a balancer network
+//! namespace, its XDP program on the balancer's veth, three backend namespaces with
+//! real Mbed TLS 3.6.5 DTLS 1.2 servers issuing prefix-format routable CIDs
+//! (`CidGenerator`) bound to the virtual address on their loopback, and a client
+//! namespace with 20 addresses whose clients rebind address and port every two
+//! messages. All in namespaces this test creates and removes (10.78.0.0/24 inside them
+//! only).
+//!
+//! ```text
+//!   c (10.78.0.50-69)   lb (10.78.0.1; cidlb, XDP on veth0)   b0/b1/b2 (10.78.0.10-12,
+//!        veth0               veth0                             VIP 10.78.0.100 on lo)
+//!          |                   |                                   veth0
+//!        sw-c ---- br0 ---- sw-lb (XDP_PASS: a veth's XDP_TX        |
+//!                   |  \___ reaches its peer only then)           sw-bN
+//!                   \______________________________________________/      (ns sw)
+//! ```
+//!
+//! - With CID routing, every client keeps its session across its rebindings with one
+//!   handshake; with `routing = "address"` (the same program, by address only) moved
+//!   clients land on servers that do not hold their session and lose echoes.
+//! - The servers see the clients' own addresses (`DtlsServer::peers()`), and the
+//!   backends' MACs come from the balancer's neighbour table.
+//!
+//! The roles run as child processes of this test binary inside the namespaces (`ip
+//! netns exec ... <this binary> xdp_dr_role --exact`); every wait is bounded; no timing
+//! is asserted. Without root (or where BPF or namespaces are not allowed) it prints why
+//! and passes, unless `CIDLB_REQUIRE_PRIVILEGED=1`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const VIP: &str = "10.78.0.100";
+const PORT: u16 = 5684;
+const LB_IP: &str = "10.78.0.1";
+const LB_MAC: &str = "02:78:00:00:00:01";
+const CLIENT_MAC: &str = "02:78:00:00:00:02";
+const BACKENDS: usize = 3;
+/// Backend namespaces: one more than configured at first (a reload adds it).
+const BACKEND_NS: usize = BACKENDS + 1;
+const CLIENT_IPS: u8 = 20;
+const CLIENTS: usize = 24;
+/// Messages per client; it rebinds (a new address and port) before every second one.
+const MESSAGES: usize = 6;
+const CID_LEN: usize = 8;
+const ROLE: &str = "CIDLB_XDP_DR_ROLE";
+const REQUIRE: &str = "CIDLB_REQUIRE_PRIVILEGED";
+
+fn backend_ip(i: usize) -> String {
+    format!("10.78.0.{}", 10 + i)
+}
+
+fn backend_mac(i: usize) -> String {
+    format!("02:78:00:00:00:{:02x}", 0x10 + i)
+}
+
+fn client_ip(i: usize) -> String {
+    format!("10.78.0.{}", 50 + i % usize::from(CLIENT_IPS))
+}
+
+fn required() -> bool {
+    std::env::var(REQUIRE).is_ok_and(|v| v == "1")
+}
+
+fn say_skip(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
+/// The namespaces; removed on drop (with every interface in them).
+struct Namespaces {
+    names: Vec<String>,
+}
+
+fn ns_name(role: &str) -> String {
+    format!("cidlb-x{role}-{}", std::process::id())
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    run("ip", args)
+}
+
+fn in_ns(ns: &str, cmd: &[&str]) -> Result<(), String> {
+    let mut args = vec!["netns", "exec", ns];
+    args.extend_from_slice(cmd);
+    ip(&args)
+}
+
+fn setup() -> Result<Namespaces, String> {
+    let mut ns = Namespaces { names: Vec::new() };
+    let mut roles = vec!["sw".to_string(), "lb".into(), "c".into()];
+    roles.extend((0..BACKEND_NS).map(|i| format!("b{i}")));
+    for role in &roles {
+        let n = ns_name(role);
+        ip(&["netns", "add", &n])?;
+        ns.names.push(n);
+    }
+    let sw = ns_name("sw");
+    ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
+    ip(&["-n", &sw, "link", "set", "br0", "up"])?;
+    let mut ends = vec![
+        ("lb".to_string(), LB_MAC.to_string()),
+        ("c".into(), CLIENT_MAC.into()),
+    ];
+    ends.extend((0..BACKEND_NS).map(|i| (format!("b{i}"), backend_mac(i))));
+    for (role, m) in &ends {
+        let n = ns_name(role);
+        let peer = format!("sw-{role}");
+        ip(&[
+            "link", "add", "name", "veth0", "netns", &n, "address", m, "type", "veth", "peer",
+            "name", &peer, "netns", &sw,
+        ])?;
+        ip(&["-n", &sw, "link", "set", &peer, "master", "br0", "up"])?;
+        ip(&["-n", &n, "link", "set", "lo", "up"])?;
+        ip(&["-n", &n, "link", "set", "veth0", "up"])?;
+        // Frames leave every sender with finished checksums (a veth artefact: XDP_TX
+        // forwards a frame whose checksum offload was never completed).
+        in_ns(&n, &["ethtool", "-K", "veth0", "tx", "off"])?;
+    }
+    let lb = ns_name("lb");
+    ip(&[
+        "-n",
+        &lb,
+        "addr",
+        "add",
+        &format!("{LB_IP}/24"),
+        "dev",
+        "veth0",
+    ])?;
+    let c = ns_name("c");
+    for i in 0..usize::from(CLIENT_IPS) {
+        ip(&[
+            "-n",
+            &c,
+            "addr",
+            "add",
+            &format!("{}/24", client_ip(i)),
+            "dev",
+            "veth0",
+        ])?;
+    }
+    // The VIP is the balancer's on the wire: a router in front of it would resolve it so.
+    ip(&[
+        "-n",
+        &c,
+        "neigh",
+        "add",
+        VIP,
+        "lladdr",
+        LB_MAC,
+        "dev",
+        "veth0",
+        "nud",
+        "permanent",
+    ])?;
+    for i in 0..BACKEND_NS {
+        let n = ns_name(&format!("b{i}"));
+        ip(&[
+            "-n",
+            &n,
+            "addr",
+            "add",
+            &format!("{}/24", backend_ip(i)),
+            "dev",
+            "veth0",
+        ])?;
+        ip(&["-n", &n, "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+        // Direct routing: the backend holds the VIP but never answers ARP for it.
+        in_ns(
+            &n,
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv4.conf.all.arp_ignore=1",
+                "net.ipv4.conf.all.arp_announce=2",
+            ],
+        )?;
+    }
+    Ok(ns)
+}
+
+/// A process in a namespace; its stdout lines come through a channel.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stdin: Option<ChildStdin>,
+}
+
+impl Proc {
+    fn spawn(ns: &str, program: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> Proc {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn in a namespace");
+        let out = child.stdout.take().unwrap();
+        let stdin = child.stdin.take();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines: rx,
+            stdin,
+        }
+    }
+
+    fn role(ns: &str, role: &str, env: &[(&str, String)]) -> Proc {
+        let exe = std::env::current_exe().unwrap();
+        let mut env = env.to_vec();
+        env.push((ROLE, role.to_string()));
+        Proc::spawn(
+            ns,
+            &exe,
+            &["xdp_dr_role", "--exact", "--nocapture", "--test-threads=1"],
+            &env,
+        )
+    }
+
+    /// The next line that contains `text`, within `timeout`.
+    fn expect(&self, text: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(text) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no {text:?} line within {timeout:?}"),
+            }
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        if let Some(s) = &mut self.stdin {
+            let _ = writeln!(s, "{line}");
+            let _ = s.flush();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Roles end when their stdin closes; cidlb on SIGTERM (a clean shutdown).
+        drop(self.stdin.take());
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Clients of the kill -9 run, each in its own thread, and their messages (one every
+/// 50 ms, a rebinding before every second one).
+const STEADY_CLIENTS: usize = 8;
+const STEADY_MESSAGES: usize = 60;
+
+/// `key=N` of a result line.
+fn field(line: &str, key: &str) -> usize {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+}
+
+/// Unmounts a directory on drop.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// What one client run reported.
+#[derive(Debug, Default)]
+struct ClientResult {
+    echoed: usize,
+    lost: usize,
+    sessions_survived: usize,
+    failed_handshakes: usize,
+}
+
+fn run_clients(ns: &str) -> ClientResult {
+    let p = Proc::role(ns, "client", &[]);
+    let line = p.expect("result ", Duration::from_secs(120));
+    let mut r = ClientResult::default();
+    for kv in line.split_whitespace().skip(1) {
+        let (k, v) = kv.split_once('=').unwrap();
+        let v: usize = v.parse().unwrap();
+        match k {
+            "echoed" => r.echoed = v,
+            "lost" => r.lost = v,
+            "survived" => r.sessions_survived = v,
+            "failed_handshakes" => r.failed_handshakes = v,
+            _ => {}
+        }
+    }
+    r
+}
+
+/// (handshakes, echoed, peers) of each backend.
+fn backend_stats(backends: &mut [Proc]) -> Vec<(u64, u64, Vec<SocketAddr>)> {
+    backends
+        .iter_mut()
+        .map(|b| {
+            b.send("stats");
+            let l = b.expect("stats ", Duration::from_secs(10));
+            let mut parts = l.split_whitespace().skip(1);
+            let h = parts.next().unwrap().parse().unwrap();
+            let e = parts.next().unwrap().parse().unwrap();
+            let peers = parts.map(|p| p.parse().unwrap()).collect();
+            (h, e, peers)
+        })
+        .collect()
+}
+
+fn config(dir: &std::path::Path, routing: &str) -> std::path::PathBuf {
+    config_n(dir, routing, BACKENDS)
+}
+
+fn config_n(dir: &std::path::Path, routing: &str, n: usize) -> std::path::PathBuf {
+    let pins = dir.join("bpf");
+    let mut t = format!(
+        "[health]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\n\
+         [admin]\naddress = \"127.0.0.1:9684\"\n\n\
+         [[listener]]\nname = \"coaps\"\naddress = \"{VIP}:{PORT}\"\nrouting = \"{routing}\"\n\
+         cid_length = {CID_LEN}\nforwarding = \"xdp-dr\"\ninterface = \"veth0\"\n\
+         pin_dir = \"{}\"\n",
+        pins.display()
+    );
+    if routing == "cid" {
+        t.push_str("\n  [listener.cid_format]\n  format = \"prefix\"\n  prefix_length = 1\n");
+    }
+    for i in 0..n {
+        t.push_str(&format!(
+            "\n  [[listener.backend]]\n  name = \"b{i}\"\n  address = \"{}:{PORT}\"\n",
+            backend_ip(i)
+        ));
+        if routing == "cid" {
+            t.push_str(&format!("  server_id = \"{:02x}\"\n", 0x10 + i));
+        }
+    }
+    let p = dir.join(format!("cidlb-{routing}-{n}.toml"));
+    std::fs::write(&p, t).unwrap();
+    p
+}
+
+fn start_balancer(ns: &str, cfg: &std::path::Path) -> Proc {
+    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_cidlb"));
+    let p = Proc::spawn(
+        ns,
+        &exe,
+        &["run", "--config", &cfg.display().to_string()],
+        &[("RUST_LOG", "info,cidlb::xdp=debug".to_string())],
+    );
+    p.expect("ready on", Duration::from_secs(20));
+    p
+}
+
+/// Runs `cidlb run --config cfg`, which must fail to start (within 20 s): its stderr.
+fn refused_start(ns: &str, cfg: &std::path::Path) -> String {
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            env!("CARGO_BIN_EXE_cidlb"),
+            "run",
+            "--config",
+        ])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cidlb");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+            assert!(
+                !status.success(),
+                "cidlb started with {}: {err}",
+                cfg.display()
+            );
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("cidlb with {} did not refuse to start", cfg.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `cidlb status` against the balancer's admin API (in its namespace).
+fn status(ns: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_cidlb"), "status"])
+        .args(["--admin", "127.0.0.1:9684"])
+        .output()
+        .expect("cidlb status");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits (bounded) until `cidlb status` shows every backend up.
+fn wait_all_up(ns: &str) -> String {
+    wait_status(ns, |s| {
+        s.lines().filter(|l| l.contains(" up ")).count() >= BACKENDS
+    })
+}
+
+/// Waits (bounded) until `cidlb status` satisfies `done`; returns the last status.
+fn wait_status(ns: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = status(ns);
+        if done(&s) || Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The STATE column of backend `name` in a `cidlb status` table.
+fn state_of(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Runs the `cidlb` CLI in the balancer's namespace against its admin API.
+fn cli(ns: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_cidlb")])
+        .args(args)
+        .output()
+        .expect("cidlb CLI");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn direct_routing_keeps_rebinding_clients_sessions() {
+    let probe = Command::new("ip").args(["netns", "list"]).output();
+    let ns = match probe.map_err(|e| e.to_string()).and_then(|_| setup()) {
+        Ok(ns) => ns,
+        Err(e) => {
+            if required() {
+                panic!("cannot set up network namespaces: {e}");
+            }
+            say_skip(&format!(
+                "SKIP direct_routing_keeps_rebinding_clients_sessions: {e}; set {REQUIRE}=1 to fail instead"
+            ));
+            return;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("cidlb-xdpdr-{}", std::process::id()));
+    let pins = dir.join("bpf");
+    std::fs::create_dir_all(&pins).unwrap();
+    // A bpf filesystem of this test's own for the balancer's pins (ip netns exec hides
+    // /sys/fs/bpf); unmounted at the end.
+    run("mount", &["-t", "bpf", "bpf", &pins.display().to_string()]).expect("mount bpffs");
+    let _unmount = Unmount(pins.clone());
+    let listener_pins = pins.join("coaps");
+    let pass = Proc::role(&ns_name("sw"), "pass", &[]);
+    pass.expect("ready", Duration::from_secs(20));
+    let mut backends: Vec<Proc> = (0..BACKEND_NS)
+        .map(|i| {
+            let r = Proc::role(
+                &ns_name(&format!("b{i}")),
+                "backend",
+                &[("IDX", i.to_string())],
+            );
+            r.expect("ready", Duration::from_secs(20));
+            r
+        })
+        .collect();
+    let lb_ns = ns_name("lb");
+    let c_ns = ns_name("c");
+
+    // CID routing with routable (prefix) CIDs.
+    let lb = start_balancer(&lb_ns, &config(&dir, "cid"));
+    let st = wait_all_up(&lb_ns);
+    eprintln!("status:\n{st}");
+    let cid = run_clients(&c_ns);
+    let after_cid = backend_stats(&mut backends);
+    eprintln!("cid routing: {cid:?}; backends {after_cid:?}");
+    assert!(listener_pins.join("link").exists(), "the program is pinned");
+    drop(lb);
+    assert!(!listener_pins.exists(), "a clean shutdown removes the pins");
+
+    // The same clients and servers, routing by address only.
+    let lb = start_balancer(&lb_ns, &config(&dir, "address"));
+    wait_all_up(&lb_ns);
+    let addr = run_clients(&c_ns);
+    let after_addr = backend_stats(&mut backends);
+    eprintln!("address routing: {addr:?}; backends {after_addr:?}");
+    drop(lb);
+
+    // kill -9 of the balancer during traffic, and a restart: the pinned program forwards
+    // meanwhile, the new daemon adopts it and its maps.
+    let handshakes_before: u64 = backend_stats(&mut backends).iter().map(|s| s.0).sum();
+    let cfg = config(&dir, "cid");
+    let mut lb = start_balancer(&lb_ns, &cfg);
+    wait_all_up(&lb_ns);
+    let steady = Proc::role(&c_ns, "steady", &[]);
+    steady.expect("started", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(800));
+    let _ = lb.child.kill(); // SIGKILL
+    let _ = lb.child.wait();
+    assert!(
+        listener_pins.join("link").exists(),
+        "the pins outlive kill -9"
+    );
+    // A configuration whose maps would not fit the pinned ones is refused (the pinned
+    // program goes on forwarding meanwhile).
+    let other = dir.join("other-size.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&other, format!("[limits]\nmax_flows = 5000\n\n{text}")).unwrap();
+    let refused = refused_start(&lb_ns, &other);
+    assert!(refused.contains("map sizes are fixed"), "{refused}");
+    let lb2 = start_balancer(&lb_ns, &cfg);
+    let line = steady.expect("result ", Duration::from_secs(120));
+    let handshakes_after: u64 = backend_stats(&mut backends).iter().map(|s| s.0).sum();
+    eprintln!(
+        "kill -9 during traffic: {line}; handshakes {handshakes_before} -> {handshakes_after}"
+    );
+
+    // Operations on the restarted daemon: drain, reload adding a backend, a killed
+    // backend; sessions held by a client role across them.
+    let mut held = Proc::role(&c_ns, "held", &[]);
+    held.expect("ready", Duration::from_secs(60));
+    let (ok, out) = cli(&lb_ns, &["drain", "--admin", "127.0.0.1:9684", "b0"]);
+    assert!(ok, "{out}");
+    let b0_before = backend_stats(&mut backends[..1])[0].0;
+    held.send("echo");
+    let drained_echo = held.expect("echoed ", Duration::from_secs(60));
+    let after_drain = run_clients(&c_ns);
+    let b0_after = backend_stats(&mut backends[..1])[0].0;
+    // Reload: a fourth backend.
+    let cfg4 = config_n(&dir, "cid", BACKEND_NS);
+    std::fs::copy(&cfg4, &cfg).unwrap();
+    let (ok, out) = cli(&lb_ns, &["reload", "--admin", "127.0.0.1:9684"]);
+    assert!(ok, "reload: {out}");
+    wait_status(&lb_ns, |s| state_of(s, "b3") == "up");
+    held.send("echo");
+    let reload_echo = held.expect("echoed ", Duration::from_secs(60));
+    let b3_before = backend_stats(&mut backends[3..])[0].0;
+    // Its MAC is resolved a moment after it is added: wait for the balancer's kernel to
+    // have it (the health checks make it ARP), then for the daemon to install it
+    // (bounded: a few rounds of new clients).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let out = Command::new("ip")
+            .args(["-n", &lb_ns, "neigh", "show", &backend_ip(3)])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("lladdr") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut after_reload = run_clients(&c_ns);
+    let mut b3_after = backend_stats(&mut backends[3..])[0].0;
+    for _ in 0..4 {
+        if b3_after > b3_before {
+            break;
+        }
+        after_reload = run_clients(&c_ns);
+        b3_after = backend_stats(&mut backends[3..])[0].0;
+    }
+    // Kill backend b2: marked down, new handshakes avoid it.
+    let killed = backends.remove(2);
+    drop(killed);
+    let st = wait_status(&lb_ns, |s| state_of(s, "b2") == "down");
+    let after_kill = run_clients(&c_ns);
+    eprintln!(
+        "drain: {drained_echo}; new clients {after_drain:?} (b0 handshakes {b0_before} -> {b0_after}); \
+         reload: {reload_echo}; new clients {after_reload:?} (b3 handshakes {b3_before} -> {b3_after}); \
+         b2 killed: {after_kill:?}\n{st}"
+    );
+    drop(held);
+    drop(lb2);
+    drop(lb);
+    assert!(!listener_pins.exists(), "a clean shutdown removes the pins");
+    assert_eq!(
+        field(&drained_echo, "lost"),
+        0,
+        "a drained backend keeps its sessions"
+    );
+    assert_eq!(
+        after_drain.lost + after_drain.failed_handshakes,
+        0,
+        "{after_drain:?}"
+    );
+    assert_eq!(
+        b0_after, b0_before,
+        "a drained backend takes no new handshakes"
+    );
+    assert_eq!(field(&reload_echo, "lost"), 0, "a reload loses no session");
+    assert_eq!(
+        after_reload.lost + after_reload.failed_handshakes,
+        0,
+        "{after_reload:?}"
+    );
+    assert!(
+        b3_after > b3_before,
+        "the added backend takes new handshakes"
+    );
+    assert_eq!(state_of(&st, "b2"), "down", "{st}");
+    assert_eq!(
+        after_kill.lost + after_kill.failed_handshakes,
+        0,
+        "new handshakes avoid a dead backend: {after_kill:?}"
+    );
+    drop(pass);
+    drop(backends);
+    drop(ns);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(cid.failed_handshakes, 0, "{cid:?}");
+    assert_eq!(cid.lost, 0, "CID routing loses no echo: {cid:?}");
+    assert_eq!(cid.echoed, CLIENTS * MESSAGES);
+    assert_eq!(cid.sessions_survived, CLIENTS);
+    let handshakes: u64 = after_cid.iter().map(|s| s.0).sum();
+    assert_eq!(handshakes, CLIENTS as u64, "one handshake per client");
+    // Every backend took part, and saw only the clients' own addresses.
+    let clients: Vec<IpAddr> = (0..usize::from(CLIENT_IPS))
+        .map(|i| client_ip(i).parse().unwrap())
+        .collect();
+    let mut seen_ips = std::collections::BTreeSet::new();
+    for (b, (_, echoed, peers)) in after_cid.iter().take(BACKENDS).enumerate() {
+        assert!(*echoed > 0, "backend {b} echoed nothing");
+        for p in peers {
+            assert!(
+                clients.contains(&p.ip()),
+                "backend {b} saw {p}, not a client's own address"
+            );
+            seen_ips.insert(p.ip());
+        }
+    }
+    assert!(
+        seen_ips.len() > 10,
+        "the servers saw many client addresses: {seen_ips:?}"
+    );
+
+    let lost: usize = field(&line, "lost");
+    let echoed: usize = field(&line, "echoed");
+    assert_eq!(lost, 0, "kill -9 and a restart lose no echo: {line}");
+    assert_eq!(echoed, STEADY_CLIENTS * STEADY_MESSAGES, "{line}");
+    assert_eq!(
+        handshakes_after - handshakes_before,
+        STEADY_CLIENTS as u64,
+        "one handshake per client across the restart"
+    );
+
+    // Address-only: moved clients lose their sessions.
+    assert!(
+        addr.lost > 0,
+        "routing by address loses rebinding clients: {addr:?}"
+    );
+    assert!(addr.sessions_survived < CLIENTS, "{addr:?}");
+}
+
+/// The roles (does nothing unless run by the test above, with CIDLB_XDP_DR_ROLE set).
+#[test]
+fn xdp_dr_role() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let say = |s: &str| {
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "{s}");
+        let _ = o.flush();
+    };
+    // libtest has written "test xdp_dr_role ... " without a newline: end that line.
+    say("");
+    match role.as_str() {
+        "pass" => {
+            let _p = cidlb_xdp::XdpPass::attach("sw-lb", cidlb_xdp::XdpMode::Driver)
+                .expect("the pass program on sw-lb");
+            say("ready");
+            let mut s = String::new();
+            while std::io::stdin().read_line(&mut s).is_ok_and(|n| n > 0) {}
+        }
+        "backend" => {
+            use cidlb_cidformat::{CidGenerator, PrefixFormat};
+            use cidlb_test_mbedtls::{CidSource, DtlsServer, ServerConfig};
+            use std::sync::{Arc, Mutex, PoisonError};
+            let i: usize = std::env::var("IDX").unwrap().parse().unwrap();
+            let generator = Arc::new(Mutex::new(
+                CidGenerator::prefix(PrefixFormat::new(1).unwrap(), &[0x10 + i as u8], CID_LEN)
+                    .unwrap(),
+            ));
+            let source = || {
+                let g = Arc::clone(&generator);
+                CidSource::new(move || {
+                    let mut g = g.lock().unwrap_or_else(PoisonError::into_inner);
+                    g.next_cid().map(|c| c.to_vec()).unwrap_or_default()
+                })
+            };
+            // The data server on the VIP (what clients reach by direct routing), and
+            // one on the backend's own address for the balancer's health checks.
+            let vip: SocketAddr = format!("{VIP}:{PORT}").parse().unwrap();
+            let own: SocketAddr = format!("{}:{PORT}", backend_ip(i)).parse().unwrap();
+            let data = DtlsServer::spawn(
+                ServerConfig::new(vip, Vec::new(), CID_LEN).with_cid_source(source()),
+            )
+            .expect("the DTLS server on the VIP");
+            let _health = DtlsServer::spawn(
+                ServerConfig::new(own, Vec::new(), CID_LEN).with_cid_source(source()),
+            )
+            .expect("the DTLS server on the backend's own address");
+            say("ready");
+            let mut line = String::new();
+            while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+                if line.trim() == "stats" {
+                    let s = data.stats();
+                    let peers: Vec<String> =
+                        data.peers().iter().map(|(_, p)| p.to_string()).collect();
+                    say(&format!(
+                        "stats {} {} {}",
+                        s.handshakes,
+                        s.echoed,
+                        peers.join(" ")
+                    ));
+                }
+                line.clear();
+            }
+        }
+        "client" => {
+            use cidlb_test_mbedtls::{ClientConfig, DtlsClient};
+            let vip: SocketAddr = format!("{VIP}:{PORT}").parse().unwrap();
+            let results: Vec<(usize, usize, bool, bool)> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..3)
+                    .map(|t| {
+                        s.spawn(move || {
+                            let mut out = Vec::new();
+                            for k in (t..CLIENTS).step_by(3) {
+                                let bind: SocketAddr =
+                                    format!("{}:0", client_ip(k)).parse().unwrap();
+                                let mut cfg = ClientConfig::new(vip);
+                                cfg.bind = bind;
+                                cfg.handshake_timeout = Duration::from_secs(10);
+                                let Ok(mut c) = DtlsClient::connect(cfg) else {
+                                    out.push((0, MESSAGES, false, true));
+                                    continue;
+                                };
+                                let (mut echoed, mut lost) = (0, 0);
+                                for m in 0..MESSAGES {
+                                    if m > 0 && m % 2 == 0 {
+                                        // A NAT rebinding: a new address and port.
+                                        let to: SocketAddr =
+                                            format!("{}:0", client_ip(k + 7 * m / 2))
+                                                .parse()
+                                                .unwrap();
+                                        if c.rebind(to).is_err() {
+                                            lost += MESSAGES - m;
+                                            break;
+                                        }
+                                    }
+                                    let msg = format!("client {k} message {m}");
+                                    if c.echo(msg.as_bytes(), Duration::from_millis(500)).is_ok() {
+                                        echoed += 1;
+                                    } else {
+                                        // The session is gone: the rest is lost too.
+                                        lost += MESSAGES - m;
+                                        break;
+                                    }
+                                }
+                                out.push((echoed, lost, lost == 0, false));
+                            }
+                            out
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap())
+                    .collect()
+            });
+            let echoed: usize = results.iter().map(|r| r.0).sum();
+            let lost: usize = results.iter().map(|r| r.1).sum();
+            let survived = results.iter().filter(|r| r.2).count();
+            let failed = results.iter().filter(|r| r.3).count();
+            say(&format!(
+                "result echoed={echoed} lost={lost} survived={survived} failed_handshakes={failed}"
+            ));
+        }
+        "steady" => {
+            use cidlb_test_mbedtls::{ClientConfig, DtlsClient};
+            let vip: SocketAddr = format!("{VIP}:{PORT}").parse().unwrap();
+            let mut clients = Vec::new();
+            for k in 0..STEADY_CLIENTS {
+                let mut cfg = ClientConfig::new(vip);
+                cfg.bind = format!("{}:0", client_ip(k)).parse().unwrap();
+                cfg.handshake_timeout = Duration::from_secs(10);
+                clients.push(DtlsClient::connect(cfg).expect("handshake"));
+            }
+            say("started");
+            let results: Vec<(usize, usize)> = std::thread::scope(|s| {
+                let hs: Vec<_> = clients
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, mut c)| {
+                        s.spawn(move || {
+                            let (mut echoed, mut lost) = (0, 0);
+                            for m in 0..STEADY_MESSAGES {
+                                if m > 0 && m % 2 == 0 {
+                                    let to: SocketAddr =
+                                        format!("{}:0", client_ip(k + 3 * m)).parse().unwrap();
+                                    let _ = c.rebind(to);
+                                }
+                                let msg = format!("steady {k} {m}");
+                                // An echo resends its message on timeouts (bounded).
+                                match c.echo(msg.as_bytes(), Duration::from_millis(1500)) {
+                                    Ok(()) => echoed += 1,
+                                    Err(_) => lost += 1,
+                                }
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            (echoed, lost)
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let echoed: usize = results.iter().map(|r| r.0).sum();
+            let lost: usize = results.iter().map(|r| r.1).sum();
+            say(&format!("result echoed={echoed} lost={lost}"));
+        }
+        "held" => {
+            // HELD clients that stay connected; each "echo" line on stdin: one rebinding
+            // and one echo each.
+            use cidlb_test_mbedtls::{ClientConfig, DtlsClient};
+            const HELD: usize = 12;
+            let vip: SocketAddr = format!("{VIP}:{PORT}").parse().unwrap();
+            let mut clients = Vec::new();
+            for k in 0..HELD {
+                let mut cfg = ClientConfig::new(vip);
+                cfg.bind = format!("{}:0", client_ip(k)).parse().unwrap();
+                cfg.handshake_timeout = Duration::from_secs(10);
+                let mut c = DtlsClient::connect(cfg).expect("handshake");
+                c.echo(b"hello", Duration::from_millis(1500))
+                    .expect("first echo");
+                clients.push(c);
+            }
+            say("ready");
+            let mut line = String::new();
+            let mut round = 0;
+            while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+                if line.trim() == "echo" {
+                    round += 1;
+                    let (mut echoed, mut lost) = (0, 0);
+                    for (k, c) in clients.iter_mut().enumerate() {
+                        let to: SocketAddr =
+                            format!("{}:0", client_ip(k + 5 * round)).parse().unwrap();
+                        let _ = c.rebind(to);
+                        match c.echo(b"held", Duration::from_millis(1500)) {
+                            Ok(()) => echoed += 1,
+                            Err(_) => lost += 1,
+                        }
+                    }
+                    say(&format!("echoed echoed={echoed} lost={lost}"));
+                }
+                line.clear();
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
