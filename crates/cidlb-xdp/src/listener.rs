@@ -209,6 +209,8 @@ struct Inner {
     link: Option<aya::programs::links::PinnedLink>,
     /// Where the pins are.
     pin_dir: Option<std::path::PathBuf>,
+    /// Whether this listener adopted pins that were there when it started.
+    adopted: bool,
     cfg: RouterConfig,
     format: Option<XdpCidFormat>,
     backends: Vec<Backend>,
@@ -377,6 +379,7 @@ impl XdpListener {
             ebpf,
             link: None,
             pin_dir: pin_dir.clone(),
+            adopted,
             cfg: config.router,
             format: config.format,
             backends: config.backends,
@@ -520,6 +523,11 @@ impl XdpListener {
         }
         let _ = std::fs::remove_dir(&dir);
         Ok(())
+    }
+
+    /// Whether this listener adopted the pins (program, maps, secret) of an earlier one.
+    pub fn adopted(&self) -> bool {
+        self.lock().adopted
     }
 
     /// Whether this listener's program and state are pinned (outlive the process).

@@ -378,16 +378,16 @@ impl MacResolver {
     pub fn spawn(mut self, stop: Arc<StopSignal>) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name("cidlb-neigh".into())
-            .spawn(move || loop {
-                let every = if self.unresolved() {
-                    MAC_RETRY
-                } else {
-                    MAC_REFRESH
-                };
-                if stop.wait_until(Instant::now() + every) {
-                    break;
+            .spawn(move || {
+                // A round every MAC_REFRESH, and every MAC_RETRY while some backend
+                // has no MAC (checked every MAC_RETRY: a reload may add one any time).
+                let mut last = Instant::now();
+                while !stop.wait_until(Instant::now() + MAC_RETRY) {
+                    if self.unresolved() || last.elapsed() >= MAC_REFRESH {
+                        self.round();
+                        last = Instant::now();
+                    }
                 }
-                self.round();
             })
     }
 }

@@ -716,7 +716,125 @@ fn direct_routing_keeps_rebinding_clients_sessions() {
     assert!(addr.sessions_survived < CLIENTS, "{addr:?}");
 }
 
-/// The roles (does nothing unless run by the test above, with CIDLB_XDP_DR_ROLE set).
+/// Busy and total jiffies of the whole machine (/proc/stat's first line): every
+/// namespace shares the CPUs, so this includes the sender and the backends too.
+fn cpu_jiffies() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap();
+    let v: Vec<u64> = s
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let idle = v[3] + v[4];
+    (v.iter().sum::<u64>() - idle, v.iter().sum())
+}
+
+fn sink_total(backends: &mut [Proc]) -> u64 {
+    backends
+        .iter_mut()
+        .map(|b| {
+            b.send("count");
+            let l = b.expect("count ", Duration::from_secs(10));
+            l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap()
+        })
+        .sum()
+}
+
+/// xdp-dr against NAT mode in the same topology, interleaved: delivered datagrams/s of
+/// an unpaced sender and the machine's CPU per delivered datagram. Prints figures, asserts
+/// nothing about them. `cargo test --release -p cidlb --test e2e_xdp_dr -- --ignored
+/// --nocapture bench`.
+#[test]
+#[ignore]
+fn bench_xdp_dr_against_nat() {
+    let ns = setup().expect("namespaces (root)");
+    let lb_ns = ns_name("lb");
+    // NAT mode needs the VIP on the balancer (the XDP program takes it first in xdp-dr).
+    ip(&[
+        "-n",
+        &lb_ns,
+        "addr",
+        "add",
+        &format!("{VIP}/32"),
+        "dev",
+        "veth0",
+    ])
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("cidlb-xdpdr-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pass = Proc::role(&ns_name("sw"), "pass", &[]);
+    pass.expect("ready", Duration::from_secs(20));
+    let mut sinks: Vec<Proc> = (0..BACKENDS)
+        .map(|i| {
+            let r = Proc::role(
+                &ns_name(&format!("b{i}")),
+                "sink",
+                &[("IDX", i.to_string())],
+            );
+            r.expect("ready", Duration::from_secs(20));
+            r
+        })
+        .collect();
+    let write = |mode: &str| {
+        let mut t = format!(
+            "workers = 2\n[health]\nenabled = false\n[admin]\nenabled = false\n\n[[listener]]\nname = \"coaps\"\n\
+             address = \"{VIP}:{PORT}\"\ncid_length = {CID_LEN}\nforwarding = \"{mode}\"\n"
+        );
+        if mode == "xdp-dr" {
+            t.push_str("interface = \"veth0\"\npin_dir = \"\"\n");
+        }
+        t.push_str("\n  [listener.cid_format]\n  format = \"prefix\"\n  prefix_length = 1\n");
+        for i in 0..BACKENDS {
+            t.push_str(&format!(
+                "\n  [[listener.backend]]\n  name = \"b{i}\"\n  address = \"{}:{PORT}\"\n  server_id = \"{:02x}\"\n",
+                backend_ip(i),
+                0x10 + i
+            ));
+        }
+        let p = dir.join(format!("bench-{mode}.toml"));
+        std::fs::write(&p, t).unwrap();
+        p
+    };
+    let mut rows = Vec::new();
+    for round in 0..2 {
+        for mode in ["xdp-dr", "nat"] {
+            let lb = start_balancer(&lb_ns, &write(mode));
+            std::thread::sleep(Duration::from_millis(500));
+            let before = sink_total(&mut sinks);
+            let (b0, t0) = cpu_jiffies();
+            let blast = Proc::role(&ns_name("c"), "blast", &[]);
+            let line = blast.expect("sent ", Duration::from_secs(60));
+            std::thread::sleep(Duration::from_millis(300));
+            let (b1, t1) = cpu_jiffies();
+            let after = sink_total(&mut sinks);
+            drop(lb);
+            let sent: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+            let secs: f64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+            let got = after - before;
+            let busy_ns = (b1 - b0) as f64 * 1e7; // USER_HZ = 100
+            let row = format!(
+                "round {round} {mode:6}: sent {sent} in {secs:.2}s, delivered {got} ({:.0}/s, loss {:.1}%), machine CPU {:.0}% of {} jiffies, {:.0} ns busy per delivered datagram",
+                got as f64 / secs,
+                100.0 * (1.0 - got as f64 / sent.max(1) as f64),
+                100.0 * (b1 - b0) as f64 / (t1 - t0).max(1) as f64,
+                t1 - t0,
+                busy_ns / got.max(1) as f64
+            );
+            eprintln!("{row}");
+            rows.push(row);
+        }
+    }
+    drop(pass);
+    drop(sinks);
+    drop(ns);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{}", rows.join("\n"));
+}
+
+/// The roles (does nothing unless run by the tests above, with CIDLB_XDP_DR_ROLE set).
 #[test]
 fn xdp_dr_role() {
     let Ok(role) = std::env::var(ROLE) else {
@@ -919,6 +1037,74 @@ fn xdp_dr_role() {
                 }
                 line.clear();
             }
+        }
+        "sink" => {
+            // Counts datagrams on the VIP (direct routing) and on its own address (NAT).
+            use std::sync::atomic::{AtomicU64, Ordering};
+            use std::sync::Arc;
+            let i: usize = std::env::var("IDX").unwrap().parse().unwrap();
+            let n = Arc::new(AtomicU64::new(0));
+            for a in [format!("{VIP}:{PORT}"), format!("{}:{PORT}", backend_ip(i))] {
+                let sock = std::net::UdpSocket::bind(a.as_str()).unwrap();
+                let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(8 << 20);
+                let n = n.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 2048];
+                    while sock.recv_from(&mut buf).is_ok() {
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+            say("ready");
+            let mut line = String::new();
+            while std::io::stdin().read_line(&mut line).is_ok_and(|k| k > 0) {
+                if line.trim() == "count" {
+                    say(&format!("count {}", n.load(Ordering::Relaxed)));
+                }
+                line.clear();
+            }
+        }
+        "blast" => {
+            // Two threads, 64 source ports each, prefix CIDs of the three backends,
+            // unpaced, for two seconds.
+            let t0 = Instant::now();
+            let sent: u64 = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..2)
+                    .map(|t| {
+                        s.spawn(move || {
+                            let socks: Vec<std::net::UdpSocket> = (0..64)
+                                .map(|k| {
+                                    let s = std::net::UdpSocket::bind(format!(
+                                        "{}:0",
+                                        client_ip(t * 64 + k)
+                                    ))
+                                    .unwrap();
+                                    s.connect((VIP, PORT)).unwrap();
+                                    s
+                                })
+                                .collect();
+                            let mut n = 0u64;
+                            let end = Instant::now() + Duration::from_secs(2);
+                            let mut d = Vec::new();
+                            while Instant::now() < end {
+                                for (k, sock) in socks.iter().enumerate() {
+                                    let mut cid = [0u8; CID_LEN];
+                                    cid[0] = 0x10 + (k % BACKENDS) as u8;
+                                    cid[1] = k as u8;
+                                    d.clear();
+                                    cidlb_wire::build::cid12(1, n, &cid, &[0u8; 64], &mut d);
+                                    if sock.send(&d).is_ok() {
+                                        n += 1;
+                                    }
+                                }
+                            }
+                            n
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            say(&format!("sent {sent} {:.3}", t0.elapsed().as_secs_f64()));
         }
         other => panic!("unknown role {other}"),
     }
