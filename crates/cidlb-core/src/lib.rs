@@ -43,6 +43,7 @@ mod index;
 #[doc(hidden)]
 pub mod invariants;
 mod keys;
+pub mod listing;
 pub mod maglev;
 pub mod notice;
 mod outcome;

@@ -1170,10 +1170,10 @@ impl Router {
     pub fn flows_page(
         &self,
         now: Instant,
-        f: &crate::plane::FlowFilter,
+        f: &crate::listing::FlowFilter,
         cursor: u64,
         limit: usize,
-    ) -> crate::plane::Page<crate::plane::FlowEntry> {
+    ) -> crate::listing::Page<crate::listing::FlowEntry> {
         let t = self.tick(now);
         let idle = self.flows.idle_timeout();
         let want_ip = f.ip.map(crate::own::canonical_ip);
@@ -1187,7 +1187,7 @@ impl Router {
             {
                 return None;
             }
-            Some(crate::plane::FlowEntry {
+            Some(crate::listing::FlowEntry {
                 client,
                 backend: e.value.backend,
                 idle_secs: t.saturating_sub(e.last_seen),
@@ -1199,10 +1199,10 @@ impl Router {
     pub fn bindings_page(
         &self,
         now: Instant,
-        f: &crate::plane::BindingFilter,
+        f: &crate::listing::BindingFilter,
         cursor: u64,
         limit: usize,
-    ) -> crate::plane::Page<crate::plane::BindingEntry> {
+    ) -> crate::listing::Page<crate::listing::BindingEntry> {
         let t = self.tick(now);
         let idle = self.bindings.idle_timeout();
         page(self.bindings.iter(), cursor, limit, |e| {
@@ -1210,7 +1210,7 @@ impl Router {
                 && f.backend.is_none_or(|b| b == e.value.backend)
                 && f.source.is_none_or(|s| s == e.value.source)
                 && e.key.as_bytes().starts_with(&f.cid_prefix);
-            ok.then_some(crate::plane::BindingEntry {
+            ok.then_some(crate::listing::BindingEntry {
                 cid: e.key,
                 backend: e.value.backend,
                 source: e.value.source,
@@ -1260,20 +1260,20 @@ fn index_in(slot: &[Option<u16>], id: BackendId) -> Option<usize> {
 }
 
 /// One page of a table walk: from position `cursor`, at most `limit` (capped at
-/// [`crate::plane::MAX_PAGE`]) items that `pick` keeps, looking at most
-/// [`crate::plane::MAX_SCAN`] entries.
+/// [`crate::listing::MAX_PAGE`]) items that `pick` keeps, looking at most
+/// [`crate::listing::MAX_SCAN`] entries.
 fn page<'a, E: 'a, T>(
     entries: impl Iterator<Item = &'a E>,
     cursor: u64,
     limit: usize,
     mut pick: impl FnMut(&E) -> Option<T>,
-) -> crate::plane::Page<T> {
-    let limit = limit.min(crate::plane::MAX_PAGE);
+) -> crate::listing::Page<T> {
+    let limit = limit.min(crate::listing::MAX_PAGE);
     let start = usize::try_from(cursor).unwrap_or(usize::MAX);
     let mut items = Vec::new();
     let mut it = entries.skip(start).peekable();
     let mut scanned = 0;
-    while items.len() < limit && scanned < crate::plane::MAX_SCAN {
+    while items.len() < limit && scanned < crate::listing::MAX_SCAN {
         let Some(e) = it.next() else { break };
         scanned += 1;
         if let Some(x) = pick(e) {
@@ -1281,7 +1281,7 @@ fn page<'a, E: 'a, T>(
         }
     }
     let next = it.peek().is_some().then(|| (start + scanned) as u64);
-    crate::plane::Page {
+    crate::listing::Page {
         items,
         next,
         scanned,

@@ -25,9 +25,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,8 @@ const LB_MAC: &str = "02:77:00:00:00:01";
 const CLIENT_MAC: &str = "02:77:00:00:00:02";
 const BACKEND_MACS: [&str; 2] = ["02:77:00:00:00:10", "02:77:00:00:00:11"];
 const BACKEND_IPS: [&str; 2] = ["10.77.0.10", "10.77.0.11"];
+use cidlb_test_netns::{in_ns, ip, Namespaces, Proc};
+
 const ROLE: &str = "CIDLB_NETNS_ROLE";
 
 fn mac(s: &str) -> [u8; 6] {
@@ -47,48 +49,19 @@ fn mac(s: &str) -> [u8; 6] {
     m
 }
 
-/// The namespaces; removed on drop (with every interface in them).
-struct Namespaces {
-    names: Vec<String>,
+/// The namespaces of this test run.
+trait Named {
+    fn name(&self, role: &str) -> String;
 }
 
-impl Namespaces {
+impl Named for Namespaces {
     fn name(&self, role: &str) -> String {
         format!("cidlb-{role}-{}", std::process::id())
     }
 }
 
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
-}
-
-fn in_ns(ns: &str, cmd: &[&str]) -> Result<(), String> {
-    let mut args = vec!["netns", "exec", ns];
-    args.extend_from_slice(cmd);
-    ip(&args)
-}
-
 fn setup() -> Result<Namespaces, String> {
-    let mut ns = Namespaces { names: Vec::new() };
+    let mut ns = Namespaces::default();
     for role in ["sw", "lb", "c", "b0", "b1"] {
         let n = ns.name(role);
         ip(&["netns", "add", &n])?;
@@ -160,83 +133,11 @@ fn setup() -> Result<Namespaces, String> {
 }
 
 /// A role running in a namespace; its stdout lines come through a channel.
-struct Role {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    stdin: Option<ChildStdin>,
-}
-
-impl Role {
-    fn spawn(ns: &str, role: &str, env: &[(&str, String)]) -> Role {
-        let exe = std::env::current_exe().unwrap();
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns])
-            .arg(exe)
-            .args(["netns_role", "--exact", "--nocapture", "--test-threads=1"])
-            .env(ROLE, role)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn a role");
-        let out = child.stdout.take().unwrap();
-        let stdin = child.stdin.take();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Role {
-            child,
-            lines: rx,
-            stdin,
-        }
-    }
-
-    /// The next line that starts with `prefix`, within `timeout`.
-    fn expect(&self, prefix: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("no {prefix:?} line within {timeout:?}"),
-            }
-        }
-    }
-
-    /// Every line until the role exits (bounded by `timeout`).
-    fn finish(mut self, timeout: Duration) -> Vec<String> {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + timeout;
-        let mut lines = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => lines.push(l),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let _ = self.child.kill();
-                    break;
-                }
-            }
-        }
-        let _ = self.child.wait();
-        lines
-    }
-}
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A part of this test run in a namespace (this binary, as the `netns_role` test).
+fn role(ns: &str, role: &str, env: &[(&str, String)]) -> Proc {
+    let mut env = env.to_vec();
+    env.push((ROLE, role.to_string()));
+    Proc::role(ns, "netns_role", &env)
 }
 
 fn cid12(cid: &[u8], payload: &[u8]) -> Vec<u8> {
@@ -289,19 +190,19 @@ fn direct_routing_through_network_namespaces() {
             return;
         }
     };
-    let pass = Role::spawn(&ns.name("sw"), "pass", &[]);
-    pass.expect("ready", Duration::from_secs(20));
-    let lb = Role::spawn(&ns.name("lb"), "lb", &[]);
-    lb.expect("ready", Duration::from_secs(20));
-    let backends: Vec<Role> = ["b0", "b1"]
+    let pass = role(&ns.name("sw"), "pass", &[]);
+    pass.expect_prefix("ready", Duration::from_secs(20));
+    let lb = role(&ns.name("lb"), "lb", &[]);
+    lb.expect_prefix("ready", Duration::from_secs(20));
+    let backends: Vec<Proc> = ["b0", "b1"]
         .iter()
         .map(|b| {
-            let r = Role::spawn(&ns.name(b), "backend", &[]);
-            r.expect("ready", Duration::from_secs(20));
+            let r = role(&ns.name(b), "backend", &[]);
+            r.expect_prefix("ready", Duration::from_secs(20));
             r
         })
         .collect();
-    let client = Role::spawn(&ns.name("c"), "client", &[]);
+    let client = role(&ns.name("c"), "client", &[]);
     let client_lines = client.finish(Duration::from_secs(30));
     let got: Vec<Vec<String>> = backends
         .into_iter()

@@ -24,9 +24,7 @@ impl Drop for Dnsmasq {
     }
 }
 
-fn required() -> bool {
-    std::env::var_os("CIDLB_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1")
-}
+use cidlb_test_netns::required;
 
 fn backends(lb: &Balancer) -> Vec<(String, String, u16)> {
     let (_, body) = cidlb::status::request(lb.admin.unwrap(), "GET", "/backends", None).unwrap();

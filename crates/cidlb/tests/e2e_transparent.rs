@@ -70,26 +70,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(8);
 const DEADLINE: Duration = Duration::from_secs(20);
 /// Names of this test's namespaces start with this, then the pid.
 const NS_PREFIX: &str = "cidlbtp-";
-const REQUIRE: &str = "CIDLB_REQUIRE_PRIVILEGED";
+use cidlb_test_netns::{ip, REQUIRE};
 
 // ------------------------------------------------------------- namespaces
-
-/// `ip ARGS`; the error is its stderr.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 /// Writes a sysctl inside namespace `ns` (its /proc/sys/net is the namespace's).
 fn sysctl(ns: &str, key: &str, value: &str) {

@@ -26,10 +26,9 @@
 //! is asserted. Without root (or where BPF or namespaces are not allowed) it prints why
 //! and passes, unless `CIDLB_REQUIRE_PRIVILEGED=1`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const VIP: &str = "10.78.0.100";
@@ -46,7 +45,7 @@ const CLIENTS: usize = 24;
 const MESSAGES: usize = 6;
 const CID_LEN: usize = 8;
 const ROLE: &str = "CIDLB_XDP_DR_ROLE";
-const REQUIRE: &str = "CIDLB_REQUIRE_PRIVILEGED";
+use cidlb_test_netns::{in_ns, ip, required, run, say_skip, Namespaces, Proc, REQUIRE};
 
 fn backend_ip(i: usize) -> String {
     format!("10.78.0.{}", 10 + i)
@@ -60,58 +59,12 @@ fn client_ip(i: usize) -> String {
     format!("10.78.0.{}", 50 + i % usize::from(CLIENT_IPS))
 }
 
-fn required() -> bool {
-    std::env::var(REQUIRE).is_ok_and(|v| v == "1")
-}
-
-fn say_skip(text: &str) {
-    let _ = writeln!(std::io::stderr(), "{text}");
-}
-
-/// The namespaces; removed on drop (with every interface in them).
-struct Namespaces {
-    names: Vec<String>,
-}
-
 fn ns_name(role: &str) -> String {
     format!("cidlb-x{role}-{}", std::process::id())
 }
 
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    run("ip", args)
-}
-
-fn in_ns(ns: &str, cmd: &[&str]) -> Result<(), String> {
-    let mut args = vec!["netns", "exec", ns];
-    args.extend_from_slice(cmd);
-    ip(&args)
-}
-
 fn setup() -> Result<Namespaces, String> {
-    let mut ns = Namespaces { names: Vec::new() };
+    let mut ns = Namespaces::default();
     let mut roles = vec!["sw".to_string(), "lb".into(), "c".into()];
     roles.extend((0..BACKEND_NS).map(|i| format!("b{i}")));
     for role in &roles {
@@ -203,92 +156,11 @@ fn setup() -> Result<Namespaces, String> {
     Ok(ns)
 }
 
-/// A process in a namespace; its stdout lines come through a channel.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    stdin: Option<ChildStdin>,
-}
-
-impl Proc {
-    fn spawn(ns: &str, program: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> Proc {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns])
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn in a namespace");
-        let out = child.stdout.take().unwrap();
-        let stdin = child.stdin.take();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            child,
-            lines: rx,
-            stdin,
-        }
-    }
-
-    fn role(ns: &str, role: &str, env: &[(&str, String)]) -> Proc {
-        let exe = std::env::current_exe().unwrap();
-        let mut env = env.to_vec();
-        env.push((ROLE, role.to_string()));
-        Proc::spawn(
-            ns,
-            &exe,
-            &["xdp_dr_role", "--exact", "--nocapture", "--test-threads=1"],
-            &env,
-        )
-    }
-
-    /// The next line that contains `text`, within `timeout`.
-    fn expect(&self, text: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(text) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("no {text:?} line within {timeout:?}"),
-            }
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        if let Some(s) = &mut self.stdin {
-            let _ = writeln!(s, "{line}");
-            let _ = s.flush();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // Roles end when their stdin closes; cidlb on SIGTERM (a clean shutdown).
-        drop(self.stdin.take());
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..50 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A part of this test run in a namespace (this binary, as the `xdp_dr_role` test).
+fn role(ns: &str, role: &str, env: &[(&str, String)]) -> Proc {
+    let mut env = env.to_vec();
+    env.push((ROLE, role.to_string()));
+    Proc::role(ns, "xdp_dr_role", &env)
 }
 
 /// Clients of the kill -9 run, each in its own thread, and their messages (one every
@@ -323,7 +195,7 @@ struct ClientResult {
 }
 
 fn run_clients(ns: &str) -> ClientResult {
-    let p = Proc::role(ns, "client", &[]);
+    let p = role(ns, "client", &[]);
     let line = p.expect("result ", Duration::from_secs(120));
     let mut r = ClientResult::default();
     for kv in line.split_whitespace().skip(1) {
@@ -515,11 +387,11 @@ fn direct_routing_keeps_rebinding_clients_sessions() {
     run("mount", &["-t", "bpf", "bpf", &pins.display().to_string()]).expect("mount bpffs");
     let _unmount = Unmount(pins.clone());
     let listener_pins = pins.join("coaps");
-    let pass = Proc::role(&ns_name("sw"), "pass", &[]);
+    let pass = role(&ns_name("sw"), "pass", &[]);
     pass.expect("ready", Duration::from_secs(20));
     let mut backends: Vec<Proc> = (0..BACKEND_NS)
         .map(|i| {
-            let r = Proc::role(
+            let r = role(
                 &ns_name(&format!("b{i}")),
                 "backend",
                 &[("IDX", i.to_string())],
@@ -556,7 +428,7 @@ fn direct_routing_keeps_rebinding_clients_sessions() {
     let cfg = config(&dir, "cid");
     let mut lb = start_balancer(&lb_ns, &cfg);
     wait_all_up(&lb_ns);
-    let steady = Proc::role(&c_ns, "steady", &[]);
+    let steady = role(&c_ns, "steady", &[]);
     steady.expect("started", Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(800));
     let _ = lb.child.kill(); // SIGKILL
@@ -581,7 +453,7 @@ fn direct_routing_keeps_rebinding_clients_sessions() {
 
     // Operations on the restarted daemon: drain, reload adding a backend, a killed
     // backend; sessions held by a client role across them.
-    let mut held = Proc::role(&c_ns, "held", &[]);
+    let mut held = role(&c_ns, "held", &[]);
     held.expect("ready", Duration::from_secs(60));
     let (ok, out) = cli(&lb_ns, &["drain", "--admin", "127.0.0.1:9684", "b0"]);
     assert!(ok, "{out}");
@@ -765,11 +637,11 @@ fn bench_xdp_dr_against_nat() {
     .unwrap();
     let dir = std::env::temp_dir().join(format!("cidlb-xdpdr-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let pass = Proc::role(&ns_name("sw"), "pass", &[]);
+    let pass = role(&ns_name("sw"), "pass", &[]);
     pass.expect("ready", Duration::from_secs(20));
     let mut sinks: Vec<Proc> = (0..BACKENDS)
         .map(|i| {
-            let r = Proc::role(
+            let r = role(
                 &ns_name(&format!("b{i}")),
                 "sink",
                 &[("IDX", i.to_string())],
@@ -805,7 +677,7 @@ fn bench_xdp_dr_against_nat() {
             std::thread::sleep(Duration::from_millis(500));
             let before = sink_total(&mut sinks);
             let (b0, t0) = cpu_jiffies();
-            let blast = Proc::role(&ns_name("c"), "blast", &[]);
+            let blast = role(&ns_name("c"), "blast", &[]);
             let line = blast.expect("sent ", Duration::from_secs(60));
             std::thread::sleep(Duration::from_millis(300));
             let (b1, t1) = cpu_jiffies();

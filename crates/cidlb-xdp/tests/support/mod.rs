@@ -7,19 +7,7 @@ use cidlb_core::{Backend, CidRouting, MultiCidPolicy, RouterConfig};
 use cidlb_xdp::{XdpCidFormat, XdpError, XdpListener, XdpListenerConfig};
 
 /// Set by scripts/test.sh: a test that cannot use BPF fails instead of skipping.
-pub const REQUIRE: &str = "CIDLB_REQUIRE_PRIVILEGED";
-
-/// Prints a skip reason where it is seen even when the test passes (libtest captures
-/// `eprintln!`, not writes to the stderr handle).
-pub fn say_skip(text: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{text}");
-}
-
-/// Whether a privileged test must run (the variable is set to 1).
-pub fn required() -> bool {
-    std::env::var(REQUIRE).is_ok_and(|v| v == "1")
-}
+pub use cidlb_test_netns::{required, say_skip, REQUIRE};
 
 /// Skips (prints why and returns `None`) or fails, as [`required`] says, when the
 /// program cannot be loaded here.

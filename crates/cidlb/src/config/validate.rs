@@ -606,38 +606,16 @@ impl Ctx<'_> {
             };
             servers.push(a);
         }
-        let within = |path: &str,
-                      v: &Sp<RawDuration>,
-                      default: Duration,
-                      min: Duration,
-                      max: Duration|
-         -> R<Duration> {
-            let Some(s) = v else { return Ok(default) };
-            let got = s.get_ref().0;
-            if got < min || got > max {
-                return Err(self.invalid(
-                    path,
-                    s,
-                    format!(
-                        "{} is out of range {}..={}",
-                        fmt_duration(got),
-                        fmt_duration(min),
-                        fmt_duration(max)
-                    ),
-                ));
-            }
-            Ok(got)
-        };
         Ok(super::ResolverConfig {
             servers,
-            interval: within(
+            interval: self.duration_within(
                 "resolver.interval",
                 &r.interval,
                 d.interval,
                 Duration::from_secs(1),
                 Duration::from_secs(86_400),
             )?,
-            timeout: within(
+            timeout: self.duration_within(
                 "resolver.timeout",
                 &r.timeout,
                 d.timeout,
@@ -647,25 +625,38 @@ impl Ctx<'_> {
         })
     }
 
+    /// A duration within `min..=max`, else the error names the key and the range;
+    /// `default` when unset.
+    fn duration_within(
+        &self,
+        path: &str,
+        v: &Sp<RawDuration>,
+        default: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> R<Duration> {
+        let Some(s) = v else { return Ok(default) };
+        let got = s.get_ref().0;
+        if got < min || got > max {
+            return Err(self.invalid(
+                path,
+                s,
+                format!(
+                    "{} is out of range {}..={}",
+                    fmt_duration(got),
+                    fmt_duration(min),
+                    fmt_duration(max)
+                ),
+            ));
+        }
+        Ok(got)
+    }
+
     fn health(&self, raw: Option<&RawHealth>) -> R<HealthConfig> {
         let d = HealthConfig::default();
         let Some(h) = raw else { return Ok(d) };
-        let bounded = |path: &str, v: &Sp<RawDuration>, default, min, max| -> R<Duration> {
-            let Some(s) = v else { return Ok(default) };
-            let got = s.get_ref().0;
-            if got < min || got > max {
-                return Err(self.invalid(
-                    path,
-                    s,
-                    format!(
-                        "{} is out of range {}..={}",
-                        fmt_duration(got),
-                        fmt_duration(min),
-                        fmt_duration(max)
-                    ),
-                ));
-            }
-            Ok(got)
+        let bounded = |path: &str, v: &Sp<RawDuration>, default, min, max| {
+            self.duration_within(path, v, default, min, max)
         };
         let interval = bounded(
             "health.interval",
