@@ -129,6 +129,10 @@ pub struct PlaneSnapshot {
     pub stats: Vec<(StatInfo, u64)>,
     /// Per-backend flows and bindings (empty unless asked for: it walks the tables).
     pub per_backend: Vec<BackendCounts>,
+    /// Backends this plane cannot forward to whatever their state, with why (a short
+    /// word, e.g. `no_mac`: direct routing has no link-layer address for it). The
+    /// plane routes them as down; the control plane shows them down.
+    pub unreachable: Vec<(BackendId, &'static str)>,
 }
 
 /// One listener's data plane, as the control plane sees it (see the module docs).

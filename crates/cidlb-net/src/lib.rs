@@ -202,6 +202,7 @@ impl ListenerPlane for NatListener {
             tables,
             stats,
             per_backend,
+            unreachable: Vec::new(),
         }
     }
 

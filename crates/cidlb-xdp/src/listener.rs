@@ -33,6 +33,9 @@ static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/c
 
 /// The program's entry point.
 const PROG_NAME: &str = "cidlb_xdp";
+/// Why a backend is unreachable (`PlaneSnapshot::unreachable`): it has no MAC address
+/// (the neighbour table has no usable entry for it on the listener's interface).
+pub const NO_MAC: &str = "no_mac";
 
 /// Counter slots: the routing outcomes, then drop reasons, then events (the core's
 /// order), then the program's own statistics ([`XDP_STATS`]).
@@ -1466,6 +1469,12 @@ impl ListenerPlane for XdpListener {
             tables,
             stats: samples,
             per_backend: per,
+            unreachable: g
+                .backends
+                .iter()
+                .filter(|b| !g.macs.contains_key(&b.addr.ip()))
+                .map(|b| (b.id, NO_MAC))
+                .collect(),
         }
     }
 

@@ -87,9 +87,26 @@ fn parse<T: for<'de> Deserialize<'de>>(what: &str, body: &str) -> Result<T, Stri
 
 fn backend_line(b: &BackendView) -> String {
     format!(
-        "backend {} ({}): state {}, operator's state {}, health {}, weight {}, {} flows, {} bindings\n",
-        b.name, b.address, b.state, b.admin_state, b.health, b.weight, b.flows, b.bindings
+        "backend {} ({}): state {}{}, operator's state {}, health {}, weight {}, {} flows, {} bindings\n",
+        b.name,
+        b.address,
+        b.state,
+        unreachable_note(b),
+        b.admin_state,
+        b.health,
+        b.weight,
+        b.flows,
+        b.bindings
     )
+}
+
+/// ` (unreachable: no MAC address)` for a backend the data plane cannot reach.
+fn unreachable_note(b: &BackendView) -> String {
+    match b.unreachable.as_deref() {
+        None => String::new(),
+        Some("no_mac") => " (unreachable: no MAC address in the neighbour table)".into(),
+        Some(other) => format!(" (unreachable: {other})"),
+    }
 }
 
 /// `cidlb drain NAME` / `cidlb undrain NAME`.

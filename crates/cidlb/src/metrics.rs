@@ -617,6 +617,7 @@ mod tests {
                     id: BackendId(bi as u16),
                     address: format!("10.0.{li}.{bi}:4433").parse().unwrap(),
                     state: states[bi % 3],
+                    unreachable: None,
                     admin: states[(bi / 3) % 3],
                     healthy: bi % 2 == 0,
                     checks_enabled: true,

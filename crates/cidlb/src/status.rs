@@ -190,7 +190,10 @@ pub fn render_against(
                 [
                     x.name.clone(),
                     x.address.clone(),
-                    x.state.clone(),
+                    match &x.unreachable {
+                        Some(why) => format!("{} ({why})", x.state),
+                        None => x.state.clone(),
+                    },
                     admin_state,
                     health,
                     weight,

@@ -45,6 +45,10 @@ const CLIENTS: usize = 24;
 const MESSAGES: usize = 6;
 const CID_LEN: usize = 8;
 const ROLE: &str = "CIDLB_XDP_DR_ROLE";
+/// A backend that is not on the balancer's L2 segment: b3 holds it on its loopback and
+/// the balancer reaches it through a route via b3. Health checks pass (the kernel
+/// routes them); direct routing has no MAC for it, so it must show down (`no_mac`).
+const FAR_IP: &str = "10.79.0.5";
 use cidlb_test_netns::{in_ns, ip, required, run, say_skip, Namespaces, Proc, REQUIRE};
 
 fn backend_ip(i: usize) -> String {
@@ -129,6 +133,24 @@ fn setup() -> Result<Namespaces, String> {
         "veth0",
         "nud",
         "permanent",
+    ])?;
+    ip(&[
+        "-n",
+        &lb,
+        "route",
+        "add",
+        &format!("{FAR_IP}/32"),
+        "via",
+        &backend_ip(BACKEND_NS - 1),
+    ])?;
+    ip(&[
+        "-n",
+        &ns_name(&format!("b{}", BACKEND_NS - 1)),
+        "addr",
+        "add",
+        &format!("{FAR_IP}/32"),
+        "dev",
+        "lo",
     ])?;
     for i in 0..BACKEND_NS {
         let n = ns_name(&format!("b{i}"));
@@ -347,6 +369,15 @@ fn state_of(status: &str, name: &str) -> String {
         .to_string()
 }
 
+/// The row of backend `name` in a `cidlb status` table.
+fn row_of(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+        .unwrap_or("")
+        .to_string()
+}
+
 /// Runs the `cidlb` CLI in the balancer's namespace against its admin API.
 fn cli(ns: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new("ip")
@@ -462,12 +493,18 @@ fn direct_routing_keeps_rebinding_clients_sessions() {
     let drained_echo = held.expect("echoed ", Duration::from_secs(60));
     let after_drain = run_clients(&c_ns);
     let b0_after = backend_stats(&mut backends[..1])[0].0;
-    // Reload: a fourth backend.
+    // Reload: a fourth backend, and one the balancer reaches only through a router.
     let cfg4 = config_n(&dir, "cid", BACKEND_NS);
-    std::fs::copy(&cfg4, &cfg).unwrap();
+    let far = format!(
+        "\n  [[listener.backend]]\n  name = \"far\"\n  address = \"{FAR_IP}:{PORT}\"\n  server_id = \"2f\"\n"
+    );
+    std::fs::write(&cfg, std::fs::read_to_string(&cfg4).unwrap() + far.as_str()).unwrap();
     let (ok, out) = cli(&lb_ns, &["reload", "--admin", "127.0.0.1:9684"]);
     assert!(ok, "reload: {out}");
-    wait_status(&lb_ns, |s| state_of(s, "b3") == "up");
+    let far_status = wait_status(&lb_ns, |s| {
+        state_of(s, "b3") == "up" && row_of(s, "far").contains("healthy")
+    });
+    let (_, far_json) = cli(&lb_ns, &["status", "--admin", "127.0.0.1:9684", "--json"]);
     held.send("echo");
     let reload_echo = held.expect("echoed ", Duration::from_secs(60));
     let b3_before = backend_stats(&mut backends[3..])[0].0;
@@ -523,6 +560,20 @@ fn direct_routing_keeps_rebinding_clients_sessions() {
         b0_after, b0_before,
         "a drained backend takes no new handshakes"
     );
+    // Healthy but without a MAC on the listener's interface: down, and why.
+    let far_row = row_of(&far_status, "far");
+    assert!(
+        far_row.contains("down (no_mac)") && far_row.contains("healthy"),
+        "a healthy backend without a MAC shows down (no_mac):\n{far_status}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&far_json).expect("/backends JSON");
+    let far_view = v["listeners"][0]["backends"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["name"] == "far"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(far_view["state"], "down", "{far_json}");
+    assert_eq!(far_view["unreachable"], "no_mac", "{far_json}");
     assert_eq!(field(&reload_echo, "lost"), 0, "a reload loses no session");
     assert_eq!(
         after_reload.lost + after_reload.failed_handshakes,
@@ -755,6 +806,14 @@ fn xdp_dr_role() {
                 ServerConfig::new(own, Vec::new(), CID_LEN).with_cid_source(source()),
             )
             .expect("the DTLS server on the backend's own address");
+            // The last namespace also answers health checks on FAR_IP (routed to it).
+            let _far = (i == BACKEND_NS - 1).then(|| {
+                let far: SocketAddr = format!("{FAR_IP}:{PORT}").parse().unwrap();
+                DtlsServer::spawn(
+                    ServerConfig::new(far, Vec::new(), CID_LEN).with_cid_source(source()),
+                )
+                .expect("the DTLS server on FAR_IP")
+            });
             say("ready");
             let mut line = String::new();
             while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {

@@ -85,8 +85,12 @@ pub struct BackendSnapshot {
     pub id: BackendId,
     /// Address.
     pub address: SocketAddr,
-    /// The state the router applies.
+    /// The state the data plane applies: the router's, or down where the plane cannot
+    /// reach the backend (see `unreachable`).
     pub state: BackendState,
+    /// Why the data plane cannot forward to it whatever its state (`no_mac`: direct
+    /// routing has no MAC address for it); `None` when it can.
+    pub unreachable: Option<&'static str>,
     /// The operator's state.
     pub admin: BackendState,
     /// Whether health checks pass (true when checks are off).
@@ -157,11 +161,21 @@ impl Daemon {
                         .iter()
                         .map(|b| {
                             let per = per_backend.get(&b.id);
+                            let unreachable = p
+                                .unreachable
+                                .iter()
+                                .find(|(id, _)| *id == b.id)
+                                .map(|(_, why)| *why);
                             BackendSnapshot {
                                 name: b.name.clone(),
                                 id: b.id,
                                 address: b.addr,
-                                state: b.effective(health_enabled),
+                                state: if unreachable.is_some() {
+                                    BackendState::Down
+                                } else {
+                                    b.effective(health_enabled)
+                                },
+                                unreachable,
                                 admin: b.admin,
                                 healthy: b.health.is_healthy() || !health_enabled,
                                 checks_enabled: health_enabled,

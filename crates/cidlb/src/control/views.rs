@@ -117,8 +117,14 @@ pub struct BackendView {
     pub id: u16,
     /// Address.
     pub address: String,
-    /// What the router applies: `up`, `draining` or `down`.
+    /// What the data plane applies: `up`, `draining` or `down` (down too where the
+    /// plane cannot reach it: see `unreachable`).
     pub state: String,
+    /// Why the data plane cannot forward to it whatever the operator and the health
+    /// checks say: `no_mac` (xdp-dr: no MAC address for it in the neighbour table on
+    /// the listener's interface). Absent when it can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
     /// The operator's state (config file, drain/undrain).
     pub admin_state: String,
     /// `healthy`, `unhealthy`, `unchecked` (not yet checked) or `off` (no checks).
@@ -159,6 +165,7 @@ impl From<BackendSnapshot> for BackendView {
             id: b.id.0,
             address: b.address.to_string(),
             state: b.state.name().into(),
+            unreachable: b.unreachable.map(Into::into),
             admin_state: b.admin.name().into(),
             health: if !b.checks_enabled {
                 "off"
