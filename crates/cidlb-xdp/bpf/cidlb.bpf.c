@@ -98,7 +98,7 @@ struct {
 /* Encrypted CIDs without a cached decoding, for the slow path. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 64 * 1024);
+	__uint(max_entries, 1024 * 1024); /* 658 records of a frame each */
 } punts SEC(".maps");
 
 /* cid_masks[n]: 32 bytes, 0xff in the first n (the loader fills it): copies a CID of
@@ -395,8 +395,11 @@ static __always_inline int route_by_address(struct xdp_md *xdp, struct ctx *c, _
 	return forward(xdp, c, h, CIDLB_ROUTED_HASHED, bytes);
 }
 
-/* Queues the CID for the slow path and passes the datagram to the stack. */
-static __always_inline int punt(struct ctx *c)
+/* Queues the CID and the whole frame for the slow path, which decodes the CID, caches
+ * the decoding, runs this program again on the frame and sends what it forwards out of
+ * the interface: the datagram is not lost. A frame too long for the record, or a full
+ * queue, is passed to the stack (where the listener's address usually is not: lost). */
+static __always_inline int punt(struct xdp_md *xdp, struct ctx *c)
 {
 	count(CIDLB_STAT_PUNTED_ENCRYPTED_CIDS);
 	struct cidlb_punt *p = bpf_ringbuf_reserve(&punts, sizeof(*p), 0);
@@ -404,9 +407,27 @@ static __always_inline int punt(struct ctx *c)
 		count(CIDLB_STAT_PUNT_QUEUE_FULL);
 		return XDP_PASS;
 	}
-	__builtin_memcpy(p, &c->ckey, sizeof(c->ckey));
+	__builtin_memcpy(&p->cid, &c->ckey, sizeof(c->ckey));
+	p->queued_ns = bpf_ktime_get_coarse_ns();
+	/* 64-bit: a 32-bit length is compared on a zero-extended copy, and the verifier
+	 * then knows no bound of the register passed. */
+	__u64 len = (__u64)xdp->data_end - (__u64)xdp->data;
+	__u16 copied = 0;
+	/* Two checks the compiler must not fold into one (len - 1 < N, on a copy): the
+	 * verifier needs both bounds on the register passed as the length. */
+	asm volatile("" : "+r"(len));
+	if (len <= CIDLB_PUNT_FRAME) {
+		asm volatile("" : "+r"(len));
+		if (len >= 1 && bpf_xdp_load_bytes(xdp, 0, p->frame, len) == 0)
+			copied = (__u16)len;
+	}
+	p->len = copied;
 	bpf_ringbuf_submit(p, 0);
-	return XDP_PASS;
+	if (!copied) {
+		count(CIDLB_STAT_PUNT_FRAME_TOO_LONG);
+		return XDP_PASS;
+	}
+	return XDP_DROP;
 }
 
 /* decision.rs, a datagram with a CID (decide_cid), then what Router::route_cid does with
@@ -444,7 +465,7 @@ static __always_inline int route_cid(struct xdp_md *xdp, struct ctx *c, __u32 by
 	/* Step 2: the encoding. */
 	struct dec d = decode(c);
 	if (d.kind == DEC_PUNT)
-		return punt(c);
+		return punt(xdp, c);
 	if (d.kind == DEC_BACKEND && serves(d.backend)) {
 		target = d.backend;
 		outcome = CIDLB_ROUTED_ENCODED;

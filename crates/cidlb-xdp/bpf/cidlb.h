@@ -154,9 +154,16 @@ struct cidlb_traffic {
 	__u64 bytes;
 };
 
+/* Bytes of a punted frame the ring buffer record holds (an Ethernet frame of a
+ * 1500-byte MTU with a VLAN tag fits); a longer one is passed to the stack. */
+#define CIDLB_PUNT_FRAME 1536
+
 struct cidlb_punt {
 	struct cidlb_cid_key cid;
-	__u8 pad[4];
+	__u16 len; /* bytes of frame[] that hold the frame; 0: not copied (passed) */
+	__u8 pad[2];
+	__u64 queued_ns; /* bpf_ktime_get_coarse_ns() when queued */
+	__u8 frame[CIDLB_PUNT_FRAME];
 };
 
 _Static_assert(sizeof(struct cidlb_rotation) == 4, "abi.rs");
@@ -170,6 +177,6 @@ _Static_assert(sizeof(struct cidlb_sid_key) == 18, "abi.rs");
 _Static_assert(sizeof(struct cidlb_sid_val) == 20, "abi.rs");
 _Static_assert(sizeof(struct cidlb_decoded) == 18, "abi.rs");
 _Static_assert(sizeof(struct cidlb_traffic) == 16, "abi.rs");
-_Static_assert(sizeof(struct cidlb_punt) == 40, "abi.rs");
+_Static_assert(sizeof(struct cidlb_punt) == 1584, "abi.rs");
 
 #endif

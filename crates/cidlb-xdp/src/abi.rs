@@ -346,14 +346,24 @@ pub struct Traffic {
     pub bytes: u64,
 }
 
-/// An encrypted CID queued for the slow path (`punts` ring buffer record).
+/// Bytes of a punted frame a [`Punt`] record holds (`CIDLB_PUNT_FRAME`).
+pub const PUNT_FRAME: usize = 1536;
+
+/// A datagram with an encrypted CID queued for the slow path (`punts` ring buffer
+/// record): the CID, and the whole frame to route again once the CID is decoded.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Punt {
     /// The CID, as the program read it.
     pub cid: CidKey,
+    /// Bytes of `frame` that hold the frame (0: not copied, the frame was passed).
+    pub len: u16,
     /// Padding.
-    pub pad: [u8; 4],
+    pub pad: [u8; 2],
+    /// `bpf_ktime_get_coarse_ns()` when queued (CLOCK_MONOTONIC_COARSE).
+    pub queued_ns: u64,
+    /// The frame, from its Ethernet header.
+    pub frame: [u8; PUNT_FRAME],
 }
 
 const _: () = {
@@ -369,5 +379,5 @@ const _: () = {
     assert!(size_of::<SidVal>() == 20);
     assert!(size_of::<Decoded>() == 18);
     assert!(size_of::<Traffic>() == 16);
-    assert!(size_of::<Punt>() == 40);
+    assert!(size_of::<Punt>() == 1584);
 };

@@ -38,7 +38,7 @@ pub use listener::{
     LAYOUT_VERSION, XDP_DROP, XDP_PASS, XDP_TX,
 };
 pub use plane::XdpPlane;
-pub use sys::monotonic_secs;
+pub use sys::{monotonic_secs, PacketSocket};
 
 const STAT_LIST: &[(&str, &str)] = include!("stats_list.rs");
 
@@ -72,6 +72,24 @@ pub const SLOW_PATH_DECODED: StatInfo = StatInfo {
     help: "Encrypted QUIC-LB CIDs the slow path decoded and cached for the program.",
     kind: StatKind::Counter,
 };
+
+/// The slow path's counter of punted datagrams it sent on (userspace).
+pub const SLOW_PATH_FORWARDED: StatInfo = StatInfo {
+    name: "slow_path_forwarded",
+    help: "Punted datagrams the slow path routed again through the program (with the CID decoded) and sent out of the interface.",
+    kind: StatKind::Counter,
+};
+
+/// The slow path's counter of punted datagrams it did not send on (userspace).
+pub const SLOW_PATH_UNSENT: StatInfo = StatInfo {
+    name: "slow_path_unsent",
+    help: "Punted datagrams the slow path did not send on: queued over a second before (the daemon was not running), or the send failed. Those the program drops on the second run count as its drops.",
+    kind: StatKind::Counter,
+};
+
+/// The slow path's counters (userspace), reported after [`XDP_STATS`] in this order.
+pub const SLOW_PATH_STATS: [StatInfo; 3] =
+    [SLOW_PATH_DECODED, SLOW_PATH_FORWARDED, SLOW_PATH_UNSENT];
 
 /// Why the XDP plane could not do something.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -194,7 +194,11 @@ pub struct XdpListener {
     addr: SocketAddr,
     inner: Mutex<Inner>,
     punts: Mutex<RingBuf<MapData>>,
+    /// Where the slow path sends the punted datagrams it routes (attached listeners).
+    tx: Option<crate::PacketSocket>,
     slow_path_decoded: AtomicU64,
+    slow_path_forwarded: AtomicU64,
+    slow_path_unsent: AtomicU64,
 }
 
 impl fmt::Debug for XdpListener {
@@ -291,6 +295,9 @@ fn map_err(what: &str) -> impl Fn(aya::maps::MapError) -> XdpError + '_ {
 /// The smallest gap between two switches of the live configuration: a reader (one
 /// packet, microseconds) of the copy that the next change overwrites has long finished.
 const FLIP_GAP: Duration = Duration::from_millis(1);
+/// Punted frames older than this are not sent on (queued while no daemon serviced the
+/// queue: the client has retransmitted, or given up, by then).
+pub const PUNT_MAX_AGE: Duration = Duration::from_secs(1);
 
 impl XdpListener {
     /// Loads the program (maps sized from `max_flows` / `max_bindings`), fills its maps
@@ -472,12 +479,24 @@ impl XdpListener {
                 }
             }
         }
+        let tx = match &config.attach {
+            Some(a) => Some(crate::PacketSocket::open(&a.interface).map_err(|e| {
+                XdpError::Attach(format!(
+                    "the slow path's AF_PACKET socket on {}: {e}",
+                    a.interface
+                ))
+            })?),
+            None => None,
+        };
         Ok(XdpListener {
             name: config.name,
             addr: config.addr,
             inner: Mutex::new(inner),
             punts: Mutex::new(punts),
+            tx,
             slow_path_decoded: AtomicU64::new(0),
+            slow_path_forwarded: AtomicU64::new(0),
+            slow_path_unsent: AtomicU64::new(0),
         })
     }
 
@@ -586,16 +605,37 @@ impl XdpListener {
     /// The slow path: decodes the encrypted CIDs the program queued (with the
     /// listener's `FormatSet`, AES-NI where the CPU has it) and caches each decoding in
     /// the `decoded` map, so that the program routes the CID's next datagrams itself.
-    /// Returns how many CIDs it decoded. [`crate::XdpPlane`] calls it every 2 ms.
+    /// Then, on a listener attached to an interface, it runs the program again on each
+    /// queued frame (the CID now decoded: the same decision, counters and seeding as any
+    /// datagram) and sends what the program forwards out of the interface, so that the
+    /// first datagram of a CID is not lost. Frames queued over [`PUNT_MAX_AGE`] ago
+    /// (while no daemon ran) are not sent. Returns how many records it took (at most
+    /// 4096 a call). [`crate::XdpPlane`] calls it every 2 ms.
     pub fn service_punts(&self) -> usize {
         let mut cids = Vec::new();
+        let mut frames: Vec<Vec<u8>> = Vec::new();
+        let mut stale = 0u64;
+        let now_ns = crate::sys::monotonic_coarse_ns();
         {
             let mut rb = self.punts.lock().unwrap_or_else(|p| p.into_inner());
             while let Some(item) = rb.next() {
-                if item.len() >= size_of::<CidKey>() {
+                if item.len() >= size_of::<abi::Punt>() {
                     let n = usize::from(item[abi::MAX_CID_LEN]).min(abi::MAX_CID_LEN);
                     if let Some(k) = CidKey::new(&item[..n]) {
                         cids.push(k);
+                    }
+                    let at = std::mem::offset_of!(abi::Punt, len);
+                    let len = usize::from(u16::from_ne_bytes([item[at], item[at + 1]]))
+                        .min(abi::PUNT_FRAME);
+                    let at = std::mem::offset_of!(abi::Punt, queued_ns);
+                    let queued = u64::from_ne_bytes(item[at..at + 8].try_into().expect("8"));
+                    let at = std::mem::offset_of!(abi::Punt, frame);
+                    if len > 0 && self.tx.is_some() {
+                        if now_ns.saturating_sub(queued) > PUNT_MAX_AGE.as_nanos() as u64 {
+                            stale += 1;
+                        } else {
+                            frames.push(item[at..at + len].to_vec());
+                        }
                     }
                 }
                 if cids.len() >= 4096 {
@@ -603,25 +643,57 @@ impl XdpListener {
                 }
             }
         }
+        if stale > 0 {
+            self.slow_path_unsent.fetch_add(stale, Relaxed);
+        }
         if cids.is_empty() {
             return 0;
         }
-        let mut g = self.lock();
-        let Some(set) = g.format.as_ref().map(|f| f.format_set().clone()) else {
-            return 0;
-        };
-        let Ok(mut map) = HashMap::<_, CidKey, abi::Decoded>::try_from(
-            g.ebpf.map_mut("decoded").expect("decoded map"),
-        ) else {
-            return 0;
-        };
-        let mut n = 0;
-        for k in cids {
-            let _ = map.insert(k, decoded_value(&set, k.as_bytes()), 0);
-            n += 1;
+        let taken = cids.len();
+        {
+            let mut g = self.lock();
+            let Some(set) = g.format.as_ref().map(|f| f.format_set().clone()) else {
+                return taken;
+            };
+            let Ok(mut map) = HashMap::<_, CidKey, abi::Decoded>::try_from(
+                g.ebpf.map_mut("decoded").expect("decoded map"),
+            ) else {
+                return taken;
+            };
+            cids.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            cids.dedup();
+            let mut n = 0;
+            for k in cids {
+                let _ = map.insert(k, decoded_value(&set, k.as_bytes()), 0);
+                n += 1;
+            }
+            self.slow_path_decoded.fetch_add(n as u64, Relaxed);
         }
-        self.slow_path_decoded.fetch_add(n as u64, Relaxed);
-        n
+        if let Some(tx) = &self.tx {
+            let (mut sent, mut unsent) = (0u64, 0u64);
+            for f in frames {
+                match self.test_run(&f) {
+                    Ok(out) if out.action == XDP_TX => match tx.send(&out.frame) {
+                        Ok(()) => sent += 1,
+                        Err(e) => {
+                            unsent += 1;
+                            tracing::debug!(listener = %self.name, error = %e,
+                                "slow path: cannot send a punted datagram");
+                        }
+                    },
+                    // Dropped (or passed) on the second run: counted by the program.
+                    Ok(_) => {}
+                    Err(e) => {
+                        unsent += 1;
+                        tracing::debug!(listener = %self.name, error = %e,
+                            "slow path: cannot run the program on a punted datagram");
+                    }
+                }
+            }
+            self.slow_path_forwarded.fetch_add(sent, Relaxed);
+            self.slow_path_unsent.fetch_add(unsent, Relaxed);
+        }
+        taken
     }
 
     /// Runs the program once on `frame` through `BPF_PROG_TEST_RUN` (the maps are the
@@ -1460,10 +1532,11 @@ impl ListenerPlane for XdpListener {
             source_bytes: 0,
         };
         let mut samples: Vec<(StatInfo, u64)> = XDP_STATS.iter().copied().zip(stats).collect();
-        samples.push((
-            crate::SLOW_PATH_DECODED,
+        samples.extend(crate::SLOW_PATH_STATS.into_iter().zip([
             self.slow_path_decoded.load(Relaxed),
-        ));
+            self.slow_path_forwarded.load(Relaxed),
+            self.slow_path_unsent.load(Relaxed),
+        ]));
         PlaneSnapshot {
             counters,
             tables,

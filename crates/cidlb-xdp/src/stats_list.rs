@@ -8,6 +8,7 @@
     ("passed_ipv6_extensions", "IPv6 packets for the listener's address with extension headers, passed to the stack."),
     ("passed_bad_udp", "UDP headers for the listener whose length does not fit the packet, passed to the stack."),
     ("passed_too_many_records", "Datagrams with more DTLS records than the program walks (16), passed to the stack."),
-    ("punted_encrypted_cids", "Datagrams whose encrypted QUIC-LB CID had no cached decoding: passed to the stack and the CID queued for the slow path."),
-    ("punt_queue_full", "Encrypted CIDs that could not be queued for the slow path (ring buffer full)."),
+    ("punted_encrypted_cids", "Datagrams whose encrypted QUIC-LB CID had no cached decoding: queued with their frame for the slow path, which decodes the CID and forwards the datagram."),
+    ("punt_queue_full", "Punted datagrams that found the slow path's queue full: passed to the stack (lost where the listener's address is not local)."),
+    ("punt_frame_too_long", "Punted datagrams whose frame is longer than a queue record holds (1536 bytes): the CID is queued, the datagram passed to the stack."),
 ]

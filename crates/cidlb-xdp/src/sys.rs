@@ -1,5 +1,5 @@
-//! The crate's only `unsafe`: marking the map types as plain data for aya, and reading
-//! the clock the program reads.
+//! The crate's only `unsafe`: marking the map types as plain data for aya, reading the
+//! clock the program reads, and the slow path's `AF_PACKET` socket.
 #![allow(unsafe_code)]
 
 use crate::abi;
@@ -46,4 +46,88 @@ pub fn monotonic_secs() -> u32 {
         libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts);
     }
     ts.tv_sec as u32
+}
+
+/// Nanoseconds of `CLOCK_MONOTONIC_COARSE`: the clock of the program's
+/// `bpf_ktime_get_coarse_ns()` (the punt records' `queued_ns`).
+pub fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: as in `monotonic_secs`.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts);
+    }
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A send-only `AF_PACKET` socket bound to one interface: the slow path sends the
+/// frames the program forwards on its second run (`XDP_TX` out of the same interface)
+/// through it. Protocol 0: it receives nothing.
+#[derive(Debug)]
+pub struct PacketSocket {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl PacketSocket {
+    /// Opens it on `interface` (needs CAP_NET_RAW).
+    pub fn open(interface: &str) -> std::io::Result<PacketSocket> {
+        use std::os::fd::FromRawFd;
+        let name = std::ffi::CString::new(interface)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: `name` is a live NUL-terminated string for the duration of the call.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: plain socket(2); the result is checked before use.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            )
+        };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor this function owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = 0;
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: `sll` is a live, initialised sockaddr_ll and the length passed is its
+        // size; `fd` is an open socket.
+        let r = unsafe {
+            libc::bind(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                (&raw const sll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(PacketSocket { fd })
+    }
+
+    /// Sends one whole Ethernet frame out of the interface.
+    pub fn send(&self, frame: &[u8]) -> std::io::Result<()> {
+        // SAFETY: `frame` is a live slice of `frame.len()` bytes; `fd` is open.
+        let n = unsafe {
+            libc::send(
+                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }

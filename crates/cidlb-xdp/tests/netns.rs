@@ -209,7 +209,6 @@ fn direct_routing_through_network_namespaces() {
         .map(|b| b.finish(Duration::from_secs(30)))
         .collect();
     let lb_lines = lb.finish(Duration::from_secs(30));
-    drop(pass);
     eprintln!("client: {client_lines:#?}\nbackends: {got:#?}\nlb: {lb_lines:#?}");
 
     // Every datagram reached exactly one backend, with the client's own address.
@@ -263,6 +262,98 @@ fn direct_routing_through_network_namespaces() {
     assert!(counts.contains("cid_by_flow=1"), "{counts}");
     assert!(counts.contains("seeded=2"), "{counts}");
     assert!(counts.contains("unknown_cid=1"), "{counts}");
+
+    // Encrypted QUIC-LB CIDs, each new to the program and sent once: the program queues
+    // each datagram for the slow path, which decodes the CID, routes the frame again
+    // and sends it out of veth0: none is lost, each reaches the backend its CID names.
+    let lb = role(&ns.name("lb"), "lb-encrypted", &[]);
+    lb.expect_prefix("ready", Duration::from_secs(20));
+    let backends: Vec<Proc> = ["b0", "b1"]
+        .iter()
+        .map(|b| {
+            let r = role(&ns.name(b), "backend", &[]);
+            r.expect_prefix("ready", Duration::from_secs(20));
+            r
+        })
+        .collect();
+    let client = role(&ns.name("c"), "client-encrypted", &[]);
+    let client_lines = client.finish(Duration::from_secs(60));
+    let got: Vec<Vec<String>> = backends
+        .into_iter()
+        .map(|b| b.finish(Duration::from_secs(30)))
+        .collect();
+    let lb_lines = lb.finish(Duration::from_secs(30));
+    eprintln!("encrypted: client {client_lines:#?}\nbackends: {got:#?}\nlb: {lb_lines:#?}");
+    let sent = encrypted_script();
+    let mut seen_at: Vec<Option<usize>> = vec![None; sent.len()];
+    for (b, lines) in got.iter().enumerate() {
+        for l in lines.iter().filter(|l| l.starts_with("got ")) {
+            let mut parts = l.split(' ');
+            parts.next();
+            let from: SocketAddr = parts.next().unwrap().parse().unwrap();
+            let hex = parts.next().unwrap();
+            let i = sent
+                .iter()
+                .position(|(_, p)| hex::encode(p) == hex)
+                .unwrap_or_else(|| panic!("backend {b} got an unexpected datagram: {l}"));
+            assert_eq!(from.ip().to_string(), "10.77.0.2", "the client's address");
+            assert!(seen_at[i].is_none(), "datagram {i} delivered twice");
+            seen_at[i] = Some(b);
+        }
+    }
+    for (i, (backend, _)) in sent.iter().enumerate() {
+        assert_eq!(
+            seen_at[i],
+            Some(*backend),
+            "datagram {i} (its CID new to the program, sent once) reaches backend {backend}: {seen_at:?}"
+        );
+    }
+    let replies = client_lines
+        .iter()
+        .filter(|l| l.starts_with("reply "))
+        .count();
+    assert_eq!(replies, sent.len(), "direct replies: {client_lines:?}");
+    let stats = lb_lines
+        .iter()
+        .find(|l| l.starts_with("stats "))
+        .expect("the balancer's stats");
+    let n = sent.len();
+    assert!(
+        stats.contains(&format!(" punted_encrypted_cids={n} ")),
+        "{stats}"
+    );
+    assert!(
+        stats.contains(&format!(" slow_path_forwarded={n} ")),
+        "{stats}"
+    );
+    assert!(stats.contains(" slow_path_unsent=0 "), "{stats}");
+    drop(pass);
+}
+
+/// The encrypted QUIC-LB format of the second part (single-pass AES: 1-octet server
+/// IDs, 15-octet nonces, 17-octet CIDs).
+fn encrypted_format() -> cidlb_cidformat::QuicLbConfig {
+    cidlb_cidformat::QuicLbConfig::new(cidlb_cidformat::QuicLbParams {
+        rotation: 1,
+        server_id_len: 1,
+        nonce_len: 15,
+        key: Some([0x3c; 16]),
+        self_describing_length: false,
+    })
+    .unwrap()
+}
+
+/// (backend, datagram): 16 datagrams, each with a CID of its own naming backend i % 2
+/// (server IDs 0x10 and 0x11).
+fn encrypted_script() -> Vec<(usize, Vec<u8>)> {
+    let q = encrypted_format();
+    (0..16u8)
+        .map(|i| {
+            let b = usize::from(i % 2);
+            let cid = q.encode(&[0x10 + i % 2], &[i; 15], 0).unwrap();
+            (b, cid12(&cid, format!("encrypted-{i}").as_bytes()))
+        })
+        .collect()
 }
 
 /// The roles (does nothing unless run by the test above, with CIDLB_NETNS_ROLE set).
@@ -345,6 +436,70 @@ fn netns_role() {
                 .map(|(i, v)| format!("{}={v}", i.name))
                 .collect();
             say(&format!("stats {}", stats.join(" ")));
+        }
+        "lb-encrypted" => {
+            use cidlb_core::plane::DataPlane;
+            let backends: Vec<cidlb_core::Backend> = (0..2u16)
+                .map(|i| {
+                    let mut b = cidlb_core::Backend::new(
+                        i,
+                        format!("b{i}"),
+                        format!("{}:{PORT}", BACKEND_IPS[usize::from(i)])
+                            .parse()
+                            .unwrap(),
+                    );
+                    b.server_id = cidlb_core::ServerId::new(&[0x10 + i as u8]);
+                    b
+                })
+                .collect();
+            let macs = (0..2)
+                .map(|i| (BACKEND_IPS[i].parse().unwrap(), mac(BACKEND_MACS[i])))
+                .collect();
+            let format = cidlb_xdp::XdpCidFormat::quic_lb(vec![encrypted_format()], vec![])
+                .expect("the format");
+            let mut router =
+                cidlb_core::RouterConfig::new(format.cid_routing(Some(17)), [1, 2, 3, 4]);
+            router.max_flows = 1024;
+            router.max_bindings = 1024;
+            let plane = cidlb_xdp::XdpPlane::start(vec![cidlb_xdp::XdpListenerConfig {
+                name: "netns-encrypted".into(),
+                addr: format!("{VIP}:{PORT}").parse().unwrap(),
+                router,
+                format: Some(format),
+                backends,
+                backend_macs: macs,
+                src_mac: mac(LB_MAC),
+                attach: Some(cidlb_xdp::Attach {
+                    interface: "veth0".into(),
+                    mode: cidlb_xdp::XdpMode::Driver,
+                    pin: None,
+                }),
+            }])
+            .expect("the plane on veth0");
+            say("ready");
+            let _ = stdin_closed().recv_timeout(Duration::from_secs(60));
+            let s = plane.listeners()[0].snapshot(false);
+            let stats: Vec<String> = s
+                .stats
+                .iter()
+                .map(|(i, v)| format!("{}={v}", i.name))
+                .collect();
+            say(&format!("stats {} ", stats.join(" ")));
+        }
+        "client-encrypted" => {
+            // Each datagram once (no retry: the point is that the first is not lost),
+            // then a bounded wait for the backend's direct reply.
+            for (i, (_, payload)) in encrypted_script().into_iter().enumerate() {
+                let sock =
+                    UdpSocket::bind(("10.77.0.2", 44000 + i as u16)).expect("bind the client");
+                sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                sock.send_to(&payload, (VIP, PORT)).unwrap();
+                let mut buf = [0u8; 2048];
+                match sock.recv_from(&mut buf) {
+                    Ok((n, from)) => say(&format!("reply {i} {from} {}", n)),
+                    Err(e) => say(&format!("noreply {i}: {e}")),
+                }
+            }
         }
         "backend" => {
             let sock = UdpSocket::bind((VIP, PORT)).expect("bind the backend to the VIP");

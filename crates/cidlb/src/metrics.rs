@@ -190,10 +190,14 @@ families! {
     }
 }
 
-/// The data planes' own counters, as each plane declares them (name, kind, help).
-/// Only the NAT plane has any today; a plane with others adds its list here.
+/// The data planes' own counters, as each plane declares them (name, kind, help): the
+/// NAT plane's, then the XDP plane's (the program's, then its slow path's). A listener
+/// has samples of its own plane's only.
 fn data_plane_stats() -> impl Iterator<Item = &'static StatInfo> {
-    cidlb_net::NAT_STATS.iter()
+    cidlb_net::NAT_STATS
+        .iter()
+        .chain(cidlb_xdp::XDP_STATS)
+        .chain(&cidlb_xdp::SLOW_PATH_STATS)
 }
 
 /// The family of a data-plane counter: `cidlb_listener_` + its name, + `_total` for a
@@ -512,7 +516,7 @@ pub fn reference_tables() -> String {
             .collect(),
     );
     table(
-        "Data-plane counters (per listener)",
+        "Data-plane counters (per listener: a NAT listener has the ones from `client_datagrams` to `event_logs_suppressed`, an `xdp-dr` listener those from `passed_other` on)",
         &["metric", "type", "meaning"],
         data_plane_families()
             .map(|f| {
@@ -589,6 +593,17 @@ mod tests {
                 event_logs_suppressed: next(),
             }
             .samples();
+            // The second of three or more listeners is an XDP one (its plane's own
+            // counters instead of the NAT plane's).
+            let stats = if li == 2 {
+                cidlb_xdp::XDP_STATS
+                    .iter()
+                    .chain(&cidlb_xdp::SLOW_PATH_STATS)
+                    .map(|s| (*s, next()))
+                    .collect()
+            } else {
+                stats
+            };
             let mut l = ListenerSnapshot {
                 name: if li == 0 {
                     "we\"ird\\na\nme".into()
@@ -732,7 +747,7 @@ mod tests {
     /// twice.
     #[test]
     fn exposition_is_every_family_with_valid_unique_samples() {
-        let s = snapshot(2, 4);
+        let s = snapshot(3, 4);
         let text = render(&s, &admin_counts());
         let fams = families();
         let mut declared = Vec::new();
@@ -874,7 +889,7 @@ mod tests {
             })
             .collect();
         let mut labels: HashMap<String, HashSet<String>> = HashMap::new();
-        for line in render(&snapshot(1, 1), &admin_counts())
+        for line in render(&snapshot(3, 1), &admin_counts())
             .lines()
             .filter(|l| !l.starts_with('#'))
         {
