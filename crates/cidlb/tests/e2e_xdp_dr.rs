@@ -668,9 +668,90 @@ fn napi_threads() -> Vec<u32> {
         .collect()
 }
 
-/// The balancer's CPU: its daemon's threads and its interface's NAPI threads.
-fn balancer_cpu_ns(daemon: u32, napi: &[u32]) -> u64 {
-    process_cpu_ns(daemon) + napi.iter().map(|p| process_cpu_ns(*p)).sum::<u64>()
+/// The balancer's CPU: its daemon's threads, and its interface's NAPI threads.
+fn balancer_cpu_ns(daemon: u32, napi: &[u32]) -> (u64, u64) {
+    (
+        process_cpu_ns(daemon),
+        napi.iter().map(|p| process_cpu_ns(*p)).sum::<u64>(),
+    )
+}
+
+/// UDP datagrams namespace `ns`'s stack dropped for a full socket buffer (or other
+/// receive errors): /proc/net/snmp's `Udp: InErrors`.
+fn udp_in_errors(ns: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "cat", "/proc/net/snmp"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let udp: Vec<&str> = out.lines().filter(|l| l.starts_with("Udp: ")).collect();
+    if udp.len() < 2 {
+        return 0;
+    }
+    let names: Vec<&str> = udp[0].split_whitespace().collect();
+    let values: Vec<&str> = udp[1].split_whitespace().collect();
+    names
+        .iter()
+        .position(|n| *n == "InErrors")
+        .and_then(|i| values.get(i)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Frames an interface of namespace `ns` dropped on receive (its `rx_dropped`).
+fn rx_dropped(ns: &str, dev: &str) -> u64 {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "cat"])
+        .arg(format!("/sys/class/net/{dev}/statistics/rx_dropped"))
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Frames an interface of namespace `ns` dropped on send (its `tx_dropped`: for a
+/// veth, frames its peer's receive ring had no room for).
+fn tx_dropped(ns: &str, dev: &str) -> u64 {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "cat"])
+        .arg(format!("/sys/class/net/{dev}/statistics/tx_dropped"))
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The sum of the `ethtool -S` counters of `dev` in `ns` whose names contain `drop` or
+/// `error` (a veth's per-queue `drops`, `xdp_drops`, `xdp_tx_errors`...).
+fn ethtool_drops(ns: &str, dev: &str) -> u64 {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "ethtool", "-S", dev])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.contains("drop") || k.contains("error"))
+                .then(|| v.trim().parse::<u64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// Where datagrams were lost: (the balancer's veth, both ways: its receive ring's
+/// overflows, what it could not send or `XDP_TX` on; the balancer's sockets; the
+/// backends' sockets).
+fn losses(lb_ns: &str) -> (u64, u64, u64) {
+    (
+        rx_dropped(lb_ns, "veth0")
+            + tx_dropped(lb_ns, "veth0")
+            + ethtool_drops(lb_ns, "veth0")
+            + tx_dropped(&ns_name("sw"), "sw-lb"),
+        udp_in_errors(lb_ns),
+        (0..BACKENDS)
+            .map(|i| udp_in_errors(&ns_name(&format!("b{i}"))))
+            .sum(),
+    )
 }
 
 /// Busy and total jiffies of the whole machine (/proc/stat's first line).
@@ -708,7 +789,11 @@ struct Trial {
     secs: f64,
     delivered: u64,
     balancer_ns: u64,
+    /// Of `balancer_ns`, the NAPI thread's (the rest is the daemon's).
+    napi_ns: u64,
     machine_busy_pct: f64,
+    /// Lost at the balancer's veth, its sockets, the backends' sockets.
+    lost_at: (u64, u64, u64),
 }
 
 impl Trial {
@@ -717,7 +802,7 @@ impl Trial {
     }
     fn row(&self) -> String {
         format!(
-            "{:6} offered {:>7}/s: sent {:>8} in {:.2} s ({:>7.0}/s), delivered {:>8} ({:>7.0}/s, loss {:>5.2} %), balancer CPU {:>6.0} ns/datagram ({:.0} % of a core), machine {:.0} % busy",
+            "{:6} offered {:>7}/s: sent {:>8} in {:.2} s ({:>7.0}/s), delivered {:>8} ({:>7.0}/s, loss {:>5.2} %; dropped at lb veth {}, lb sockets {}, backend sockets {}), balancer CPU {:>5.0} ns/datagram (NAPI {:.0} + daemon {:.0}; {:.0} % of a core), machine {:.0} % busy",
             self.mode,
             self.rate,
             self.sent,
@@ -726,7 +811,12 @@ impl Trial {
             self.delivered,
             self.delivered as f64 / self.secs,
             100.0 * self.loss(),
+            self.lost_at.0,
+            self.lost_at.1,
+            self.lost_at.2,
             self.balancer_ns as f64 / self.delivered.max(1) as f64,
+            self.napi_ns as f64 / self.delivered.max(1) as f64,
+            (self.balancer_ns - self.napi_ns) as f64 / self.delivered.max(1) as f64,
             100.0 * self.balancer_ns as f64 / 1e9 / self.secs,
             self.machine_busy_pct,
         )
@@ -767,17 +857,23 @@ fn bench_xdp_dr_against_nat() {
         &["sh", "-c", "echo 1 > /sys/class/net/veth0/threaded"],
     )
     .unwrap();
-    in_ns(
-        &ns_name("sw"),
-        &["sh", "-c", "echo 1 > /sys/class/net/sw-lb/threaded"],
-    )
-    .unwrap();
     let napi = napi_threads();
     assert!(!napi.is_empty(), "no NAPI thread for the balancer's veth0");
     let dir = std::env::temp_dir().join(format!("cidlb-xdpdr-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pass = role(&ns_name("sw"), "pass", &[]);
     pass.expect("ready", Duration::from_secs(20));
+    // (sw-lb has NAPI once the pass program is on it.)
+    in_ns(
+        &ns_name("sw"),
+        &["sh", "-c", "echo 1 > /sys/class/net/sw-lb/threaded"],
+    )
+    .unwrap();
+    // A veth hands a frame to its peer's NAPI only if the sending end cannot segment
+    // (no TSO) — attaching XDP turns the peer's TSO off, so without this NAT mode's
+    // frames would take the backlog path instead, in the sender's softirq context, and
+    // the balancer's receive work would be charged to the sender.
+    in_ns(&ns_name("sw"), &["ethtool", "-K", "sw-lb", "tso", "off"]).unwrap();
     let mut sinks: Vec<Proc> = (0..BACKENDS)
         .map(|i| {
             let r = role(
@@ -819,6 +915,7 @@ fn bench_xdp_dr_against_nat() {
         let daemon = lb.child.id();
         let before = sink_total(&mut sinks);
         let (b0, t0) = cpu_jiffies();
+        let l0 = losses(&lb_ns);
         let c0 = balancer_cpu_ns(daemon, &napi);
         let sender = role(
             &ns_name("c"),
@@ -830,6 +927,7 @@ fn bench_xdp_dr_against_nat() {
         std::thread::sleep(Duration::from_millis(200));
         let c1 = balancer_cpu_ns(daemon, &napi);
         let (b1, t1) = cpu_jiffies();
+        let l1 = losses(&lb_ns);
         let after = sink_total(&mut sinks);
         drop(lb);
         let t = Trial {
@@ -838,14 +936,17 @@ fn bench_xdp_dr_against_nat() {
             sent: line.split_whitespace().nth(1).unwrap().parse().unwrap(),
             secs: line.split_whitespace().nth(2).unwrap().parse().unwrap(),
             delivered: after - before,
-            balancer_ns: c1 - c0,
+            balancer_ns: (c1.0 + c1.1) - (c0.0 + c0.1),
+            napi_ns: c1.1 - c0.1,
             machine_busy_pct: 100.0 * (b1 - b0) as f64 / (t1 - t0).max(1) as f64,
+            lost_at: (l1.0 - l0.0, l1.1 - l0.1, l1.2 - l0.2),
         };
         eprintln!("{}", t.row());
         t
     };
-    // The search, both modes in turn: the offered rate grows by half until a trial
-    // loses 1 % or more, then four bisections between the best good and the worst bad.
+    // The search, both modes in turn: the offered rate grows by half until a rate
+    // loses 1 % or more (twice), then bisections between the best good and the worst
+    // bad, down to 3 % apart.
     let modes = ["xdp-dr", "nat"];
     let mut good: [Option<Trial>; 2] = [None, None];
     let mut bad: [Option<u64>; 2] = [None, None];
@@ -857,7 +958,13 @@ fn bench_xdp_dr_against_nat() {
             if steps[m] >= 12 {
                 continue;
             }
-            let t = trial(modes[m], next[m]);
+            let mut t = trial(modes[m], next[m]);
+            if t.loss() >= 0.01 {
+                // One more try at the same rate: a rate fails only if both lose 1 %
+                // (a 2 s trial on a shared 2-core VM has bursts of bad luck).
+                all.push(t);
+                t = trial(modes[m], next[m]);
+            }
             let offered_ok = t.sent as f64 >= 0.95 * t.rate as f64 * secs;
             if t.loss() < 0.01 && offered_ok {
                 if good[m]
