@@ -63,8 +63,13 @@ fn client_ip(i: usize) -> String {
     format!("10.78.0.{}", 50 + i % usize::from(CLIENT_IPS))
 }
 
+thread_local! {
+    /// Which test's namespaces this thread's `ns_name` names (tests run in parallel).
+    static TAG: std::cell::Cell<&'static str> = const { std::cell::Cell::new("x") };
+}
+
 fn ns_name(role: &str) -> String {
-    format!("cidlb-x{role}-{}", std::process::id())
+    format!("cidlb-{}{role}-{}", TAG.get(), std::process::id())
 }
 
 fn setup() -> Result<Namespaces, String> {
@@ -639,6 +644,124 @@ fn direct_routing_keeps_rebinding_clients_sessions() {
     assert!(addr.sessions_survived < CLIENTS, "{addr:?}");
 }
 
+/// The encrypted QUIC-LB format of `encrypted_cids_through_the_slow_path`: 1-octet
+/// server IDs 0x10.. (single-pass AES), 7-octet nonces: 9-octet CIDs.
+fn encrypted_format() -> cidlb_cidformat::QuicLbConfig {
+    cidlb_cidformat::QuicLbConfig::new(cidlb_cidformat::QuicLbParams {
+        rotation: 0,
+        server_id_len: 1,
+        nonce_len: 7,
+        key: Some([0x5c; 16]),
+        self_describing_length: false,
+    })
+    .unwrap()
+}
+
+/// The sample of metric `name` (with any labels) in a Prometheus exposition.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the metrics"))
+}
+
+/// Real Mbed TLS servers issuing encrypted QUIC-LB CIDs, behind an `xdp-dr` daemon: the
+/// program cannot decode them, so the first datagram of each new CID (the client's
+/// Finished, in the flight that carries it) is punted with its frame; the daemon's slow
+/// path decodes the CID, routes the frame again and sends it on. Every client keeps its
+/// session across rebindings, and every punted datagram was forwarded (none lost to
+/// the stack, none waiting for a retransmission).
+#[test]
+fn encrypted_cids_through_the_slow_path() {
+    TAG.set("e");
+    let probe = Command::new("ip").args(["netns", "list"]).output();
+    let ns = match probe.map_err(|e| e.to_string()).and_then(|_| setup()) {
+        Ok(ns) => ns,
+        Err(e) => {
+            if required() {
+                panic!("cannot set up network namespaces: {e}");
+            }
+            say_skip(&format!(
+                "SKIP encrypted_cids_through_the_slow_path: {e}; set {REQUIRE}=1 to fail instead"
+            ));
+            return;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("cidlb-xdpdr-enc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pass = role(&ns_name("sw"), "pass", &[]);
+    pass.expect("ready", Duration::from_secs(20));
+    let mut backends: Vec<Proc> = (0..BACKENDS)
+        .map(|i| {
+            let r = role(
+                &ns_name(&format!("b{i}")),
+                "backend",
+                &[("IDX", i.to_string()), ("FORMAT", "quic-lb".into())],
+            );
+            r.expect("ready", Duration::from_secs(20));
+            r
+        })
+        .collect();
+    let lb_ns = ns_name("lb");
+    let c_ns = ns_name("c");
+    let mut t = format!(
+        "[health]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\n\
+         [admin]\naddress = \"127.0.0.1:9684\"\n\n\
+         [[listener]]\nname = \"coaps\"\naddress = \"{VIP}:{PORT}\"\ncid_length = 9\n\
+         forwarding = \"xdp-dr\"\ninterface = \"veth0\"\npin_dir = \"\"\n\n\
+           [listener.cid_format]\n  format = \"quic-lb\"\n\n\
+             [[listener.cid_format.config]]\n    rotation = 0\n    server_id_length = 1\n\
+             nonce_length = 7\n    key = \"{}\"\n",
+        "5c".repeat(16)
+    );
+    for i in 0..BACKENDS {
+        t.push_str(&format!(
+            "\n  [[listener.backend]]\n  name = \"b{i}\"\n  address = \"{}:{PORT}\"\n  server_id = \"{:02x}\"\n",
+            backend_ip(i),
+            0x10 + i
+        ));
+    }
+    let cfg = dir.join("encrypted.toml");
+    std::fs::write(&cfg, t).unwrap();
+    let lb = start_balancer(&lb_ns, &cfg);
+    let st = wait_all_up(&lb_ns);
+    let clients = run_clients(&c_ns);
+    let after = backend_stats(&mut backends);
+    let metrics = role(&lb_ns, "http-get", &[("PATH_", "/metrics".into())])
+        .finish(Duration::from_secs(20))
+        .join("\n");
+    drop(lb);
+    drop(pass);
+    drop(backends);
+    drop(ns);
+    let _ = std::fs::remove_dir_all(&dir);
+    let m = |name: &str| metric(&metrics, &format!("cidlb_listener_{name}_total"));
+    let (punted, forwarded, unsent, full, long) = (
+        m("punted_encrypted_cids"),
+        m("slow_path_forwarded"),
+        m("slow_path_unsent"),
+        m("punt_queue_full"),
+        m("punt_frame_too_long"),
+    );
+    eprintln!(
+        "encrypted QUIC-LB: {clients:?}; backends {after:?}; punted {punted}, forwarded {forwarded}, unsent {unsent}, queue full {full}, too long {long}\n{st}"
+    );
+    assert_eq!(clients.failed_handshakes, 0, "{clients:?}");
+    assert_eq!(clients.lost, 0, "{clients:?}");
+    assert_eq!(clients.sessions_survived, CLIENTS, "{clients:?}");
+    let handshakes: u64 = after.iter().map(|s| s.0).sum();
+    assert_eq!(handshakes, CLIENTS as u64, "one handshake per client");
+    assert!(
+        punted >= CLIENTS as u64,
+        "each client's first CID datagram is punted: {punted}"
+    );
+    assert_eq!(
+        (forwarded, unsent, full, long),
+        (punted, 0, 0, 0),
+        "every punted datagram is forwarded by the slow path"
+    );
+}
+
 /// Nanoseconds on a CPU of every thread of process `pid` (schedstat: exact, not
 /// sampled at ticks; without IRQ time accounting it includes the softirqs that ran in
 /// the threads' context).
@@ -1171,10 +1294,16 @@ fn xdp_dr_role() {
             use cidlb_test_mbedtls::{CidSource, DtlsServer, ServerConfig};
             use std::sync::{Arc, Mutex, PoisonError};
             let i: usize = std::env::var("IDX").unwrap().parse().unwrap();
+            // Prefix CIDs, or (FORMAT=quic-lb) encrypted QUIC-LB ones.
             let generator = Arc::new(Mutex::new(
-                CidGenerator::prefix(PrefixFormat::new(1).unwrap(), &[0x10 + i as u8], CID_LEN)
-                    .unwrap(),
+                if std::env::var("FORMAT").is_ok_and(|f| f == "quic-lb") {
+                    CidGenerator::quic_lb(encrypted_format(), &[0x10 + i as u8]).unwrap()
+                } else {
+                    CidGenerator::prefix(PrefixFormat::new(1).unwrap(), &[0x10 + i as u8], CID_LEN)
+                        .unwrap()
+                },
             ));
+            let cid_len = generator.lock().unwrap().cid_len();
             let source = || {
                 let g = Arc::clone(&generator);
                 CidSource::new(move || {
@@ -1187,18 +1316,18 @@ fn xdp_dr_role() {
             let vip: SocketAddr = format!("{VIP}:{PORT}").parse().unwrap();
             let own: SocketAddr = format!("{}:{PORT}", backend_ip(i)).parse().unwrap();
             let data = DtlsServer::spawn(
-                ServerConfig::new(vip, Vec::new(), CID_LEN).with_cid_source(source()),
+                ServerConfig::new(vip, Vec::new(), cid_len).with_cid_source(source()),
             )
             .expect("the DTLS server on the VIP");
             let _health = DtlsServer::spawn(
-                ServerConfig::new(own, Vec::new(), CID_LEN).with_cid_source(source()),
+                ServerConfig::new(own, Vec::new(), cid_len).with_cid_source(source()),
             )
             .expect("the DTLS server on the backend's own address");
             // The last namespace also answers health checks on FAR_IP (routed to it).
             let _far = (i == BACKEND_NS - 1).then(|| {
                 let far: SocketAddr = format!("{FAR_IP}:{PORT}").parse().unwrap();
                 DtlsServer::spawn(
-                    ServerConfig::new(far, Vec::new(), CID_LEN).with_cid_source(source()),
+                    ServerConfig::new(far, Vec::new(), cid_len).with_cid_source(source()),
                 )
                 .expect("the DTLS server on FAR_IP")
             });
@@ -1382,6 +1511,21 @@ fn xdp_dr_role() {
                 }
                 line.clear();
             }
+        }
+        "http-get" => {
+            // GET PATH from the admin API (in the balancer's namespace); the body.
+            use std::io::Read;
+            let path = std::env::var("PATH_").unwrap();
+            let mut c = std::net::TcpStream::connect("127.0.0.1:9684").expect("admin API");
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            write!(
+                c,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut body = String::new();
+            let _ = c.read_to_string(&mut body);
+            say(&body);
         }
         "paced" => {
             // Two threads, 64 source ports each, prefix CIDs of the three backends, at
