@@ -59,6 +59,48 @@ fn backend_mac(i: usize) -> String {
     format!("02:78:00:00:00:{:02x}", 0x10 + i)
 }
 
+thread_local! {
+    /// Whether this thread's test runs over IPv6 (its roles get `FAMILY=6`).
+    static V6: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this test (or, in a role, its parent test) runs over IPv6.
+fn v6() -> bool {
+    V6.get() || std::env::var("FAMILY").is_ok_and(|f| f == "6")
+}
+
+/// The IPv6 prefix of `direct_routing_over_ipv6` (inside its namespaces only).
+const NET6: &str = "fd78::";
+
+/// The VIP and port, in this test's family.
+fn vip_addr() -> SocketAddr {
+    if v6() {
+        format!("[{NET6}100]:{PORT}").parse().unwrap()
+    } else {
+        format!("{VIP}:{PORT}").parse().unwrap()
+    }
+}
+
+/// Backend `i`'s own address and port, in this test's family.
+fn backend_addr(i: usize) -> SocketAddr {
+    if v6() {
+        format!("[{NET6}{:x}]:{PORT}", 0x10 + i).parse().unwrap()
+    } else {
+        format!("{}:{PORT}", backend_ip(i)).parse().unwrap()
+    }
+}
+
+/// Client address `i` (of CLIENT_IPS) with port 0, in this test's family.
+fn client_addr(i: usize) -> SocketAddr {
+    if v6() {
+        format!("[{NET6}{:x}]:0", 0x50 + i % usize::from(CLIENT_IPS))
+            .parse()
+            .unwrap()
+    } else {
+        format!("{}:0", client_ip(i)).parse().unwrap()
+    }
+}
+
 fn client_ip(i: usize) -> String {
     format!("10.78.0.{}", 50 + i % usize::from(CLIENT_IPS))
 }
@@ -187,6 +229,9 @@ fn setup() -> Result<Namespaces, String> {
 fn role(ns: &str, role: &str, env: &[(&str, String)]) -> Proc {
     let mut env = env.to_vec();
     env.push((ROLE, role.to_string()));
+    if V6.get() {
+        env.push(("FAMILY", "6".to_string()));
+    }
     Proc::role(ns, "xdp_dr_role", &env)
 }
 
@@ -642,6 +687,135 @@ fn direct_routing_keeps_rebinding_clients_sessions() {
         "routing by address loses rebinding clients: {addr:?}"
     );
     assert!(addr.sessions_survived < CLIENTS, "{addr:?}");
+}
+
+/// IPv6 addresses for `direct_routing_over_ipv6`, on top of `setup`'s: fd78::1 on the
+/// balancer, fd78::50.. on the client (the VIP fd78::100 reached at the balancer's MAC),
+/// fd78::10.. on the backends with the VIP on their loopback (Linux answers neighbour
+/// solicitations only for addresses on the receiving interface: no arp_ignore needed).
+fn setup_v6() -> Result<(), String> {
+    let add =
+        |ns: &str, a: String, dev: &str| ip(&["-n", ns, "addr", "add", &a, "dev", dev, "nodad"]);
+    add(&ns_name("lb"), format!("{NET6}1/64"), "veth0")?;
+    let c = ns_name("c");
+    for i in 0..usize::from(CLIENT_IPS) {
+        add(&c, format!("{NET6}{:x}/64", 0x50 + i), "veth0")?;
+    }
+    ip(&[
+        "-n",
+        &c,
+        "neigh",
+        "add",
+        &format!("{NET6}100"),
+        "lladdr",
+        LB_MAC,
+        "dev",
+        "veth0",
+        "nud",
+        "permanent",
+    ])?;
+    for i in 0..BACKENDS {
+        let n = ns_name(&format!("b{i}"));
+        add(&n, format!("{NET6}{:x}/64", 0x10 + i), "veth0")?;
+        add(&n, format!("{NET6}100/128"), "lo")?;
+    }
+    Ok(())
+}
+
+/// Direct routing over IPv6: the VIP fd78::100, backends on their IPv6 addresses
+/// (MACs from the kernel's NDP entries), real Mbed TLS servers on the VIP; clients that
+/// rebind address and port every two messages keep their sessions with one handshake
+/// each, and the servers see the clients' own IPv6 addresses.
+#[test]
+fn direct_routing_over_ipv6() {
+    TAG.set("6");
+    V6.set(true);
+    let probe = Command::new("ip").args(["netns", "list"]).output();
+    let ns = match probe
+        .map_err(|e| e.to_string())
+        .and_then(|_| setup())
+        .and_then(|ns| setup_v6().map(|()| ns))
+    {
+        Ok(ns) => ns,
+        Err(e) => {
+            if required() {
+                panic!("cannot set up network namespaces: {e}");
+            }
+            say_skip(&format!(
+                "SKIP direct_routing_over_ipv6: {e}; set {REQUIRE}=1 to fail instead"
+            ));
+            return;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("cidlb-xdpdr-v6-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pass = role(&ns_name("sw"), "pass", &[]);
+    pass.expect("ready", Duration::from_secs(20));
+    let mut backends: Vec<Proc> = (0..BACKENDS)
+        .map(|i| {
+            let r = role(
+                &ns_name(&format!("b{i}")),
+                "backend",
+                &[("IDX", i.to_string())],
+            );
+            r.expect("ready", Duration::from_secs(20));
+            r
+        })
+        .collect();
+    let lb_ns = ns_name("lb");
+    let mut t = format!(
+        "[health]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\n\
+         [admin]\naddress = \"127.0.0.1:9684\"\n\n\
+         [[listener]]\nname = \"coaps6\"\naddress = \"{}\"\ncid_length = {CID_LEN}\n\
+         forwarding = \"xdp-dr\"\ninterface = \"veth0\"\npin_dir = \"\"\n\n\
+           [listener.cid_format]\n  format = \"prefix\"\n  prefix_length = 1\n",
+        vip_addr()
+    );
+    for i in 0..BACKENDS {
+        t.push_str(&format!(
+            "\n  [[listener.backend]]\n  name = \"b{i}\"\n  address = \"{}\"\n  server_id = \"{:02x}\"\n",
+            backend_addr(i),
+            0x10 + i
+        ));
+    }
+    let cfg = dir.join("v6.toml");
+    std::fs::write(&cfg, t).unwrap();
+    let lb = start_balancer(&lb_ns, &cfg);
+    let st = wait_all_up(&lb_ns);
+    let clients = run_clients(&ns_name("c"));
+    let after = backend_stats(&mut backends);
+    let neigh = Command::new("ip")
+        .args(["-n", &lb_ns, "-6", "neigh", "show", "dev", "veth0"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    drop(lb);
+    drop(pass);
+    drop(backends);
+    drop(ns);
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("IPv6: {clients:?}; backends {after:?}\n{st}\nneighbours:\n{neigh}");
+    assert!(
+        st.lines().filter(|l| l.contains(" up ")).count() >= BACKENDS,
+        "every backend up, with a MAC from its NDP entry:\n{st}"
+    );
+    assert_eq!(clients.failed_handshakes, 0, "{clients:?}");
+    assert_eq!(clients.lost, 0, "{clients:?}");
+    assert_eq!(clients.sessions_survived, CLIENTS, "{clients:?}");
+    let handshakes: u64 = after.iter().map(|s| s.0).sum();
+    assert_eq!(handshakes, CLIENTS as u64, "one handshake per client");
+    let own: Vec<IpAddr> = (0..usize::from(CLIENT_IPS))
+        .map(|i| client_addr(i).ip())
+        .collect();
+    for (b, (_, echoed, peers)) in after.iter().enumerate() {
+        assert!(*echoed > 0, "backend {b} echoed nothing");
+        for p in peers {
+            assert!(
+                own.contains(&p.ip()),
+                "backend {b} saw {p}, not a client's own address"
+            );
+        }
+    }
 }
 
 /// The encrypted QUIC-LB format of `encrypted_cids_through_the_slow_path`: 1-octet
@@ -1313,8 +1487,8 @@ fn xdp_dr_role() {
             };
             // The data server on the VIP (what clients reach by direct routing), and
             // one on the backend's own address for the balancer's health checks.
-            let vip: SocketAddr = format!("{VIP}:{PORT}").parse().unwrap();
-            let own: SocketAddr = format!("{}:{PORT}", backend_ip(i)).parse().unwrap();
+            let vip: SocketAddr = vip_addr();
+            let own: SocketAddr = backend_addr(i);
             let data = DtlsServer::spawn(
                 ServerConfig::new(vip, Vec::new(), cid_len).with_cid_source(source()),
             )
@@ -1350,15 +1524,14 @@ fn xdp_dr_role() {
         }
         "client" => {
             use cidlb_test_mbedtls::{ClientConfig, DtlsClient};
-            let vip: SocketAddr = format!("{VIP}:{PORT}").parse().unwrap();
+            let vip: SocketAddr = vip_addr();
             let results: Vec<(usize, usize, bool, bool)> = std::thread::scope(|s| {
                 let handles: Vec<_> = (0..3)
                     .map(|t| {
                         s.spawn(move || {
                             let mut out = Vec::new();
                             for k in (t..CLIENTS).step_by(3) {
-                                let bind: SocketAddr =
-                                    format!("{}:0", client_ip(k)).parse().unwrap();
+                                let bind: SocketAddr = client_addr(k);
                                 let mut cfg = ClientConfig::new(vip);
                                 cfg.bind = bind;
                                 cfg.handshake_timeout = Duration::from_secs(10);
@@ -1370,10 +1543,7 @@ fn xdp_dr_role() {
                                 for m in 0..MESSAGES {
                                     if m > 0 && m % 2 == 0 {
                                         // A NAT rebinding: a new address and port.
-                                        let to: SocketAddr =
-                                            format!("{}:0", client_ip(k + 7 * m / 2))
-                                                .parse()
-                                                .unwrap();
+                                        let to = client_addr(k + 7 * m / 2);
                                         if c.rebind(to).is_err() {
                                             lost += MESSAGES - m;
                                             break;
