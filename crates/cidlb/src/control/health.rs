@@ -133,17 +133,10 @@ impl Daemon {
             if changes.is_empty() {
                 continue;
             }
-            // One Maglev build for the whole round, outside the plane's lock (the
-            // plane's own rebuild per change would hold it: seconds with a large
-            // table), then one swap.
-            let backends = plane_backends(&listeners[li], &cfg.listeners[li]);
-            let rc = plane.router_config();
-            let stopping = || self.stopping.load(Ordering::Relaxed);
-            match Router::prepare_backends_unless(&rc, backends, &stopping) {
-                Ok(prepared) => {
-                    plane.reconfigure(rc, prepared);
-                    continue;
-                }
+            // One Maglev build for the whole round, outside the plane's lock, then
+            // one swap.
+            match self.swap_backends(&listeners[li], &cfg.listeners[li], li, true) {
+                Ok(()) => continue,
                 // Stopping: the plane is about to go.
                 Err(BackendSetError::Cancelled) => return,
                 Err(e) => warn!(listener = %cfg.listeners[li].name, error = %e,
@@ -156,12 +149,39 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Installs listener `li`'s backend set as the control state `lc` describes it now
+    /// (after health flips, a drain or a weight change): its Maglev table is built here,
+    /// outside the plane's lock, and swapped in at once. A plane's own per-change
+    /// rebuild (`set_backend_state`) holds its lock for the build: seconds with a large
+    /// table, while the listener forwards nothing. Call with the control state locked
+    /// (so that two swaps cannot interleave).
+    pub(super) fn swap_backends(
+        &self,
+        lc: &ListenerCtl,
+        lcfg: &ListenerConfig,
+        li: usize,
+        health_enabled: bool,
+    ) -> Result<(), BackendSetError> {
+        let plane = self.listener(li);
+        let rc = plane.router_config();
+        let stopping = || self.stopping.load(Ordering::Relaxed);
+        let prepared = Router::prepare_backends_unless(
+            &rc,
+            plane_backends(lc, lcfg, health_enabled),
+            &stopping,
+        )?;
+        plane.reconfigure(rc, prepared);
+        Ok(())
+    }
+}
+
 /// The backend set a listener's plane routes with, as the control state describes it
 /// (ids, states with health applied, weights, server IDs): what [`Daemon::apply_config`]
 /// installs, for the control state as it is now.
 ///
 /// [`Daemon::apply_config`]: super::Daemon::apply_config
-fn plane_backends(lc: &ListenerCtl, lcfg: &ListenerConfig) -> Vec<Backend> {
+fn plane_backends(lc: &ListenerCtl, lcfg: &ListenerConfig, health_enabled: bool) -> Vec<Backend> {
     // The control view lists the configuration's backends, in its order.
     debug_assert_eq!(lc.backends.len(), lcfg.backends.len());
     lc.backends
@@ -174,7 +194,7 @@ fn plane_backends(lc: &ListenerCtl, lcfg: &ListenerConfig) -> Vec<Backend> {
                 name: c.name.clone(),
                 addr: c.addr,
                 weight: c.weight,
-                state: c.effective(true),
+                state: c.effective(health_enabled),
                 server_id: lcfg.backend_server_id(b),
             }
         })

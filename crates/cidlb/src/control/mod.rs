@@ -204,15 +204,26 @@ impl Daemon {
             }
         };
         let health_enabled = st.config.health.enabled;
+        let mut changed: Vec<Vec<(cidlb_core::BackendId, cidlb_core::BackendState, u32)>> =
+            vec![Vec::new(); st.listeners.len()];
         for (li, name, state, weight) in saved.apply(&mut st) {
             if let Some(b) = st.listeners[li].backends.iter().find(|b| b.name == name) {
-                let plane = self.listener(li);
-                plane.set_backend_state(b.id, b.effective(health_enabled));
-                plane.set_backend_weight(b.id, weight);
+                changed[li].push((b.id, b.effective(health_enabled), weight));
             }
             tracing::info!(listener = %st.config.listeners[li].name, backend = %name,
                 state = state.name(), weight, state_file = %path.display(),
                 "restored the operator's state and weight of a backend");
+        }
+        // One swap per listener (one Maglev build, outside the plane's lock).
+        for (li, changes) in changed.into_iter().enumerate() {
+            if !changes.is_empty() {
+                self.apply_one(&st, li, |plane| {
+                    for (id, state, weight) in changes {
+                        plane.set_backend_state(id, state);
+                        plane.set_backend_weight(id, weight);
+                    }
+                });
+            }
         }
     }
 

@@ -56,6 +56,28 @@ impl State {
 }
 
 impl Daemon {
+    /// Applies an operator's change of listener `li` as one swap of its backend set
+    /// (the Maglev table built outside the plane's lock: `swap_backends`); if that set
+    /// cannot be prepared, by `one` on the plane (its own rebuild).
+    pub(super) fn apply_one(
+        &self,
+        st: &State,
+        li: usize,
+        one: impl FnOnce(&dyn cidlb_core::plane::ListenerPlane),
+    ) {
+        let health_enabled = st.config.health.enabled;
+        if let Err(e) = self.swap_backends(
+            &st.listeners[li],
+            &st.config.listeners[li],
+            li,
+            health_enabled,
+        ) {
+            tracing::warn!(listener = %st.config.listeners[li].name, error = %e,
+                "cannot rebuild the backend set at once; applying the change in place");
+            one(&**self.listener(li));
+        }
+    }
+
     /// Sets the operator's state of a backend (drain: `Draining`, undrain: `Up`) and
     /// returns its view. `listener` may be left out when the name is unique.
     pub fn set_admin_state(
@@ -74,7 +96,11 @@ impl Daemon {
             info!(listener = %st.config.listeners[li].name, backend, from = old.name(),
                 to = state.name(), "operator changed the backend's state");
         }
-        self.listener(li).set_backend_state(id, eff);
+        if old != state {
+            self.apply_one(&st, li, |p| {
+                p.set_backend_state(id, eff);
+            });
+        }
         self.save_state(&st);
         drop(st);
         self.backend_view(li, id)
@@ -101,7 +127,11 @@ impl Daemon {
             info!(listener = %st.config.listeners[li].name, backend, from = old, to = weight,
                 "operator changed the backend's weight");
         }
-        self.listener(li).set_backend_weight(id, weight);
+        if old != weight {
+            self.apply_one(&st, li, |p| {
+                p.set_backend_weight(id, weight);
+            });
+        }
         self.save_state(&st);
         drop(st);
         self.backend_view(li, id)
