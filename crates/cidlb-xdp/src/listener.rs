@@ -298,6 +298,8 @@ const FLIP_GAP: Duration = Duration::from_millis(1);
 /// Punted frames older than this are not sent on (queued while no daemon serviced the
 /// queue: the client has retransmitted, or given up, by then).
 pub const PUNT_MAX_AGE: Duration = Duration::from_secs(1);
+/// The `decoded` map's size for a listener without encrypted QUIC-LB (never used).
+const DECODED_UNUSED: u32 = 1;
 
 impl XdpListener {
     /// Loads the program (maps sized from `max_flows` / `max_bindings`), fills its maps
@@ -358,10 +360,38 @@ impl XdpListener {
                 adopted = true;
             }
         }
+        // The slow path's cache of encrypted-CID decodings: as large as the binding
+        // table where the format has encrypted QUIC-LB, else a token (it stays empty;
+        // 1M entries would be ~150 MB of kernel memory for nothing).
+        let decoded_entries = if config
+            .format
+            .as_ref()
+            .is_some_and(XdpCidFormat::has_encrypted)
+        {
+            config.router.max_bindings as u32
+        } else {
+            DECODED_UNUSED
+        };
+        if let Some(dir) = &pin_dir {
+            // A pinned cache of another size (the format changed across the restart):
+            // start a new one. It only memoises a pure function; the running program
+            // keeps its own until the new one replaces it.
+            let path = dir.join("decoded");
+            if path.exists() {
+                let size = MapData::from_pin(&path)
+                    .and_then(|m| m.info())
+                    .map(|i| i.max_entries())
+                    .map_err(|e| XdpError::Map(format!("{}: {e}", path.display())))?;
+                if size != decoded_entries {
+                    std::fs::remove_file(&path)
+                        .map_err(|e| XdpError::Map(format!("removing {}: {e}", path.display())))?;
+                }
+            }
+        }
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries("bindings", config.router.max_bindings as u32)
-            .map_max_entries("decoded", config.router.max_bindings as u32)
+            .map_max_entries("decoded", decoded_entries)
             .map_max_entries("flows", config.router.max_flows as u32)
             .map_max_entries("maglev", 2 * stride);
         let pin_paths: Vec<(&str, std::path::PathBuf)> = match &pin_dir {
@@ -506,8 +536,18 @@ impl XdpListener {
 
     /// Replaces the CID format (a reload that changes `[listener.cid_format]`; call it
     /// before [`ListenerPlane::reconfigure`] with the new settings).
+    /// A format with encrypted QUIC-LB needs the slow path's cache, which is sized at
+    /// load: switching to one from a format without is refused (a restart).
     pub fn set_cid_format(&self, format: Option<XdpCidFormat>) -> Result<(), XdpError> {
         let mut g = self.lock();
+        let had = g.format.as_ref().is_some_and(XdpCidFormat::has_encrypted);
+        if !had && format.as_ref().is_some_and(XdpCidFormat::has_encrypted) {
+            return Err(XdpError::Config(
+                "an encrypted QUIC-LB format needs the slow path's cache, sized when the \
+                 program is loaded: restart the listener"
+                    .into(),
+            ));
+        }
         g.format = format;
         g.install_sids()?;
         g.write_config()

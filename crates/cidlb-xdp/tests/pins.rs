@@ -112,6 +112,25 @@ fn pins_are_adopted_refused_on_another_layout_and_removed() {
     let (ok, out) = role("keep", &dir, 4096);
     assert!(ok, "{out}");
     assert!(out.contains("adopted"), "{out}");
+    // Without encrypted QUIC-LB the slow path's cache is a token map; a restart with
+    // an encrypted format adopts the rest and starts a cache of the binding table's size.
+    let decoded_size = || {
+        MapData::from_pin(dir.join("decoded"))
+            .and_then(|m| m.info())
+            .map(|i| i.max_entries())
+            .expect("the pinned decoded map")
+    };
+    assert_eq!(decoded_size(), 1, "no encrypted format: no cache");
+    let (ok, out) = role("keep-encrypted", &dir, 4096);
+    assert!(ok && out.contains("adopted"), "{out}");
+    assert_eq!(
+        decoded_size(),
+        4096,
+        "a cache as large as the binding table"
+    );
+    let (ok, out) = role("keep", &dir, 4096);
+    assert!(ok && out.contains("adopted"), "{out}");
+    assert_eq!(decoded_size(), 1, "and back");
     // Other sizes: refused.
     let (ok, out) = role("keep", &dir, 8192);
     assert!(!ok && out.contains("map sizes are fixed"), "{out}");
@@ -145,9 +164,23 @@ fn pins_role() {
     };
     let dir = PathBuf::from(std::env::var(DIR).unwrap());
     let flows: usize = std::env::var("CIDLB_PINS_FLOWS").unwrap().parse().unwrap();
-    let mut router = support::router_config(4, None, cidlb_core::MultiCidPolicy::First);
+    let format = (role == "keep-encrypted").then(|| {
+        let q = cidlb_cidformat::QuicLbConfig::new(cidlb_cidformat::QuicLbParams {
+            rotation: 0,
+            server_id_len: 1,
+            nonce_len: 15,
+            key: Some([7; 16]),
+            self_describing_length: false,
+        })
+        .unwrap();
+        cidlb_xdp::XdpCidFormat::quic_lb(vec![q], vec![]).unwrap()
+    });
+    let cid_len = if format.is_some() { 17 } else { 4 };
+    let mut router =
+        support::router_config(cid_len, format.as_ref(), cidlb_core::MultiCidPolicy::First);
     router.max_flows = flows;
-    let mut cfg = support::listener_config(support::vip(false), router, None, support::backends(2));
+    let mut cfg =
+        support::listener_config(support::vip(false), router, format, support::backends(2));
     cfg.attach = Some(cidlb_xdp::Attach {
         interface: "lo".into(),
         mode: cidlb_xdp::XdpMode::Skb,
