@@ -34,8 +34,8 @@ use cidlb_core::plane::{StatInfo, StatKind};
 pub use aya::programs::XdpMode;
 pub use format::{ServerIdMap, XdpCidFormat};
 pub use listener::{
-    check_router_config, Attach, Pin, TestRunOutput, XdpListener, XdpListenerConfig, XdpPass,
-    LAYOUT_VERSION, XDP_DROP, XDP_PASS, XDP_TX,
+    check_router_config, Attach, Pin, TestRunOutput, WalkCounts, XdpListener, XdpListenerConfig,
+    XdpPass, LAYOUT_VERSION, XDP_DROP, XDP_PASS, XDP_TX,
 };
 pub use plane::XdpPlane;
 pub use sys::{monotonic_secs, PacketSocket};

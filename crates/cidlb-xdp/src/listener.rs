@@ -196,6 +196,11 @@ pub struct XdpListener {
     punts: Mutex<RingBuf<MapData>>,
     /// Where the slow path sends the punted datagrams it routes (attached listeners).
     tx: Option<crate::PacketSocket>,
+    /// Handles of the flow and binding maps of its own, for counting walks that do not
+    /// hold the listener's lock (a walk of a million entries takes a second).
+    tables: Mutex<(Map, Map)>,
+    /// What the last walk counted: live flows, live bindings, and per backend.
+    counts: Mutex<WalkCounts>,
     slow_path_decoded: AtomicU64,
     slow_path_forwarded: AtomicU64,
     slow_path_unsent: AtomicU64,
@@ -234,8 +239,6 @@ struct Inner {
     installed_sids: Vec<abi::SidKey>,
     /// Events the loader counts (learned bindings).
     events: Counters,
-    /// Table sizes from the last walk.
-    counted: (usize, usize),
     /// What each half of `maglev` holds (only changed slots are written).
     halves: [Vec<u32>; 2],
 }
@@ -435,7 +438,6 @@ impl XdpListener {
             installed_ids: Vec::new(),
             installed_sids: Vec::new(),
             events: Counters::default(),
-            counted: (0, 0),
             halves: [Vec::new(), Vec::new()],
         };
         inner.check_backends(&inner.backends)?;
@@ -518,12 +520,30 @@ impl XdpListener {
             })?),
             None => None,
         };
+        let own = |name: &str| -> Result<Map, XdpError> {
+            let m = inner.ebpf.map(name).expect("loaded");
+            let data = match m {
+                Map::LruHashMap(d) | Map::HashMap(d) => d,
+                _ => return Err(XdpError::Map(format!("{name}: not a hash map"))),
+            };
+            let fd = data
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| XdpError::Map(format!("{name}: {e}")))?;
+            Ok(Map::LruHashMap(
+                MapData::from_fd(fd).map_err(map_err("a table handle"))?,
+            ))
+        };
+        let tables = Mutex::new((own("flows")?, own("bindings")?));
         Ok(XdpListener {
             name: config.name,
             addr: config.addr,
             inner: Mutex::new(inner),
             punts: Mutex::new(punts),
             tx,
+            tables,
+            counts: Mutex::new(WalkCounts::default()),
             slow_path_decoded: AtomicU64::new(0),
             slow_path_forwarded: AtomicU64::new(0),
             slow_path_unsent: AtomicU64::new(0),
@@ -640,6 +660,23 @@ impl XdpListener {
         .map_err(map_err("bindings"))?;
         g.events.events[Event::BindingLearned as usize] += 1;
         Ok(())
+    }
+
+    /// Counts the live flows and bindings (per backend too) by walking both tables,
+    /// without holding the listener's lock (routing, the slow path and operator actions
+    /// go on meanwhile), and keeps the result for `snapshot(false)`. O(entries): about
+    /// a second per million. [`crate::XdpPlane`] calls it every few seconds.
+    pub fn count_tables(&self) -> WalkCounts {
+        let (flow_idle, binding_idle) = {
+            let g = self.lock();
+            (secs(g.cfg.flow_idle), secs(g.cfg.binding_idle))
+        };
+        let c = {
+            let t = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+            walk(&t.0, &t.1, monotonic_secs(), flow_idle, binding_idle)
+        };
+        *self.counts.lock().unwrap_or_else(|p| p.into_inner()) = c.clone();
+        c
     }
 
     /// The slow path: decodes the encrypted CIDs the program queued (with the
@@ -1346,36 +1383,40 @@ impl Inner {
         }
         (c, stats)
     }
+}
 
-    /// Walks both tables: live entries, and per backend.
-    fn walk(&mut self, now: u32) -> (usize, usize, StdHashMap<u16, (usize, usize)>) {
-        let mut per: StdHashMap<u16, (usize, usize)> = StdHashMap::new();
-        let (mut nf, mut nb) = (0, 0);
-        let flow_idle = secs(self.cfg.flow_idle);
-        let binding_idle = secs(self.cfg.binding_idle);
-        if let Ok(map) =
-            HashMap::<_, FlowKey, abi::Flow>::try_from(self.ebpf.map("flows").expect("flows"))
-        {
-            for (_, f) in map.iter().flatten() {
-                if !expired(f.last_seen, now, flow_idle) {
-                    nf += 1;
-                    per.entry(f.backend).or_default().0 += 1;
-                }
+/// What a counting walk of a listener's tables found.
+#[derive(Clone, Debug, Default)]
+pub struct WalkCounts {
+    /// Live flows.
+    pub flows: usize,
+    /// Live CID bindings.
+    pub bindings: usize,
+    /// Per backend id: (flows, bindings).
+    pub per_backend: StdHashMap<u16, (usize, usize)>,
+}
+
+/// Counts the live (not idle-expired) entries of `flows` and `bindings`, per backend.
+/// O(entries) map syscalls: about a second for a million entries of each.
+fn walk(flows: &Map, bindings: &Map, now: u32, flow_idle: u32, binding_idle: u32) -> WalkCounts {
+    let mut c = WalkCounts::default();
+    if let Ok(map) = HashMap::<_, FlowKey, abi::Flow>::try_from(flows) {
+        for (_, f) in map.iter().flatten() {
+            if !expired(f.last_seen, now, flow_idle) {
+                c.flows += 1;
+                c.per_backend.entry(f.backend).or_default().0 += 1;
             }
         }
-        if let Ok(map) = HashMap::<_, CidKey, abi::Binding>::try_from(
-            self.ebpf.map("bindings").expect("bindings"),
-        ) {
-            for (_, b) in map.iter().flatten() {
-                if !expired(b.last_seen, now, binding_idle) {
-                    nb += 1;
-                    per.entry(b.backend).or_default().1 += 1;
-                }
-            }
-        }
-        self.counted = (nf, nb);
-        (nf, nb, per)
     }
+    if let Ok(map) = HashMap::<_, CidKey, abi::Binding>::try_from(bindings) {
+        for (_, b) in map.iter().flatten() {
+            if !expired(b.last_seen, now, binding_idle) {
+                c.bindings += 1;
+                c.per_backend.entry(b.backend).or_default().1 += 1;
+            }
+        }
+    }
+    c
 }
 
 /// `Lookups` over the maps: what the program reads, read the same way (the core's
@@ -1538,16 +1579,26 @@ impl ListenerPlane for XdpListener {
     }
 
     fn snapshot(&self, per_backend: bool) -> PlaneSnapshot {
-        let mut g = self.lock();
+        // A fresh walk when asked for per-backend counts (without the listener's lock);
+        // otherwise the last one's (the plane walks every few seconds).
+        let walked = if per_backend {
+            self.count_tables()
+        } else {
+            self.counts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        };
+        let g = self.lock();
         let (counters, stats) = g.read_counters();
         let mut per = Vec::new();
         if per_backend {
-            let (_, _, counts) = g.walk(monotonic_secs());
             per = g
                 .backends
                 .iter()
                 .map(|b| {
-                    let (flows, bindings) = counts.get(&b.id.0).copied().unwrap_or_default();
+                    let (flows, bindings) =
+                        walked.per_backend.get(&b.id.0).copied().unwrap_or_default();
                     BackendCounts {
                         backend: b.id,
                         flows,
@@ -1561,8 +1612,8 @@ impl ListenerPlane for XdpListener {
             _ => 0,
         };
         let tables = TableSizes {
-            flows: g.counted.0,
-            bindings: g.counted.1,
+            flows: walked.flows,
+            bindings: walked.bindings,
             max_flows: g.cfg.max_flows,
             max_bindings: g.cfg.max_bindings,
             flow_idle: g.cfg.flow_idle,

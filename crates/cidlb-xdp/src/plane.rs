@@ -11,14 +11,20 @@ use crate::{XdpError, XdpListener, XdpListenerConfig};
 
 /// How often the slow path looks for queued encrypted CIDs.
 const SLOW_PATH_PERIOD: Duration = Duration::from_millis(2);
+/// How often the tables are counted (live flows and bindings for `/tables` and the
+/// metrics), at least: a walk that takes longer waits twenty times its duration, so that
+/// counting takes at most 5 % of a CPU.
+const COUNT_PERIOD: Duration = Duration::from_secs(5);
 
-/// A running XDP plane: one program per listener, and a thread that decodes the
-/// encrypted CIDs the programs queue ([`XdpListener::service_punts`]).
+/// A running XDP plane: one program per listener, a thread that decodes the encrypted
+/// CIDs the programs queue ([`XdpListener::service_punts`]), and one that counts the
+/// tables every few seconds ([`XdpListener::count_tables`]).
 pub struct XdpPlane {
     xdp: Vec<Arc<XdpListener>>,
     listeners: Vec<Arc<dyn ListenerPlane>>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    counter: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for XdpPlane {
@@ -52,6 +58,25 @@ impl XdpPlane {
                 })
                 .map_err(|e| XdpError::Load(format!("slow path thread: {e}")))?
         };
+        let counter = {
+            let stop = stop.clone();
+            let xdp = xdp.clone();
+            std::thread::Builder::new()
+                .name("cidlb-xdp-count".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = std::time::Instant::now();
+                        for l in &xdp {
+                            l.count_tables();
+                        }
+                        let next = t + COUNT_PERIOD.max(20 * t.elapsed());
+                        while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < next {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                })
+                .map_err(|e| XdpError::Load(format!("table counting thread: {e}")))?
+        };
         Ok(XdpPlane {
             listeners: xdp
                 .iter()
@@ -60,6 +85,7 @@ impl XdpPlane {
             xdp,
             stop,
             thread: Mutex::new(Some(thread)),
+            counter: Mutex::new(Some(counter)),
         })
     }
 }
@@ -89,8 +115,10 @@ impl DataPlane for XdpPlane {
 impl Drop for XdpPlane {
     fn drop(&mut self) {
         self.shutdown();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = t.join();
+        for t in [&self.thread, &self.counter] {
+            if let Some(t) = t.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = t.join();
+            }
         }
     }
 }

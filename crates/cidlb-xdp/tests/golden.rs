@@ -953,6 +953,20 @@ fn the_plane_runs_the_slow_path_by_itself() {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    // The plane counts its tables by itself too: the frame's flow shows in a snapshot
+    // that does not walk (`/tables`, the metrics) within a counting period or two.
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let t = plane.listeners()[0].snapshot(false).tables;
+        if t.flows >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the plane never counted its tables: {t:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     plane.shutdown();
 }
 
