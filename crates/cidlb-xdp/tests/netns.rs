@@ -37,7 +37,7 @@ const LB_MAC: &str = "02:77:00:00:00:01";
 const CLIENT_MAC: &str = "02:77:00:00:00:02";
 const BACKEND_MACS: [&str; 2] = ["02:77:00:00:00:10", "02:77:00:00:00:11"];
 const BACKEND_IPS: [&str; 2] = ["10.77.0.10", "10.77.0.11"];
-use cidlb_test_netns::{in_ns, ip, Namespaces, Proc};
+use cidlb_test_netns::{in_ns, ip, neigh_permanent, Namespaces, Proc};
 
 const ROLE: &str = "CIDLB_NETNS_ROLE";
 
@@ -93,19 +93,7 @@ fn setup() -> Result<Namespaces, String> {
     let c = ns.name("c");
     ip(&["-n", &c, "addr", "add", "10.77.0.2/24", "dev", "veth0"])?;
     // The VIP is the balancer's: a router in front of it would resolve it so.
-    ip(&[
-        "-n",
-        &c,
-        "neigh",
-        "add",
-        VIP,
-        "lladdr",
-        LB_MAC,
-        "dev",
-        "veth0",
-        "nud",
-        "permanent",
-    ])?;
+    neigh_permanent(&c, VIP, LB_MAC, "veth0")?;
     for (i, b) in ["b0", "b1"].iter().enumerate() {
         let n = ns.name(b);
         ip(&[
@@ -192,47 +180,16 @@ fn direct_routing_through_network_namespaces() {
     };
     let pass = role(&ns.name("sw"), "pass", &[]);
     pass.expect_prefix("ready", Duration::from_secs(20));
-    let lb = role(&ns.name("lb"), "lb", &[]);
-    lb.expect_prefix("ready", Duration::from_secs(20));
-    let backends: Vec<Proc> = ["b0", "b1"]
-        .iter()
-        .map(|b| {
-            let r = role(&ns.name(b), "backend", &[]);
-            r.expect_prefix("ready", Duration::from_secs(20));
-            r
-        })
-        .collect();
-    let client = role(&ns.name("c"), "client", &[]);
-    let client_lines = client.finish(Duration::from_secs(30));
-    let got: Vec<Vec<String>> = backends
-        .into_iter()
-        .map(|b| b.finish(Duration::from_secs(30)))
-        .collect();
-    let lb_lines = lb.finish(Duration::from_secs(30));
+    let (client_lines, got, lb_lines) = run_part(&ns, "lb", "client");
     eprintln!("client: {client_lines:#?}\nbackends: {got:#?}\nlb: {lb_lines:#?}");
 
     // Every datagram reached exactly one backend, with the client's own address.
     let script = script();
-    let mut seen_at: Vec<Option<usize>> = vec![None; script.len()];
-    for (b, lines) in got.iter().enumerate() {
-        for l in lines.iter().filter(|l| l.starts_with("got ")) {
-            let mut parts = l.split(' ');
-            parts.next();
-            let from: SocketAddr = parts.next().unwrap().parse().unwrap();
-            let hex = parts.next().unwrap();
-            let i = script
-                .iter()
-                .position(|(port, p)| hex::encode(p) == hex && from.port() == *port)
-                .unwrap_or_else(|| panic!("backend {b} got an unexpected datagram: {l}"));
-            assert_eq!(
-                from.ip().to_string(),
-                "10.77.0.2",
-                "the client's address is preserved"
-            );
-            assert!(seen_at[i].is_none(), "datagram {i} delivered twice");
-            seen_at[i] = Some(b);
-        }
-    }
+    let seen_at = delivered(&got, script.len(), |from, hex| {
+        script
+            .iter()
+            .position(|(port, p)| hex::encode(p) == hex && from.port() == *port)
+    });
     assert!(
         seen_at.iter().all(Option::is_some),
         "every datagram reaches a backend: {seen_at:?}"
@@ -245,11 +202,11 @@ fn direct_routing_through_network_namespaces() {
         "the rebound client reaches its backend"
     );
     // Backends answered the client directly, from the VIP.
-    let replies = client_lines
-        .iter()
-        .filter(|l| l.starts_with("reply "))
-        .count();
-    assert_eq!(replies, script.len(), "direct replies: {client_lines:?}");
+    assert_eq!(
+        replies(&client_lines),
+        script.len(),
+        "direct replies: {client_lines:?}"
+    );
     assert!(client_lines
         .iter()
         .filter(|l| l.starts_with("reply "))
@@ -266,41 +223,12 @@ fn direct_routing_through_network_namespaces() {
     // Encrypted QUIC-LB CIDs, each new to the program and sent once: the program queues
     // each datagram for the slow path, which decodes the CID, routes the frame again
     // and sends it out of veth0: none is lost, each reaches the backend its CID names.
-    let lb = role(&ns.name("lb"), "lb-encrypted", &[]);
-    lb.expect_prefix("ready", Duration::from_secs(20));
-    let backends: Vec<Proc> = ["b0", "b1"]
-        .iter()
-        .map(|b| {
-            let r = role(&ns.name(b), "backend", &[]);
-            r.expect_prefix("ready", Duration::from_secs(20));
-            r
-        })
-        .collect();
-    let client = role(&ns.name("c"), "client-encrypted", &[]);
-    let client_lines = client.finish(Duration::from_secs(60));
-    let got: Vec<Vec<String>> = backends
-        .into_iter()
-        .map(|b| b.finish(Duration::from_secs(30)))
-        .collect();
-    let lb_lines = lb.finish(Duration::from_secs(30));
+    let (client_lines, got, lb_lines) = run_part(&ns, "lb-encrypted", "client-encrypted");
     eprintln!("encrypted: client {client_lines:#?}\nbackends: {got:#?}\nlb: {lb_lines:#?}");
     let sent = encrypted_script();
-    let mut seen_at: Vec<Option<usize>> = vec![None; sent.len()];
-    for (b, lines) in got.iter().enumerate() {
-        for l in lines.iter().filter(|l| l.starts_with("got ")) {
-            let mut parts = l.split(' ');
-            parts.next();
-            let from: SocketAddr = parts.next().unwrap().parse().unwrap();
-            let hex = parts.next().unwrap();
-            let i = sent
-                .iter()
-                .position(|(_, p)| hex::encode(p) == hex)
-                .unwrap_or_else(|| panic!("backend {b} got an unexpected datagram: {l}"));
-            assert_eq!(from.ip().to_string(), "10.77.0.2", "the client's address");
-            assert!(seen_at[i].is_none(), "datagram {i} delivered twice");
-            seen_at[i] = Some(b);
-        }
-    }
+    let seen_at = delivered(&got, sent.len(), |_, hex| {
+        sent.iter().position(|(_, p)| hex::encode(p) == hex)
+    });
     for (i, (backend, _)) in sent.iter().enumerate() {
         assert_eq!(
             seen_at[i],
@@ -308,11 +236,11 @@ fn direct_routing_through_network_namespaces() {
             "datagram {i} (its CID new to the program, sent once) reaches backend {backend}: {seen_at:?}"
         );
     }
-    let replies = client_lines
-        .iter()
-        .filter(|l| l.starts_with("reply "))
-        .count();
-    assert_eq!(replies, sent.len(), "direct replies: {client_lines:?}");
+    assert_eq!(
+        replies(&client_lines),
+        sent.len(),
+        "direct replies: {client_lines:?}"
+    );
     let stats = lb_lines
         .iter()
         .find(|l| l.starts_with("stats "))
@@ -328,6 +256,118 @@ fn direct_routing_through_network_namespaces() {
     );
     assert!(stats.contains(" slow_path_unsent=0 "), "{stats}");
     drop(pass);
+}
+
+/// `stats name=value ... ` of a plane's own counters (each followed by a space).
+fn stats_line(s: &cidlb_core::plane::PlaneSnapshot) -> String {
+    let mut line = String::from("stats ");
+    for (i, v) in &s.stats {
+        line.push_str(&format!("{}={v} ", i.name));
+    }
+    line
+}
+
+/// The balancer's listener on veth0: two backends (server IDs 0x10 and 0x11), 4-octet
+/// CIDs without `format`, else `format`'s (17 octets).
+fn lb_config(format: Option<cidlb_xdp::XdpCidFormat>) -> cidlb_xdp::XdpListenerConfig {
+    let backends: Vec<cidlb_core::Backend> = (0..2u16)
+        .map(|i| {
+            let mut b = cidlb_core::Backend::new(
+                i,
+                format!("b{i}"),
+                format!("{}:{PORT}", BACKEND_IPS[usize::from(i)])
+                    .parse()
+                    .unwrap(),
+            );
+            b.server_id = cidlb_core::ServerId::new(&[0x10 + i as u8]);
+            b
+        })
+        .collect();
+    let cid = match &format {
+        Some(f) => f.cid_routing(Some(17)),
+        None => cidlb_core::CidRouting::fixed(4),
+    };
+    let mut router = cidlb_core::RouterConfig::new(cid, [1, 2, 3, 4]);
+    router.max_flows = 1024;
+    router.max_bindings = 1024;
+    cidlb_xdp::XdpListenerConfig {
+        name: "netns".into(),
+        addr: format!("{VIP}:{PORT}").parse().unwrap(),
+        router,
+        format,
+        backends,
+        backend_macs: (0..2)
+            .map(|i| (BACKEND_IPS[i].parse().unwrap(), mac(BACKEND_MACS[i])))
+            .collect(),
+        src_mac: mac(LB_MAC),
+        attach: Some(cidlb_xdp::Attach {
+            interface: "veth0".into(),
+            mode: cidlb_xdp::XdpMode::Driver,
+            pin: None,
+        }),
+    }
+}
+
+/// How many replies a client role got.
+fn replies(client_lines: &[String]) -> usize {
+    client_lines
+        .iter()
+        .filter(|l| l.starts_with("reply "))
+        .count()
+}
+
+/// One part of the test: the balancer role `lb`, the two backends, then the client role
+/// `client` to its end; what each printed (client, backends, balancer).
+fn run_part(
+    ns: &Namespaces,
+    lb: &str,
+    client: &str,
+) -> (Vec<String>, Vec<Vec<String>>, Vec<String>) {
+    let lb = role(&ns.name("lb"), lb, &[]);
+    lb.expect_prefix("ready", Duration::from_secs(20));
+    let backends: Vec<Proc> = ["b0", "b1"]
+        .iter()
+        .map(|b| {
+            let r = role(&ns.name(b), "backend", &[]);
+            r.expect_prefix("ready", Duration::from_secs(20));
+            r
+        })
+        .collect();
+    let client_lines = role(&ns.name("c"), client, &[]).finish(Duration::from_secs(60));
+    let got = backends
+        .into_iter()
+        .map(|b| b.finish(Duration::from_secs(30)))
+        .collect();
+    (client_lines, got, lb.finish(Duration::from_secs(30)))
+}
+
+/// Which backend got each datagram of a script (`which` names a `got` line's datagram,
+/// from its source and hex payload, by its index): each once at most, each from the
+/// client's own address.
+fn delivered(
+    got: &[Vec<String>],
+    n: usize,
+    which: impl Fn(SocketAddr, &str) -> Option<usize>,
+) -> Vec<Option<usize>> {
+    let mut seen_at = vec![None; n];
+    for (b, lines) in got.iter().enumerate() {
+        for l in lines.iter().filter(|l| l.starts_with("got ")) {
+            let mut parts = l.split(' ');
+            parts.next();
+            let from: SocketAddr = parts.next().unwrap().parse().unwrap();
+            let hex = parts.next().unwrap();
+            let i = which(from, hex)
+                .unwrap_or_else(|| panic!("backend {b} got an unexpected datagram: {l}"));
+            assert_eq!(
+                from.ip().to_string(),
+                "10.77.0.2",
+                "the client's address is preserved"
+            );
+            assert!(seen_at[i].is_none(), "datagram {i} delivered twice");
+            seen_at[i] = Some(b);
+        }
+    }
+    seen_at
 }
 
 /// The encrypted QUIC-LB format of the second part (single-pass AES: 1-octet server
@@ -387,39 +427,7 @@ fn netns_role() {
         }
         "lb" => {
             use cidlb_core::plane::ListenerPlane;
-            let backends: Vec<cidlb_core::Backend> = (0..2)
-                .map(|i| {
-                    cidlb_core::Backend::new(
-                        i,
-                        format!("b{i}"),
-                        format!("{}:{PORT}", BACKEND_IPS[usize::from(i)])
-                            .parse()
-                            .unwrap(),
-                    )
-                })
-                .collect();
-            let macs = (0..2)
-                .map(|i| (BACKEND_IPS[i].parse().unwrap(), mac(BACKEND_MACS[i])))
-                .collect();
-            let mut router =
-                cidlb_core::RouterConfig::new(cidlb_core::CidRouting::fixed(4), [1, 2, 3, 4]);
-            router.max_flows = 1024;
-            router.max_bindings = 1024;
-            let l = cidlb_xdp::XdpListener::new(cidlb_xdp::XdpListenerConfig {
-                name: "netns".into(),
-                addr: format!("{VIP}:{PORT}").parse().unwrap(),
-                router,
-                format: None,
-                backends,
-                backend_macs: macs,
-                src_mac: mac(LB_MAC),
-                attach: Some(cidlb_xdp::Attach {
-                    interface: "veth0".into(),
-                    mode: cidlb_xdp::XdpMode::Driver,
-                    pin: None,
-                }),
-            })
-            .expect("the listener on veth0");
+            let l = cidlb_xdp::XdpListener::new(lb_config(None)).expect("the listener on veth0");
             say("ready");
             let _ = stdin_closed().recv_timeout(Duration::from_secs(60));
             let s = l.snapshot(false);
@@ -430,61 +438,18 @@ fn netns_role() {
             }
             say(&line);
             say(&format!("dropped {:?}", s.counters.dropped));
-            let stats: Vec<String> = s
-                .stats
-                .iter()
-                .map(|(i, v)| format!("{}={v}", i.name))
-                .collect();
-            say(&format!("stats {}", stats.join(" ")));
+            say(&stats_line(&s));
         }
         "lb-encrypted" => {
             use cidlb_core::plane::DataPlane;
-            let backends: Vec<cidlb_core::Backend> = (0..2u16)
-                .map(|i| {
-                    let mut b = cidlb_core::Backend::new(
-                        i,
-                        format!("b{i}"),
-                        format!("{}:{PORT}", BACKEND_IPS[usize::from(i)])
-                            .parse()
-                            .unwrap(),
-                    );
-                    b.server_id = cidlb_core::ServerId::new(&[0x10 + i as u8]);
-                    b
-                })
-                .collect();
-            let macs = (0..2)
-                .map(|i| (BACKEND_IPS[i].parse().unwrap(), mac(BACKEND_MACS[i])))
-                .collect();
             let format = cidlb_xdp::XdpCidFormat::quic_lb(vec![encrypted_format()], vec![])
                 .expect("the format");
-            let mut router =
-                cidlb_core::RouterConfig::new(format.cid_routing(Some(17)), [1, 2, 3, 4]);
-            router.max_flows = 1024;
-            router.max_bindings = 1024;
-            let plane = cidlb_xdp::XdpPlane::start(vec![cidlb_xdp::XdpListenerConfig {
-                name: "netns-encrypted".into(),
-                addr: format!("{VIP}:{PORT}").parse().unwrap(),
-                router,
-                format: Some(format),
-                backends,
-                backend_macs: macs,
-                src_mac: mac(LB_MAC),
-                attach: Some(cidlb_xdp::Attach {
-                    interface: "veth0".into(),
-                    mode: cidlb_xdp::XdpMode::Driver,
-                    pin: None,
-                }),
-            }])
-            .expect("the plane on veth0");
+            let plane = cidlb_xdp::XdpPlane::start(vec![lb_config(Some(format))])
+                .expect("the plane on veth0");
             say("ready");
             let _ = stdin_closed().recv_timeout(Duration::from_secs(60));
             let s = plane.listeners()[0].snapshot(false);
-            let stats: Vec<String> = s
-                .stats
-                .iter()
-                .map(|(i, v)| format!("{}={v}", i.name))
-                .collect();
-            say(&format!("stats {} ", stats.join(" ")));
+            say(&stats_line(&s));
         }
         "client-encrypted" => {
             // Each datagram once (no retry: the point is that the first is not lost),

@@ -49,7 +49,9 @@ const ROLE: &str = "CIDLB_XDP_DR_ROLE";
 /// the balancer reaches it through a route via b3. Health checks pass (the kernel
 /// routes them); direct routing has no MAC for it, so it must show down (`no_mac`).
 const FAR_IP: &str = "10.79.0.5";
-use cidlb_test_netns::{in_ns, ip, required, run, say_skip, Namespaces, Proc, REQUIRE};
+use cidlb_test_netns::{
+    in_ns, ip, neigh_permanent, required, run, say_skip, Namespaces, Proc, REQUIRE,
+};
 
 fn backend_ip(i: usize) -> String {
     format!("10.78.0.{}", 10 + i)
@@ -168,19 +170,7 @@ fn setup() -> Result<Namespaces, String> {
         ])?;
     }
     // The VIP is the balancer's on the wire: a router in front of it would resolve it so.
-    ip(&[
-        "-n",
-        &c,
-        "neigh",
-        "add",
-        VIP,
-        "lladdr",
-        LB_MAC,
-        "dev",
-        "veth0",
-        "nud",
-        "permanent",
-    ])?;
+    neigh_permanent(&c, VIP, LB_MAC, "veth0")?;
     ip(&[
         "-n",
         &lb,
@@ -233,6 +223,20 @@ fn role(ns: &str, role: &str, env: &[(&str, String)]) -> Proc {
         env.push(("FAMILY", "6".to_string()));
     }
     Proc::role(ns, "xdp_dr_role", &env)
+}
+
+/// Role `name` in the first `n` backend namespaces (`IDX` = its index, and `env`),
+/// each ready.
+fn backend_roles(name: &str, n: usize, env: &[(&str, String)]) -> Vec<Proc> {
+    (0..n)
+        .map(|i| {
+            let mut e = env.to_vec();
+            e.push(("IDX", i.to_string()));
+            let r = role(&ns_name(&format!("b{i}")), name, &e);
+            r.expect("ready", Duration::from_secs(20));
+            r
+        })
+        .collect()
 }
 
 /// Clients of the kill -9 run, each in its own thread, and their messages (one every
@@ -470,17 +474,7 @@ fn direct_routing_keeps_rebinding_clients_sessions() {
     let listener_pins = pins.join("coaps");
     let pass = role(&ns_name("sw"), "pass", &[]);
     pass.expect("ready", Duration::from_secs(20));
-    let mut backends: Vec<Proc> = (0..BACKEND_NS)
-        .map(|i| {
-            let r = role(
-                &ns_name(&format!("b{i}")),
-                "backend",
-                &[("IDX", i.to_string())],
-            );
-            r.expect("ready", Duration::from_secs(20));
-            r
-        })
-        .collect();
+    let mut backends = backend_roles("backend", BACKEND_NS, &[]);
     let lb_ns = ns_name("lb");
     let c_ns = ns_name("c");
 
@@ -701,25 +695,114 @@ fn setup_v6() -> Result<(), String> {
     for i in 0..usize::from(CLIENT_IPS) {
         add(&c, format!("{NET6}{:x}/64", 0x50 + i), "veth0")?;
     }
-    ip(&[
-        "-n",
-        &c,
-        "neigh",
-        "add",
-        &format!("{NET6}100"),
-        "lladdr",
-        LB_MAC,
-        "dev",
-        "veth0",
-        "nud",
-        "permanent",
-    ])?;
+    neigh_permanent(&c, &format!("{NET6}100"), LB_MAC, "veth0")?;
     for i in 0..BACKENDS {
         let n = ns_name(&format!("b{i}"));
         add(&n, format!("{NET6}{:x}/64", 0x10 + i), "veth0")?;
         add(&n, format!("{NET6}100/128"), "lo")?;
     }
     Ok(())
+}
+
+/// A test's namespaces (`setup`, and `setup_v6` over IPv6), its temporary directory,
+/// the switch's pass program and the backends' DTLS servers (`backend` roles).
+struct Topology {
+    // Dropped in this order: processes first, then the namespaces they run in (kept
+    // only to be dropped).
+    backends: Vec<Proc>,
+    _pass: Proc,
+    _ns: Namespaces,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Sets up `test`'s topology with BACKENDS `backend` roles (with `env` added), or says
+/// why it cannot (and fails where the run requires it): `None` then.
+fn topology(test: &str, env: &[(&str, String)]) -> Option<Topology> {
+    let probe = Command::new("ip").args(["netns", "list"]).output();
+    let ns = match probe
+        .map_err(|e| e.to_string())
+        .and_then(|_| setup())
+        .and_then(|ns| {
+            if V6.get() {
+                setup_v6().map(|()| ns)
+            } else {
+                Ok(ns)
+            }
+        }) {
+        Ok(ns) => ns,
+        Err(e) => {
+            if required() {
+                panic!("cannot set up network namespaces: {e}");
+            }
+            say_skip(&format!(
+                "SKIP {test}: {e}; set {REQUIRE}=1 to fail instead"
+            ));
+            return None;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("cidlb-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pass = role(&ns_name("sw"), "pass", &[]);
+    pass.expect("ready", Duration::from_secs(20));
+    let backends = backend_roles("backend", BACKENDS, env);
+    Some(Topology {
+        backends,
+        _pass: pass,
+        _ns: ns,
+        dir,
+    })
+}
+
+/// An `xdp-dr` configuration in `dir`: health checks every 200 ms, the admin API, one
+/// listener on the VIP (this test's family) with `cid_length` and the TOML of
+/// `[listener.cid_format]`, and the BACKENDS backends with server IDs 0x10...
+fn xdp_config(dir: &std::path::Path, cid_length: usize, cid_format: &str) -> std::path::PathBuf {
+    let mut t = format!(
+        "[health]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\n\
+         [admin]\naddress = \"127.0.0.1:9684\"\n\n\
+         [[listener]]\nname = \"coaps\"\naddress = \"{}\"\ncid_length = {cid_length}\n\
+         forwarding = \"xdp-dr\"\ninterface = \"veth0\"\npin_dir = \"\"\n\n\
+           [listener.cid_format]\n{cid_format}",
+        vip_addr()
+    );
+    for i in 0..BACKENDS {
+        t.push_str(&format!(
+            "\n  [[listener.backend]]\n  name = \"b{i}\"\n  address = \"{}\"\n  server_id = \"{:02x}\"\n",
+            backend_addr(i),
+            0x10 + i
+        ));
+    }
+    let p = dir.join("xdp.toml");
+    std::fs::write(&p, t).unwrap();
+    p
+}
+
+/// Every client kept its session (no handshake failed, no echo lost) with one handshake
+/// each, and every backend took part and saw only the clients' own addresses.
+fn assert_sessions_kept(clients: &ClientResult, backends: &[(u64, u64, Vec<SocketAddr>)]) {
+    assert_eq!(clients.failed_handshakes, 0, "{clients:?}");
+    assert_eq!(clients.lost, 0, "{clients:?}");
+    assert_eq!(clients.sessions_survived, CLIENTS, "{clients:?}");
+    let handshakes: u64 = backends.iter().map(|s| s.0).sum();
+    assert_eq!(handshakes, CLIENTS as u64, "one handshake per client");
+    let own: Vec<IpAddr> = (0..usize::from(CLIENT_IPS))
+        .map(|i| client_addr(i).ip())
+        .collect();
+    for (b, (_, echoed, peers)) in backends.iter().enumerate() {
+        assert!(*echoed > 0, "backend {b} echoed nothing");
+        for p in peers {
+            assert!(
+                own.contains(&p.ip()),
+                "backend {b} saw {p}, not a client's own address"
+            );
+        }
+    }
 }
 
 /// Direct routing over IPv6: the VIP fd78::100, backends on their IPv6 addresses
@@ -730,92 +813,32 @@ fn setup_v6() -> Result<(), String> {
 fn direct_routing_over_ipv6() {
     TAG.set("6");
     V6.set(true);
-    let probe = Command::new("ip").args(["netns", "list"]).output();
-    let ns = match probe
-        .map_err(|e| e.to_string())
-        .and_then(|_| setup())
-        .and_then(|ns| setup_v6().map(|()| ns))
-    {
-        Ok(ns) => ns,
-        Err(e) => {
-            if required() {
-                panic!("cannot set up network namespaces: {e}");
-            }
-            say_skip(&format!(
-                "SKIP direct_routing_over_ipv6: {e}; set {REQUIRE}=1 to fail instead"
-            ));
-            return;
-        }
+    let Some(mut t) = topology("direct_routing_over_ipv6", &[]) else {
+        return;
     };
-    let dir = std::env::temp_dir().join(format!("cidlb-xdpdr-v6-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pass = role(&ns_name("sw"), "pass", &[]);
-    pass.expect("ready", Duration::from_secs(20));
-    let mut backends: Vec<Proc> = (0..BACKENDS)
-        .map(|i| {
-            let r = role(
-                &ns_name(&format!("b{i}")),
-                "backend",
-                &[("IDX", i.to_string())],
-            );
-            r.expect("ready", Duration::from_secs(20));
-            r
-        })
-        .collect();
     let lb_ns = ns_name("lb");
-    let mut t = format!(
-        "[health]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\n\
-         [admin]\naddress = \"127.0.0.1:9684\"\n\n\
-         [[listener]]\nname = \"coaps6\"\naddress = \"{}\"\ncid_length = {CID_LEN}\n\
-         forwarding = \"xdp-dr\"\ninterface = \"veth0\"\npin_dir = \"\"\n\n\
-           [listener.cid_format]\n  format = \"prefix\"\n  prefix_length = 1\n",
-        vip_addr()
+    let cfg = xdp_config(
+        &t.dir,
+        CID_LEN,
+        "  format = \"prefix\"\n  prefix_length = 1\n",
     );
-    for i in 0..BACKENDS {
-        t.push_str(&format!(
-            "\n  [[listener.backend]]\n  name = \"b{i}\"\n  address = \"{}\"\n  server_id = \"{:02x}\"\n",
-            backend_addr(i),
-            0x10 + i
-        ));
-    }
-    let cfg = dir.join("v6.toml");
-    std::fs::write(&cfg, t).unwrap();
     let lb = start_balancer(&lb_ns, &cfg);
     let st = wait_all_up(&lb_ns);
     let clients = run_clients(&ns_name("c"));
-    let after = backend_stats(&mut backends);
+    let after = backend_stats(&mut t.backends);
     let neigh = Command::new("ip")
         .args(["-n", &lb_ns, "-6", "neigh", "show", "dev", "veth0"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     drop(lb);
-    drop(pass);
-    drop(backends);
-    drop(ns);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(t);
     eprintln!("IPv6: {clients:?}; backends {after:?}\n{st}\nneighbours:\n{neigh}");
     assert!(
         st.lines().filter(|l| l.contains(" up ")).count() >= BACKENDS,
         "every backend up, with a MAC from its NDP entry:\n{st}"
     );
-    assert_eq!(clients.failed_handshakes, 0, "{clients:?}");
-    assert_eq!(clients.lost, 0, "{clients:?}");
-    assert_eq!(clients.sessions_survived, CLIENTS, "{clients:?}");
-    let handshakes: u64 = after.iter().map(|s| s.0).sum();
-    assert_eq!(handshakes, CLIENTS as u64, "one handshake per client");
-    let own: Vec<IpAddr> = (0..usize::from(CLIENT_IPS))
-        .map(|i| client_addr(i).ip())
-        .collect();
-    for (b, (_, echoed, peers)) in after.iter().enumerate() {
-        assert!(*echoed > 0, "backend {b} echoed nothing");
-        for p in peers {
-            assert!(
-                own.contains(&p.ip()),
-                "backend {b} saw {p}, not a client's own address"
-            );
-        }
-    }
+    assert_sessions_kept(&clients, &after);
 }
 
 /// The encrypted QUIC-LB format of `encrypted_cids_through_the_slow_path`: 1-octet
@@ -848,67 +871,27 @@ fn metric(text: &str, name: &str) -> u64 {
 #[test]
 fn encrypted_cids_through_the_slow_path() {
     TAG.set("e");
-    let probe = Command::new("ip").args(["netns", "list"]).output();
-    let ns = match probe.map_err(|e| e.to_string()).and_then(|_| setup()) {
-        Ok(ns) => ns,
-        Err(e) => {
-            if required() {
-                panic!("cannot set up network namespaces: {e}");
-            }
-            say_skip(&format!(
-                "SKIP encrypted_cids_through_the_slow_path: {e}; set {REQUIRE}=1 to fail instead"
-            ));
-            return;
-        }
+    let Some(mut t) = topology(
+        "encrypted_cids_through_the_slow_path",
+        &[("FORMAT", "quic-lb".into())],
+    ) else {
+        return;
     };
-    let dir = std::env::temp_dir().join(format!("cidlb-xdpdr-enc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pass = role(&ns_name("sw"), "pass", &[]);
-    pass.expect("ready", Duration::from_secs(20));
-    let mut backends: Vec<Proc> = (0..BACKENDS)
-        .map(|i| {
-            let r = role(
-                &ns_name(&format!("b{i}")),
-                "backend",
-                &[("IDX", i.to_string()), ("FORMAT", "quic-lb".into())],
-            );
-            r.expect("ready", Duration::from_secs(20));
-            r
-        })
-        .collect();
     let lb_ns = ns_name("lb");
-    let c_ns = ns_name("c");
-    let mut t = format!(
-        "[health]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\n\
-         [admin]\naddress = \"127.0.0.1:9684\"\n\n\
-         [[listener]]\nname = \"coaps\"\naddress = \"{VIP}:{PORT}\"\ncid_length = 9\n\
-         forwarding = \"xdp-dr\"\ninterface = \"veth0\"\npin_dir = \"\"\n\n\
-           [listener.cid_format]\n  format = \"quic-lb\"\n\n\
-             [[listener.cid_format.config]]\n    rotation = 0\n    server_id_length = 1\n\
-             nonce_length = 7\n    key = \"{}\"\n",
+    let format = format!(
+        "  format = \"quic-lb\"\n\n    [[listener.cid_format.config]]\n    rotation = 0\n\
+         server_id_length = 1\n    nonce_length = 7\n    key = \"{}\"\n",
         "5c".repeat(16)
     );
-    for i in 0..BACKENDS {
-        t.push_str(&format!(
-            "\n  [[listener.backend]]\n  name = \"b{i}\"\n  address = \"{}:{PORT}\"\n  server_id = \"{:02x}\"\n",
-            backend_ip(i),
-            0x10 + i
-        ));
-    }
-    let cfg = dir.join("encrypted.toml");
-    std::fs::write(&cfg, t).unwrap();
-    let lb = start_balancer(&lb_ns, &cfg);
+    let lb = start_balancer(&lb_ns, &xdp_config(&t.dir, 9, &format));
     let st = wait_all_up(&lb_ns);
-    let clients = run_clients(&c_ns);
-    let after = backend_stats(&mut backends);
+    let clients = run_clients(&ns_name("c"));
+    let after = backend_stats(&mut t.backends);
     let metrics = role(&lb_ns, "http-get", &[("PATH_", "/metrics".into())])
         .finish(Duration::from_secs(20))
         .join("\n");
     drop(lb);
-    drop(pass);
-    drop(backends);
-    drop(ns);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(t);
     let m = |name: &str| metric(&metrics, &format!("cidlb_listener_{name}_total"));
     let (punted, forwarded, unsent, full, long) = (
         m("punted_encrypted_cids"),
@@ -920,11 +903,7 @@ fn encrypted_cids_through_the_slow_path() {
     eprintln!(
         "encrypted QUIC-LB: {clients:?}; backends {after:?}; punted {punted}, forwarded {forwarded}, unsent {unsent}, queue full {full}, too long {long}\n{st}"
     );
-    assert_eq!(clients.failed_handshakes, 0, "{clients:?}");
-    assert_eq!(clients.lost, 0, "{clients:?}");
-    assert_eq!(clients.sessions_survived, CLIENTS, "{clients:?}");
-    let handshakes: u64 = after.iter().map(|s| s.0).sum();
-    assert_eq!(handshakes, CLIENTS as u64, "one handshake per client");
+    assert_sessions_kept(&clients, &after);
     assert!(
         punted >= CLIENTS as u64,
         "each client's first CID datagram is punted: {punted}"
@@ -994,23 +973,13 @@ fn udp_in_errors(ns: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Frames an interface of namespace `ns` dropped on receive (its `rx_dropped`).
-fn rx_dropped(ns: &str, dev: &str) -> u64 {
+/// Statistic `name` of interface `dev` of namespace `ns` (`rx_dropped`: frames it
+/// dropped on receive; `tx_dropped`: on send, for a veth frames its peer's receive ring
+/// had no room for).
+fn dev_stat(ns: &str, dev: &str, name: &str) -> u64 {
     Command::new("ip")
         .args(["netns", "exec", ns, "cat"])
-        .arg(format!("/sys/class/net/{dev}/statistics/rx_dropped"))
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Frames an interface of namespace `ns` dropped on send (its `tx_dropped`: for a
-/// veth, frames its peer's receive ring had no room for).
-fn tx_dropped(ns: &str, dev: &str) -> u64 {
-    Command::new("ip")
-        .args(["netns", "exec", ns, "cat"])
-        .arg(format!("/sys/class/net/{dev}/statistics/tx_dropped"))
+        .arg(format!("/sys/class/net/{dev}/statistics/{name}"))
         .output()
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
@@ -1040,10 +1009,10 @@ fn ethtool_drops(ns: &str, dev: &str) -> u64 {
 /// backends' sockets).
 fn losses(lb_ns: &str) -> (u64, u64, u64) {
     (
-        rx_dropped(lb_ns, "veth0")
-            + tx_dropped(lb_ns, "veth0")
+        dev_stat(lb_ns, "veth0", "rx_dropped")
+            + dev_stat(lb_ns, "veth0", "tx_dropped")
             + ethtool_drops(lb_ns, "veth0")
-            + tx_dropped(&ns_name("sw"), "sw-lb"),
+            + dev_stat(&ns_name("sw"), "sw-lb", "tx_dropped"),
         udp_in_errors(lb_ns),
         (0..BACKENDS)
             .map(|i| udp_in_errors(&ns_name(&format!("b{i}"))))
@@ -1171,17 +1140,7 @@ fn bench_xdp_dr_against_nat() {
     // frames would take the backlog path instead, in the sender's softirq context, and
     // the balancer's receive work would be charged to the sender.
     in_ns(&ns_name("sw"), &["ethtool", "-K", "sw-lb", "tso", "off"]).unwrap();
-    let mut sinks: Vec<Proc> = (0..BACKENDS)
-        .map(|i| {
-            let r = role(
-                &ns_name(&format!("b{i}")),
-                "sink",
-                &[("IDX", i.to_string())],
-            );
-            r.expect("ready", Duration::from_secs(20));
-            r
-        })
-        .collect();
+    let mut sinks = backend_roles("sink", BACKENDS, &[]);
     let write = |mode: &str| {
         let mut t = format!(
             "workers = 2\n[health]\nenabled = false\n[admin]\nenabled = false\n\n[[listener]]\nname = \"coaps\"\n\
@@ -1352,17 +1311,7 @@ fn bench_million_bindings() {
     std::fs::create_dir_all(&dir).unwrap();
     let pass = role(&ns_name("sw"), "pass", &[]);
     pass.expect("ready", Duration::from_secs(20));
-    let mut sinks: Vec<Proc> = (0..BACKENDS)
-        .map(|i| {
-            let r = role(
-                &ns_name(&format!("b{i}")),
-                "sink",
-                &[("IDX", i.to_string())],
-            );
-            r.expect("ready", Duration::from_secs(20));
-            r
-        })
-        .collect();
+    let mut sinks = backend_roles("sink", BACKENDS, &[]);
     let mut t = format!(
         "[limits]\nmax_flows = 1100000\nmax_bindings = 1100000\n[health]\nenabled = false\n\
          [admin]\naddress = \"127.0.0.1:9684\"\n\n[[listener]]\nname = \"coaps\"\n\

@@ -44,6 +44,24 @@ pub fn ip(args: &[&str]) -> Result<(), String> {
     run("ip", args)
 }
 
+/// A permanent neighbour entry in namespace `ns`: `ip` is at `mac` on `dev` (what a
+/// router in front of a balancer resolves its virtual address to).
+pub fn neigh_permanent(ns: &str, ip_addr: &str, mac: &str, dev: &str) -> Result<(), String> {
+    ip(&[
+        "-n",
+        ns,
+        "neigh",
+        "add",
+        ip_addr,
+        "lladdr",
+        mac,
+        "dev",
+        dev,
+        "nud",
+        "permanent",
+    ])
+}
+
 /// `ip netns exec NS CMD...`.
 pub fn in_ns(ns: &str, cmd: &[&str]) -> Result<(), String> {
     let mut args = vec!["netns", "exec", ns];
