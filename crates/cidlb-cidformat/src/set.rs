@@ -23,12 +23,12 @@ type ServerIdMap = Vec<(ServerId, ServerId)>;
 /// Each configuration may carry a *server ID map* (`with_server_id_map`): the server
 /// IDs it allocates, each mapped to the ID the router knows the backend by. Without a
 /// map, a decoded server ID is looked up as it is.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FormatSet {
     kind: Kind,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Kind {
     QuicLb {
         configs: Box<[Option<QuicLbConfig>; SLOTS]>,
@@ -204,6 +204,15 @@ impl FormatSet {
         configs.iter().flatten()
     }
 
+    /// The server ID map of the QUIC-LB configuration at `rotation`, if it has one
+    /// ([`FormatSet::with_server_id_map`]).
+    pub fn server_id_map(&self, rotation: u8) -> Option<&[(ServerId, ServerId)]> {
+        match &self.kind {
+            Kind::QuicLb { maps, .. } => maps.get(usize::from(rotation))?.as_deref(),
+            Kind::Prefix(_) => None,
+        }
+    }
+
     /// The prefix format, if that is this set's format.
     pub fn prefix_format(&self) -> Option<PrefixFormat> {
         match &self.kind {
@@ -303,6 +312,10 @@ impl CidFormat for FormatSet {
 
     fn server_id(&self, cid: &[u8]) -> Option<ServerId> {
         self.decode(cid).ok().map(|d| d.routing_id)
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }
 

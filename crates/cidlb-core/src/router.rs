@@ -41,6 +41,12 @@ pub trait CidFormat: Send + Sync + fmt::Debug {
     /// The server ID encoded in `cid`, or `None` when the CID does not decode (not
     /// routable, unknown configuration, wrong length).
     fn server_id(&self, cid: &[u8]) -> Option<ServerId>;
+    /// The format as `Any`, for a data plane that needs the concrete format's parameters
+    /// (the XDP plane rebuilds its decoding tables from them on a reload); `None` by
+    /// default.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// How the listener knows CID lengths and whether CIDs are routable.

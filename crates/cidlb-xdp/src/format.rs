@@ -59,6 +59,43 @@ impl XdpCidFormat {
         })
     }
 
+    /// The format of `set` (its parameters and server ID maps), as the program decodes
+    /// it.
+    pub fn from_set(set: &FormatSet) -> XdpCidFormat {
+        if let Some(p) = set.prefix_format() {
+            return XdpCidFormat::prefix(p);
+        }
+        let configs: Vec<QuicLbConfig> = set.configs().cloned().collect();
+        let maps = configs
+            .iter()
+            .filter_map(|c| Some((c.rotation(), set.server_id_map(c.rotation())?.to_vec())))
+            .collect();
+        XdpCidFormat {
+            set: set.clone(),
+            kind: Kind::QuicLb { configs, maps },
+        }
+    }
+
+    /// The format a router configuration's `CidRouting` carries, when it is a
+    /// `FormatSet` (what the daemon builds from `[listener.cid_format]`).
+    pub fn from_routing(routing: &CidRouting) -> Option<XdpCidFormat> {
+        let any = routing.format.as_ref()?.as_any()?;
+        any.downcast_ref::<FormatSet>().map(XdpCidFormat::from_set)
+    }
+
+    /// The QUIC-LB rotations whose configuration or server ID map differ between `self`
+    /// and `other` (all eight when one is the prefix format): cached decodings of their
+    /// CIDs are stale.
+    pub fn changed_rotations(&self, other: &XdpCidFormat) -> Vec<u8> {
+        (0..8u8)
+            .filter(|&r| {
+                self.set.prefix_format() != other.set.prefix_format()
+                    || self.set.config(r) != other.set.config(r)
+                    || self.set.server_id_map(r) != other.set.server_id_map(r)
+            })
+            .collect()
+    }
+
     /// The same format as the core reads it.
     pub fn format_set(&self) -> &FormatSet {
         &self.set

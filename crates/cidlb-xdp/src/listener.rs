@@ -241,6 +241,8 @@ struct Inner {
     events: Counters,
     /// What each half of `maglev` holds (only changed slots are written).
     halves: [Vec<u32>; 2],
+    /// The `decoded` map's size (a token one without encrypted QUIC-LB).
+    decoded_entries: u32,
 }
 
 /// A program that passes every frame (`XDP_PASS`), attached to an interface while this
@@ -439,6 +441,7 @@ impl XdpListener {
             installed_sids: Vec::new(),
             events: Counters::default(),
             halves: [Vec::new(), Vec::new()],
+            decoded_entries,
         };
         inner.check_backends(&inner.backends)?;
         inner.install_masks()?;
@@ -552,25 +555,6 @@ impl XdpListener {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Replaces the CID format (a reload that changes `[listener.cid_format]`; call it
-    /// before [`ListenerPlane::reconfigure`] with the new settings).
-    /// A format with encrypted QUIC-LB needs the slow path's cache, which is sized at
-    /// load: switching to one from a format without is refused (a restart).
-    pub fn set_cid_format(&self, format: Option<XdpCidFormat>) -> Result<(), XdpError> {
-        let mut g = self.lock();
-        let had = g.format.as_ref().is_some_and(XdpCidFormat::has_encrypted);
-        if !had && format.as_ref().is_some_and(XdpCidFormat::has_encrypted) {
-            return Err(XdpError::Config(
-                "an encrypted QUIC-LB format needs the slow path's cache, sized when the \
-                 program is loaded: restart the listener"
-                    .into(),
-            ));
-        }
-        g.format = format;
-        g.install_sids()?;
-        g.write_config()
     }
 
     /// Replaces the backends' MACs (by IP address); backends without one count as down.
@@ -1021,6 +1005,26 @@ impl Inner {
             arr.set(n as u32, m, 0).map_err(map_err("cid_masks"))?;
         }
         Ok(())
+    }
+
+    /// Drops the slow path's cached decodings of CIDs whose first octet names one of
+    /// `rotations` (QUIC-LB's top three bits); returns how many.
+    fn forget_decoded(&mut self, rotations: &[u8]) -> usize {
+        let Ok(mut map) = HashMap::<_, CidKey, abi::Decoded>::try_from(
+            self.ebpf.map_mut("decoded").expect("decoded map"),
+        ) else {
+            return 0;
+        };
+        let stale: Vec<CidKey> = map
+            .keys()
+            .flatten()
+            .filter(|k| {
+                k.as_bytes()
+                    .first()
+                    .is_some_and(|b| rotations.contains(&cidlb_cidformat::quic_lb::rotation_of(*b)))
+            })
+            .collect();
+        stale.iter().filter(|k| map.remove(k).is_ok()).count()
     }
 
     fn install_all(&mut self) -> Result<(), XdpError> {
@@ -1504,7 +1508,24 @@ impl ListenerPlane for XdpListener {
 
     fn reconfigure(&self, cfg: RouterConfig, backends: PreparedBackends) {
         let mut g = self.lock();
-        if let Err(e) = check_router_config(&cfg, g.format.as_ref()) {
+        // A new CID format (a QUIC-LB key rotation, a new server ID map...): the
+        // program's decoding tables follow it, and cached decodings of the rotations
+        // that changed are dropped (they would be stale).
+        let format = XdpCidFormat::from_routing(&cfg.cid);
+        let stale: Vec<u8> = match (&g.format, &format) {
+            (None, None) => Vec::new(),
+            (Some(a), Some(b)) if a.format_set() == b.format_set() => Vec::new(),
+            (Some(a), Some(b)) => a.changed_rotations(b),
+            _ => (0..8).collect(),
+        };
+        if format.as_ref().is_some_and(XdpCidFormat::has_encrypted)
+            && g.decoded_entries == DECODED_UNUSED
+        {
+            tracing::error!(listener = %self.name,
+                "XDP plane: reload refused: an encrypted QUIC-LB format needs the slow path's cache, sized when the program is loaded (restart)");
+            return;
+        }
+        if let Err(e) = check_router_config(&cfg, format.as_ref()) {
             tracing::error!(listener = %self.name, "XDP plane: reload refused: {e}");
             return;
         }
@@ -1528,8 +1549,14 @@ impl ListenerPlane for XdpListener {
             ..cfg
         };
         g.backends = backends;
+        g.format = format;
         if let Err(e) = g.install_all() {
             tracing::error!(listener = %self.name, "XDP plane: reload: {e}");
+        }
+        if !stale.is_empty() {
+            let n = g.forget_decoded(&stale);
+            tracing::info!(listener = %self.name, rotations = ?stale, dropped = n,
+                "XDP plane: the CID format changed; cached decodings of its changed rotations dropped");
         }
     }
 

@@ -1012,3 +1012,65 @@ fn the_loaders_address_tag_is_the_programs() {
         );
     }
 }
+
+#[test]
+fn a_reload_changes_the_cid_format() {
+    // QUIC-LB rotation 0 plaintext; a reload adds rotation 1 (encrypted), then changes
+    // rotation 1's key: the program decodes by the new tables at once, and the cached
+    // decodings of a changed rotation are dropped (decoded again by the slow path).
+    let r0 = quic_lb(0, 1, 7, None, false);
+    let r1 = quic_lb(1, 1, 15, Some([0x41; 16]), false);
+    let r1b = quic_lb(1, 1, 15, Some([0x42; 16]), false);
+    let f0 = XdpCidFormat::quic_lb(vec![r0.clone()], vec![]).unwrap();
+    let cfg = router_config(9, Some(&f0), MultiCidPolicy::First);
+    // (An encrypted rotation may come later: the cache must exist from the start.)
+    let f01 = XdpCidFormat::quic_lb(vec![r0.clone(), r1.clone()], vec![]).unwrap();
+    let Some(x) = load_or_skip(
+        "format reload",
+        listener_config(vip(false), cfg.clone(), Some(f01.clone()), backends(3)),
+    ) else {
+        return;
+    };
+    let reload = |f: &XdpCidFormat| {
+        let mut c = cfg.clone();
+        c.cid = f.cid_routing(Some(9));
+        let prepared = cidlb_core::Router::prepare_backends(&c, backends(3)).unwrap();
+        x.reconfigure(c, prepared);
+    };
+    reload(&f0);
+    let client: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+    let run = |cid: &[u8]| {
+        let mut d = Vec::new();
+        build::cid12(1, 1, cid, b"x", &mut d);
+        x.test_run(&frame(client, vip(false), &d, &Framing::default()))
+            .unwrap()
+    };
+    // Rotation 1 is unknown under f0 (its CIDs are not even 17 octets long there).
+    let c1 = r1.encode(&[0x12], &[9; 15], 0).unwrap();
+    let punted = |x: &XdpListener| stat(x, "punted_encrypted_cids");
+    assert_ne!(run(&c1).action, XDP_TX);
+    assert_eq!(punted(&x), 0, "rotation 1 is not configured: not punted");
+    // Reload with rotation 1: its CIDs are punted, decoded, then routed to their backend.
+    reload(&f01);
+    assert_eq!(run(&c1).action, XDP_DROP, "punted");
+    assert_eq!(punted(&x), 1);
+    x.service_punts();
+    let out = run(&c1);
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(out.frame[..6], backend_mac(2), "server ID 0x12 is b2");
+    // A reload that changes nothing keeps the cache.
+    reload(&f01);
+    assert_eq!(run(&c1).action, XDP_TX, "still cached");
+    assert_eq!(punted(&x), 1);
+    // Rotation 1's key changes: its cached decoding is dropped; the CID (made with the
+    // old key) is punted again and now decodes to something else.
+    let f01b = XdpCidFormat::quic_lb(vec![r0.clone(), r1b], vec![]).unwrap();
+    reload(&f01b);
+    assert_eq!(run(&c1).action, XDP_DROP, "punted again");
+    assert_eq!(punted(&x), 2);
+    // Rotation 0 (plaintext) routed by the program throughout.
+    let c0 = r0.encode(&[0x11], &[3; 7], 0).unwrap();
+    let out = run(&c0);
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(out.frame[..6], backend_mac(1), "server ID 0x11 is b1");
+}

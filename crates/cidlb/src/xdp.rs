@@ -29,20 +29,6 @@ pub const MAC_RETRY: Duration = Duration::from_millis(100);
 /// How often an unresolved backend is probed.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
-/// What of a listener's configuration the program's decoding tables are built from:
-/// its CID format and the backends' per-rotation server IDs (a change needs a restart).
-pub fn format_key(l: &ListenerConfig) -> (Option<CidFormatConfig>, Vec<(String, ServerIdConfig)>) {
-    let per_rotation = l
-        .backends
-        .iter()
-        .filter_map(|b| match &b.server_id {
-            Some(s @ ServerIdConfig::PerRotation(_)) => Some((b.name.clone(), s.clone())),
-            _ => None,
-        })
-        .collect();
-    (l.cid_format.clone(), per_rotation)
-}
-
 /// The listener's CID format as the program decodes it (`None` without a format, or
 /// with `routing = "address"`, where CIDs are not read).
 pub fn xdp_format(l: &ListenerConfig) -> Result<Option<XdpCidFormat>, String> {

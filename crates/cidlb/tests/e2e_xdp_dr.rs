@@ -890,6 +890,40 @@ fn encrypted_cids_through_the_slow_path() {
     let metrics = role(&lb_ns, "http-get", &[("PATH_", "/metrics".into())])
         .finish(Duration::from_secs(20))
         .join("\n");
+    // A key rotation by reload: rotation 1 with a key of its own. The program's tables
+    // follow at once (a lookup of a rotation-1 CID names its backend); the sessions of
+    // rotation 0 go on.
+    let rotated = format!(
+        "{format}\n    [[listener.cid_format.config]]\n    rotation = 1\n\
+         server_id_length = 1\n    nonce_length = 7\n    key = \"{}\"\n",
+        "a1".repeat(16)
+    );
+    xdp_config(&t.dir, 9, &rotated);
+    let (reloaded, reload_out) = cli(&lb_ns, &["reload", "--admin", "127.0.0.1:9684"]);
+    let r1 = cidlb_cidformat::QuicLbConfig::new(cidlb_cidformat::QuicLbParams {
+        rotation: 1,
+        server_id_len: 1,
+        nonce_len: 7,
+        key: Some([0xa1; 16]),
+        self_describing_length: false,
+    })
+    .unwrap();
+    let cid1 = r1.encode(&[0x11], &[5; 7], 0).unwrap();
+    let (_, lookup) = cli(
+        &lb_ns,
+        &[
+            "lookup",
+            "cid",
+            &cid1
+                .as_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+            "--admin",
+            "127.0.0.1:9684",
+        ],
+    );
+    let after_reload = run_clients(&ns_name("c"));
     drop(lb);
     drop(t);
     let m = |name: &str| metric(&metrics, &format!("cidlb_listener_{name}_total"));
@@ -912,6 +946,16 @@ fn encrypted_cids_through_the_slow_path() {
         (forwarded, unsent, full, long),
         (punted, 0, 0, 0),
         "every punted datagram is forwarded by the slow path"
+    );
+    assert!(reloaded, "a key rotation reloads: {reload_out}");
+    assert!(
+        lookup.contains("backend: b1 "),
+        "a rotation-1 CID goes to its backend after the reload: {lookup}"
+    );
+    assert_eq!(
+        (after_reload.lost, after_reload.failed_handshakes),
+        (0, 0),
+        "{after_reload:?}"
     );
 }
 

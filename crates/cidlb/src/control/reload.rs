@@ -245,9 +245,9 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
                 o.name, o.forwarding, n.forwarding
             ));
         }
-        if o.forwarding.is_xdp() && crate::xdp::format_key(o) != crate::xdp::format_key(n) {
+        if o.forwarding.is_xdp() && !has_encrypted(o) && has_encrypted(n) {
             v.push(format!(
-                "listener {:?}: the CID format (or a per-rotation server_id) of a forwarding = \"xdp-dr\" listener changed (the program's decoding tables are set at start)",
+                "listener {:?}: the CID format of a forwarding = \"xdp-dr\" listener gains encrypted QUIC-LB (the slow path's cache is sized when the program is loaded)",
                 o.name
             ));
         }
@@ -351,4 +351,53 @@ fn describe_settings(old: &Config, new: &Config) -> Vec<String> {
     }
     v.extend(others);
     v
+}
+
+/// Whether `l`'s CID format has an encrypted QUIC-LB configuration.
+fn has_encrypted(l: &ListenerConfig) -> bool {
+    matches!(&l.cid_format, Some(crate::config::CidFormatConfig::QuicLb(params))
+        if params.iter().any(|p| p.key.is_some()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xdp(format: &str) -> Config {
+        let text = format!(
+            "[[listener]]\nname = \"l\"\naddress = \"192.0.2.10:5684\"\ncid_length = 9\n\
+             forwarding = \"xdp-dr\"\ninterface = \"eth1\"\n\n  [listener.cid_format]\n  \
+             format = \"quic-lb\"\n{format}\n  [[listener.backend]]\n  name = \"b0\"\n  \
+             address = \"10.0.0.1:5684\"\n  server_id = \"11\"\n"
+        );
+        Config::from_toml_str(&text, "test").unwrap()
+    }
+
+    fn rotation(r: u8, key: Option<&str>) -> String {
+        let key = key.map_or(String::new(), |k| {
+            format!("    key = \"{}\"\n", k.repeat(16))
+        });
+        format!(
+            "\n    [[listener.cid_format.config]]\n    rotation = {r}\n    server_id_length = 1\n    nonce_length = 7\n{key}"
+        )
+    }
+
+    #[test]
+    fn an_xdp_dr_format_reloads_unless_it_gains_encryption() {
+        let plain = xdp(&rotation(0, None));
+        let enc0 = xdp(&rotation(0, Some("5c")));
+        let enc01 = xdp(&(rotation(0, Some("5c")) + &rotation(1, Some("a1"))));
+        // A key rotation (a new encrypted rotation), and removing the old one: reloaded.
+        assert_eq!(restart_needed(&enc0, &enc01), Vec::<String>::new());
+        assert_eq!(
+            restart_needed(&enc01, &xdp(&rotation(1, Some("a1")))),
+            Vec::<String>::new()
+        );
+        // Encrypted to plaintext: reloaded (the cache just goes unused).
+        assert_eq!(restart_needed(&enc0, &plain), Vec::<String>::new());
+        // Plaintext to encrypted: the slow path's cache was not made: a restart.
+        let v = restart_needed(&plain, &enc0);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("gains encrypted QUIC-LB"), "{v:?}");
+    }
 }
