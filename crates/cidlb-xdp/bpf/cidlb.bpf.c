@@ -95,6 +95,22 @@ struct {
 	__type(value, struct cidlb_decoded);
 } decoded SEC(".maps");
 
+/* The interfaces the program runs on (a listener with several): index and MAC; and
+ * the same as a device map, for XDP_REDIRECT to a backend behind another one. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CIDLB_MAX_PORTS);
+	__type(key, __u32);
+	__type(value, struct cidlb_port);
+} ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, CIDLB_MAX_PORTS);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val);
+} tx_ports SEC(".maps");
+
 /* Encrypted CIDs without a cached decoding, for the slow path. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -361,13 +377,28 @@ static __always_inline int forward(struct xdp_md *xdp, struct ctx *c, __u32 back
 		return XDP_DROP;
 	}
 	__builtin_memcpy(eth->h_dest, b->mac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, c->cfg->src_mac, ETH_ALEN);
+	/* One interface: back out of it. Several: out of the backend's, from its MAC
+	 * (XDP_TX when that is where the frame came in, else a redirect). */
+	struct cidlb_port *p = NULL;
+	if (c->cfg->n_ports > 1) {
+		__u32 port = b->port;
+		p = bpf_map_lookup_elem(&ports, &port);
+		if (!p) {
+			count(CIDLB_DROPPED_NO_BACKEND);
+			return XDP_DROP;
+		}
+		__builtin_memcpy(eth->h_source, p->mac, ETH_ALEN);
+	} else {
+		__builtin_memcpy(eth->h_source, c->cfg->src_mac, ETH_ALEN);
+	}
 	count(outcome);
 	struct cidlb_traffic *t = bpf_map_lookup_elem(&traffic, &backend_id);
 	if (t) {
 		t->datagrams += 1;
 		t->bytes += bytes;
 	}
+	if (p && p->ifindex != xdp->ingress_ifindex)
+		return bpf_redirect_map(&tx_ports, b->port, XDP_DROP);
 	return XDP_TX;
 }
 

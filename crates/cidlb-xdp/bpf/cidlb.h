@@ -81,7 +81,7 @@ struct cidlb_config {
 	__u8 len_if_empty; /* the CID length when the datagram ends where the CID starts */
 	__u8 src_mac[6];
 	__u8 maglev_half; /* which half of `maglev` is live */
-	__u8 pad0;
+	__u8 n_ports; /* interfaces the program runs on (`ports`); 0 or 1: XDP_TX only */
 	__u32 maglev_len; /* slots of the live half; 0: no backend takes new flows */
 	__u32 maglev_stride; /* where half 1 starts */
 	__u32 flow_idle; /* seconds */
@@ -97,7 +97,17 @@ struct cidlb_config {
 struct cidlb_backend {
 	__u8 mac[6];
 	__u8 state;
-	__u8 pad;
+	__u8 port; /* the interface it is reached through (`ports`) */
+};
+
+/* The interfaces of a listener that runs on several: their index and MAC (the source
+ * MAC of frames sent out of them). */
+#define CIDLB_MAX_PORTS 8
+
+struct cidlb_port {
+	__u32 ifindex;
+	__u8 mac[6];
+	__u8 pad[2];
 };
 
 /* Keys are multiples of 4 bytes: the kernel's hash tables hash those by words. */
@@ -178,5 +188,6 @@ _Static_assert(sizeof(struct cidlb_sid_val) == 20, "abi.rs");
 _Static_assert(sizeof(struct cidlb_decoded) == 18, "abi.rs");
 _Static_assert(sizeof(struct cidlb_traffic) == 16, "abi.rs");
 _Static_assert(sizeof(struct cidlb_punt) == 1584, "abi.rs");
+_Static_assert(sizeof(struct cidlb_port) == 12, "abi.rs");
 
 #endif

@@ -119,6 +119,7 @@ fn listener(n: usize, format: Option<XdpCidFormat>, cid_len: usize) -> Setup {
         format,
         backends,
         backend_macs: macs,
+        backend_ports: Vec::new(),
         src_mac: [2, 0, 0, 0, 0, 0xfe],
         attach: None,
     })

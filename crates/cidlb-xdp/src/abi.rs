@@ -105,8 +105,8 @@ pub struct Config {
     pub src_mac: [u8; 6],
     /// Which half of the Maglev map is live.
     pub maglev_half: u8,
-    /// Padding.
-    pub pad0: u8,
+    /// Interfaces the program runs on ([`Port`]s); 0 or 1: `XDP_TX` only.
+    pub n_ports: u8,
     /// Slots of the live half (0: no backend takes new flows).
     pub maglev_len: u32,
     /// Where half 1 starts.
@@ -142,7 +142,7 @@ impl Default for Config {
             len_if_empty: LEN_UNKNOWN,
             src_mac: [0; 6],
             maglev_half: 0,
-            pad0: 0,
+            n_ports: 0,
             maglev_len: 0,
             maglev_stride: 0,
             flow_idle: 0,
@@ -165,8 +165,23 @@ pub struct Backend {
     pub mac: [u8; 6],
     /// `STATE_*`.
     pub state: u8,
+    /// The interface it is reached through (a [`Port`] slot).
+    pub port: u8,
+}
+
+/// Interfaces a listener runs on, at most (`CIDLB_MAX_PORTS`).
+pub const MAX_PORTS: usize = 8;
+
+/// One interface of a listener that runs on several (`ports` map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Port {
+    /// Its index.
+    pub ifindex: u32,
+    /// Its MAC: the source of frames sent out of it.
+    pub mac: [u8; 6],
     /// Padding.
-    pub pad: u8,
+    pub pad: [u8; 2],
 }
 
 /// A CID, zero-padded: the key of `bindings` and `decoded`.
@@ -380,4 +395,5 @@ const _: () = {
     assert!(size_of::<Decoded>() == 18);
     assert!(size_of::<Traffic>() == 16);
     assert!(size_of::<Punt>() == 1584);
+    assert!(size_of::<Port>() == 12);
 };

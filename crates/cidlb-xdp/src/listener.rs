@@ -48,6 +48,11 @@ const EVENTS: usize = Event::COUNT;
 pub struct Attach {
     /// The interface (the one the listener's address is reached through).
     pub interface: String,
+    /// More interfaces to run on (at most seven): frames may come in on any of them,
+    /// and each backend is reached through the one its neighbour entry is on
+    /// (`XdpListenerConfig::backend_ports`): back out of the one a frame came in on, or
+    /// redirected to another.
+    pub more: Vec<String>,
     /// Native (`Driver`), generic (`Skb`) or the kernel's choice.
     pub mode: XdpMode,
     /// Pin the program's link and its state maps here, so that they outlive the
@@ -143,6 +148,10 @@ pub struct XdpListenerConfig {
     /// Each backend's MAC, by its IP address (the next hop of direct routing). A backend
     /// without one gets nothing: the plane treats it as down.
     pub backend_macs: Vec<(IpAddr, [u8; 6])>,
+    /// Which interface each backend is reached through, by its IP address: an index
+    /// into [`Attach::interface`] (0) and [`Attach::more`] (1...). A backend left out is
+    /// behind the first.
+    pub backend_ports: Vec<(IpAddr, u8)>,
     /// The interface's MAC: the source MAC of forwarded frames.
     pub src_mac: [u8; 6],
     /// Where to attach; `None` loads the program without attaching it (for
@@ -194,8 +203,10 @@ pub struct XdpListener {
     addr: SocketAddr,
     inner: Mutex<Inner>,
     punts: Mutex<RingBuf<MapData>>,
-    /// Where the slow path sends the punted datagrams it routes (attached listeners).
-    tx: Option<crate::PacketSocket>,
+    /// Where the slow path sends the punted datagrams it routes (attached listeners):
+    /// a socket per interface, by the interface's MAC (the source MAC the program
+    /// writes).
+    tx: Vec<([u8; 6], crate::PacketSocket)>,
     /// Handles of the flow and binding maps of its own, for counting walks that do not
     /// hold the listener's lock (a walk of a million entries takes a second).
     tables: Mutex<(Map, Map)>,
@@ -217,8 +228,12 @@ impl fmt::Debug for XdpListener {
 
 struct Inner {
     ebpf: Ebpf,
-    /// The pinned attachment, while this listener holds it.
-    link: Option<aya::programs::links::PinnedLink>,
+    /// The pinned attachments (one per interface), while this listener holds them.
+    links: Vec<aya::programs::links::PinnedLink>,
+    /// The interfaces it runs on, when several: (index, MAC) by port slot.
+    ports: Vec<(u32, [u8; 6])>,
+    /// Each backend's port, by IP address (absent: port 0).
+    backend_ports: StdHashMap<IpAddr, u8>,
     /// Where the pins are.
     pin_dir: Option<std::path::PathBuf>,
     /// Whether this listener adopted pins that were there when it started.
@@ -292,6 +307,8 @@ pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 /// `XDP_TX`.
 pub const XDP_TX: u32 = 3;
+/// `XDP_REDIRECT` (a listener on several interfaces, to a backend behind another).
+pub const XDP_REDIRECT: u32 = 4;
 
 fn map_err(what: &str) -> impl Fn(aya::maps::MapError) -> XdpError + '_ {
     move |e| XdpError::Map(format!("{what}: {e}"))
@@ -420,9 +437,28 @@ impl XdpListener {
                 .ok_or_else(|| XdpError::Load("no map punts".into()))?,
         )
         .map_err(map_err("punts"))?;
+        // Several interfaces: each one's index and MAC, by port slot.
+        let ports = match &config.attach {
+            Some(a) if !a.more.is_empty() => {
+                if a.more.len() >= abi::MAX_PORTS {
+                    return Err(XdpError::Config(format!(
+                        "{} interfaces: at most {}",
+                        a.more.len() + 1,
+                        abi::MAX_PORTS
+                    )));
+                }
+                std::iter::once(&a.interface)
+                    .chain(&a.more)
+                    .map(|n| interface_info(n))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            _ => Vec::new(),
+        };
         let mut inner = Inner {
             ebpf,
-            link: None,
+            links: Vec::new(),
+            ports,
+            backend_ports: config.backend_ports.into_iter().collect(),
             pin_dir: pin_dir.clone(),
             adopted,
             cfg: config.router,
@@ -450,79 +486,43 @@ impl XdpListener {
             inner.write_info()?;
         }
         if let Some(a) = &config.attach {
-            let prog: &mut Xdp = inner
-                .ebpf
-                .program_mut(PROG_NAME)
-                .expect("loaded above")
-                .try_into()
-                .expect("an XDP program");
-            match &pin_dir {
-                None => {
-                    prog.attach(&a.interface, a.mode).map_err(|e| {
-                        XdpError::Attach(format!(
-                            "attaching to {}: {}",
-                            a.interface,
-                            error_chain(&e)
-                        ))
-                    })?;
-                }
-                Some(dir) => {
-                    let lpath = dir.join("link");
-                    let pinned = if lpath.exists() {
-                        // A program is running: swap ours in, in one step.
-                        let old =
-                            aya::programs::links::PinnedLink::from_pin(&lpath).map_err(|e| {
-                                XdpError::Attach(format!("opening {}: {e}", lpath.display()))
-                            })?;
-                        let link = aya::programs::xdp::XdpLink::try_from(
-                            aya::programs::links::FdLink::from(old),
-                        )
-                        .map_err(|e| XdpError::Attach(format!("{}: {e}", lpath.display())))?;
-                        prog.attach_to_link(link).map_err(|e| {
-                            XdpError::Attach(format!(
-                                "replacing the pinned program ({}): {}",
-                                lpath.display(),
-                                error_chain(&e)
-                            ))
-                        })?;
-                        tracing::info!(pins = %dir.display(), adopted,
+            let names: Vec<&String> = std::iter::once(&a.interface).chain(&a.more).collect();
+            for (k, name) in names.iter().enumerate() {
+                let link = attach_one(&mut inner.ebpf, name, a.mode, pin_dir.as_deref(), k)?;
+                if let Some(l) = link {
+                    if k == 0 && adopted {
+                        tracing::info!(pins = ?pin_dir, adopted,
                             "XDP: replaced the pinned program in place (no frame missed)");
-                        aya::programs::links::PinnedLink::from_pin(&lpath).map_err(|e| {
-                            XdpError::Attach(format!("opening {}: {e}", lpath.display()))
-                        })?
-                    } else {
-                        let id = prog.attach(&a.interface, a.mode).map_err(|e| {
-                            XdpError::Attach(format!(
-                                "attaching to {}: {}",
-                                a.interface,
-                                error_chain(&e)
-                            ))
-                        })?;
-                        let link = prog
-                            .take_link(id)
-                            .map_err(|e| XdpError::Attach(format!("{e}")))?;
-                        let fd = aya::programs::links::FdLink::try_from(link).map_err(|e| {
-                            XdpError::Attach(format!(
-                                "pinning needs a bpf_link attachment (Linux 5.9+): {e}"
-                            ))
-                        })?;
-                        fd.pin(&lpath).map_err(|e| {
-                            XdpError::Attach(format!("pinning {}: {e}", lpath.display()))
-                        })?
-                    };
-                    inner.link = Some(pinned);
+                    }
+                    inner.links.push(l);
+                }
+            }
+            // Links pinned for interfaces this configuration no longer lists: detached
+            // (their program would go on forwarding there).
+            if let Some(dir) = &pin_dir {
+                for k in names.len()..abi::MAX_PORTS {
+                    let path = dir.join(link_name(k));
+                    if path.exists() {
+                        if let Ok(link) = aya::programs::links::PinnedLink::from_pin(&path) {
+                            let _ = link.unpin();
+                        }
+                        let _ = std::fs::remove_file(&path);
+                        tracing::info!(pin = %path.display(),
+                            "XDP: detached the program from an interface no longer configured");
+                    }
                 }
             }
         }
-        let tx = match &config.attach {
-            Some(a) => Some(crate::PacketSocket::open(&a.interface).map_err(|e| {
-                XdpError::Attach(format!(
-                    "the slow path's AF_PACKET socket on {}: {e}",
-                    a.interface
-                ))
-            })?),
-            None => None,
-        };
+        let mut tx = Vec::new();
+        if let Some(a) = &config.attach {
+            for name in std::iter::once(&a.interface).chain(&a.more) {
+                let (_, mac) = interface_info(name)?;
+                let sock = crate::PacketSocket::open(name).map_err(|e| {
+                    XdpError::Attach(format!("the slow path's AF_PACKET socket on {name}: {e}"))
+                })?;
+                tx.push((mac, sock));
+            }
+        }
         let own = |name: &str| -> Result<Map, XdpError> {
             let m = inner.ebpf.map(name).expect("loaded");
             let data = match m {
@@ -558,9 +558,16 @@ impl XdpListener {
     }
 
     /// Replaces the backends' MACs (by IP address); backends without one count as down.
-    pub fn set_backend_macs(&self, macs: Vec<(IpAddr, [u8; 6])>) -> Result<(), XdpError> {
+    /// `ports`: the interface each is reached through (see
+    /// [`XdpListenerConfig::backend_ports`]).
+    pub fn set_backend_macs(
+        &self,
+        macs: Vec<(IpAddr, [u8; 6])>,
+        ports: Vec<(IpAddr, u8)>,
+    ) -> Result<(), XdpError> {
         let mut g = self.lock();
         g.macs = macs.into_iter().collect();
+        g.backend_ports = ports.into_iter().collect();
         g.install_backends()?;
         g.rebuild_maglev()
     }
@@ -573,7 +580,8 @@ impl XdpListener {
         let Some(dir) = g.pin_dir.take() else {
             return Ok(());
         };
-        if let Some(link) = g.link.take() {
+        let links = std::mem::take(&mut g.links);
+        for link in links {
             // The link's fd stays open (held by the program) until the listener drops.
             let fd = link
                 .unpin()
@@ -586,6 +594,9 @@ impl XdpListener {
         }
         for n in PINNED_MAPS {
             let _ = std::fs::remove_file(dir.join(n));
+        }
+        for k in 1..abi::MAX_PORTS {
+            let _ = std::fs::remove_file(dir.join(link_name(k)));
         }
         let _ = std::fs::remove_dir(&dir);
         Ok(())
@@ -691,7 +702,7 @@ impl XdpListener {
                     let at = std::mem::offset_of!(abi::Punt, queued_ns);
                     let queued = u64::from_ne_bytes(item[at..at + 8].try_into().expect("8"));
                     let at = std::mem::offset_of!(abi::Punt, frame);
-                    if len > 0 && self.tx.is_some() {
+                    if len > 0 && !self.tx.is_empty() {
                         if now_ns.saturating_sub(queued) > PUNT_MAX_AGE.as_nanos() as u64 {
                             stale += 1;
                         } else {
@@ -730,18 +741,29 @@ impl XdpListener {
             }
             self.slow_path_decoded.fetch_add(n as u64, Relaxed);
         }
-        if let Some(tx) = &self.tx {
+        if !self.tx.is_empty() {
             let (mut sent, mut unsent) = (0u64, 0u64);
             for f in frames {
                 match self.test_run(&f) {
-                    Ok(out) if out.action == XDP_TX => match tx.send(&out.frame) {
-                        Ok(()) => sent += 1,
-                        Err(e) => {
-                            unsent += 1;
-                            tracing::debug!(listener = %self.name, error = %e,
-                                "slow path: cannot send a punted datagram");
+                    // Out of the interface whose MAC the program made the source (a
+                    // redirect on a listener with several: the test run does not know
+                    // which interface the frame came in on).
+                    Ok(out) if out.action == XDP_TX || out.action == XDP_REDIRECT => {
+                        let src = &out.frame[6..12];
+                        let sock = self
+                            .tx
+                            .iter()
+                            .find(|(mac, _)| mac[..] == *src)
+                            .map_or(&self.tx[0].1, |(_, s)| s);
+                        match sock.send(&out.frame) {
+                            Ok(()) => sent += 1,
+                            Err(e) => {
+                                unsent += 1;
+                                tracing::debug!(listener = %self.name, error = %e,
+                                    "slow path: cannot send a punted datagram");
+                            }
                         }
-                    },
+                    }
                     // Dropped (or passed) on the second run: counted by the program.
                     Ok(_) => {}
                     Err(e) => {
@@ -1027,7 +1049,32 @@ impl Inner {
         stale.iter().filter(|k| map.remove(k).is_ok()).count()
     }
 
+    fn install_ports(&mut self) -> Result<(), XdpError> {
+        if self.ports.is_empty() {
+            return Ok(());
+        }
+        let mut arr: Array<_, abi::Port> =
+            Array::try_from(self.ebpf.map_mut("ports").expect("ports map"))
+                .map_err(map_err("ports"))?;
+        for (k, (ifindex, mac)) in self.ports.iter().enumerate() {
+            let v = abi::Port {
+                ifindex: *ifindex,
+                mac: *mac,
+                pad: [0; 2],
+            };
+            arr.set(k as u32, v, 0).map_err(map_err("ports"))?;
+        }
+        let mut dev = aya::maps::DevMap::try_from(self.ebpf.map_mut("tx_ports").expect("tx_ports"))
+            .map_err(map_err("tx_ports"))?;
+        for (k, (ifindex, _)) in self.ports.iter().enumerate() {
+            dev.set(k as u32, *ifindex, None, 0)
+                .map_err(|e| XdpError::Map(format!("tx_ports: {e}")))?;
+        }
+        Ok(())
+    }
+
     fn install_all(&mut self) -> Result<(), XdpError> {
+        self.install_ports()?;
         self.install_backends()?;
         self.install_sids()?;
         self.rebuild_maglev()
@@ -1053,7 +1100,8 @@ impl Inner {
                     BackendState::Down => abi::STATE_DOWN,
                 };
                 let mac = self.macs.get(&b.addr.ip()).copied().unwrap_or([0; 6]);
-                (b.id.0, abi::Backend { mac, state, pad: 0 })
+                let port = self.backend_ports.get(&b.addr.ip()).copied().unwrap_or(0);
+                (b.id.0, abi::Backend { mac, state, port })
             })
             .collect();
         let mut arr: Array<_, abi::Backend> =
@@ -1175,6 +1223,7 @@ impl Inner {
             _ => abi::MULTI_FIRST,
         };
         c.src_mac = self.src_mac;
+        c.n_ports = self.ports.len() as u8;
         c.flow_idle = secs(self.cfg.flow_idle);
         c.binding_idle = secs(self.cfg.binding_idle);
         c.hash_seed = self.cfg.hash_seed;
@@ -1387,6 +1436,94 @@ impl Inner {
         }
         (c, stats)
     }
+}
+
+/// The pin of the link of a listener's `k`th interface.
+fn link_name(k: usize) -> String {
+    if k == 0 {
+        "link".into()
+    } else {
+        format!("link-{k}")
+    }
+}
+
+/// An interface's index and MAC (sysfs).
+fn interface_info(name: &str) -> Result<(u32, [u8; 6]), XdpError> {
+    let base = std::path::Path::new("/sys/class/net").join(name);
+    let read = |f: &str| {
+        std::fs::read_to_string(base.join(f))
+            .map_err(|e| XdpError::Attach(format!("interface {name}: {e}")))
+    };
+    let ifindex = read("ifindex")?
+        .trim()
+        .parse()
+        .map_err(|_| XdpError::Attach(format!("interface {name}: bad ifindex")))?;
+    let text = read("address")?;
+    let mut mac = [0u8; 6];
+    let mut parts = text.trim().split(':');
+    for b in &mut mac {
+        *b = parts
+            .next()
+            .and_then(|p| u8::from_str_radix(p, 16).ok())
+            .ok_or_else(|| XdpError::Attach(format!("interface {name} has no Ethernet address")))?;
+    }
+    Ok((ifindex, mac))
+}
+
+/// Attaches the program to interface `name` (the listener's `k`th); with a pin
+/// directory, through a pinned link (`link`, `link-1`...): a pinned one already there
+/// gets the new program swapped in, in one step (no frame missed).
+fn attach_one(
+    ebpf: &mut Ebpf,
+    name: &str,
+    mode: XdpMode,
+    pin_dir: Option<&std::path::Path>,
+    k: usize,
+) -> Result<Option<aya::programs::links::PinnedLink>, XdpError> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROG_NAME)
+        .expect("loaded above")
+        .try_into()
+        .expect("an XDP program");
+    let attach_err = |e: aya::programs::ProgramError| {
+        XdpError::Attach(format!("attaching to {name}: {}", error_chain(&e)))
+    };
+    let Some(dir) = pin_dir else {
+        prog.attach(name, mode).map_err(attach_err)?;
+        return Ok(None);
+    };
+    let lpath = dir.join(link_name(k));
+    let open = |p: &std::path::Path| {
+        aya::programs::links::PinnedLink::from_pin(p)
+            .map_err(|e| XdpError::Attach(format!("opening {}: {e}", p.display())))
+    };
+    if lpath.exists() {
+        // A program is running: swap ours in, in one step.
+        let link = aya::programs::xdp::XdpLink::try_from(aya::programs::links::FdLink::from(open(
+            &lpath,
+        )?))
+        .map_err(|e| XdpError::Attach(format!("{}: {e}", lpath.display())))?;
+        prog.attach_to_link(link).map_err(|e| {
+            XdpError::Attach(format!(
+                "replacing the pinned program ({}): {}",
+                lpath.display(),
+                error_chain(&e)
+            ))
+        })?;
+        return open(&lpath).map(Some);
+    }
+    let id = prog.attach(name, mode).map_err(attach_err)?;
+    let link = prog
+        .take_link(id)
+        .map_err(|e| XdpError::Attach(format!("{e}")))?;
+    let fd = aya::programs::links::FdLink::try_from(link).map_err(|e| {
+        XdpError::Attach(format!(
+            "pinning needs a bpf_link attachment (Linux 5.9+): {e}"
+        ))
+    })?;
+    fd.pin(&lpath)
+        .map(Some)
+        .map_err(|e| XdpError::Attach(format!("pinning {}: {e}", lpath.display())))
 }
 
 /// What a counting walk of a listener's tables found.

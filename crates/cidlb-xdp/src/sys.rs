@@ -30,6 +30,8 @@ unsafe impl aya::Pod for abi::SidVal {}
 unsafe impl aya::Pod for abi::Decoded {}
 // SAFETY: see above.
 unsafe impl aya::Pod for abi::Traffic {}
+// SAFETY: see above.
+unsafe impl aya::Pod for abi::Port {}
 
 /// Whole seconds of `CLOCK_MONOTONIC_COARSE`: the clock of the program's
 /// `bpf_ktime_get_coarse_ns()`, in the unit its tables' `last_seen` fields use.

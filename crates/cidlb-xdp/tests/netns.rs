@@ -299,9 +299,11 @@ fn lb_config(format: Option<cidlb_xdp::XdpCidFormat>) -> cidlb_xdp::XdpListenerC
         backend_macs: (0..2)
             .map(|i| (BACKEND_IPS[i].parse().unwrap(), mac(BACKEND_MACS[i])))
             .collect(),
+        backend_ports: Vec::new(),
         src_mac: mac(LB_MAC),
         attach: Some(cidlb_xdp::Attach {
             interface: "veth0".into(),
+            more: Vec::new(),
             mode: cidlb_xdp::XdpMode::Driver,
             pin: None,
         }),

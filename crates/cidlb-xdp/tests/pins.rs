@@ -183,6 +183,7 @@ fn pins_role() {
         support::listener_config(support::vip(false), router, format, support::backends(2));
     cfg.attach = Some(cidlb_xdp::Attach {
         interface: "lo".into(),
+        more: Vec::new(),
         mode: cidlb_xdp::XdpMode::Skb,
         pin: Some(cidlb_xdp::Pin { dir }),
     });

@@ -95,8 +95,8 @@ fn start_planes(cfg: &Config, secret: [u64; 4], workers: usize) -> Result<Starte
         let mut ifaces = Vec::new();
         let mut keep = Vec::new();
         for (spec, l, x) in xdp_specs {
-            let (c, ifindex) = crate::xdp::xdp_listener_config(l, x, spec, &table)?;
-            ifaces.push((x.interfaces[0].clone(), ifindex));
+            let (c, interfaces) = crate::xdp::xdp_listener_config(l, x, spec, &table)?;
+            ifaces.push(interfaces);
             keep.push(x.keep_pinned);
             configs.push(c);
         }
@@ -113,14 +113,15 @@ fn start_planes(cfg: &Config, secret: [u64; 4], workers: usize) -> Result<Starte
             )
         })?;
         for ((l, iface), keep) in plane.xdp_listeners().iter().zip(ifaces).zip(keep) {
-            info!(listener = %l.name(), interface = %iface.0, pinned = l.pinned(),
+            let names: Vec<&str> = iface.iter().map(|(n, _)| n.as_str()).collect();
+            info!(listener = %l.name(), interface = %names.join(","), pinned = l.pinned(),
                 "XDP program attached (direct routing)");
             if !keep {
                 unpin.push(l.clone());
             }
             watched.push(crate::xdp::Watched {
                 listener: l.clone(),
-                interface: iface,
+                interfaces: iface,
             });
         }
         Some(Arc::new(plane))

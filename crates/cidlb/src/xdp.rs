@@ -70,16 +70,32 @@ pub fn xdp_format(l: &ListenerConfig) -> Result<Option<XdpCidFormat>, String> {
     }
 }
 
-/// The MACs of `backends`' IPs among `table`'s entries on `ifindex`.
-fn macs_on(ifindex: u32, ips: &[IpAddr], table: &[Neighbour]) -> Vec<(IpAddr, [u8; 6])> {
+/// The MACs of `ips` among `table`'s entries on the listener's interfaces (`ifindices`,
+/// in its order), with the interface each is on (its position there: the first
+/// interface with an entry for it).
+fn macs_on(ifindices: &[u32], ips: &[IpAddr], table: &[Neighbour]) -> Vec<(IpAddr, [u8; 6], u8)> {
     ips.iter()
         .filter_map(|ip| {
-            table
-                .iter()
-                .find(|n| n.ifindex == ifindex && n.ip == *ip)
-                .map(|n| (*ip, n.mac))
+            ifindices.iter().enumerate().find_map(|(k, ifindex)| {
+                table
+                    .iter()
+                    .find(|n| n.ifindex == *ifindex && n.ip == *ip)
+                    .map(|n| (*ip, n.mac, k as u8))
+            })
         })
         .collect()
+}
+
+/// Backends' MACs and interfaces, as the XDP listener takes them: (IP, MAC), and (IP,
+/// position of the interface).
+type MacsAndPorts = (Vec<(IpAddr, [u8; 6])>, Vec<(IpAddr, u8)>);
+
+/// `macs_on`'s answer as the XDP listener takes it.
+fn split(found: Vec<(IpAddr, [u8; 6], u8)>) -> MacsAndPorts {
+    found
+        .into_iter()
+        .map(|(ip, mac, k)| ((ip, mac), (ip, k)))
+        .unzip()
 }
 
 /// One XDP listener's start-up settings: `spec` (what the NAT plane would get) with the
@@ -89,10 +105,20 @@ pub fn xdp_listener_config(
     x: &XdpDr,
     mut spec: ListenerSpec,
     table: &[Neighbour],
-) -> Result<(XdpListenerConfig, u32), String> {
+) -> Result<(XdpListenerConfig, Vec<(String, u32)>), String> {
     let interface = x.interfaces[0].clone();
-    let (ifindex, src_mac) =
+    let (_, src_mac) =
         neigh::interface(&interface).map_err(|e| format!("listener {:?}: {e}", l.name))?;
+    let interfaces = x
+        .interfaces
+        .iter()
+        .map(|i| {
+            neigh::interface(i)
+                .map(|(ifindex, _)| (i.clone(), ifindex))
+                .map_err(|e| format!("listener {:?}: {e}", l.name))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let ifindices: Vec<u32> = interfaces.iter().map(|(_, i)| *i).collect();
     let format = xdp_format(l)?;
     if let Some(f) = &format {
         spec.router.cid = f.cid_routing(l.cid_length);
@@ -100,25 +126,28 @@ pub fn xdp_listener_config(
     cidlb_xdp::check_router_config(&spec.router, format.as_ref())
         .map_err(|e| format!("listener {:?}: {e}", l.name))?;
     let ips: Vec<IpAddr> = spec.backends.iter().map(|b| b.addr.ip()).collect();
+    let (backend_macs, backend_ports) = split(macs_on(&ifindices, &ips, table));
     Ok((
         XdpListenerConfig {
             name: spec.name,
             addr: spec.listen,
             router: spec.router,
             format,
-            backend_macs: macs_on(ifindex, &ips, table),
+            backend_macs,
+            backend_ports,
             backends: spec.backends,
             src_mac,
             attach: Some(Attach {
                 pin: pin_for(l, x)?,
                 interface,
+                more: x.interfaces[1..].to_vec(),
                 mode: match x.mode {
                     XdpAttachMode::Native => XdpMode::Driver,
                     XdpAttachMode::Generic => XdpMode::Skb,
                 },
             }),
         },
-        ifindex,
+        interfaces,
     ))
 }
 
@@ -245,8 +274,19 @@ impl DataPlane for Planes {
 pub struct Watched {
     /// The listener.
     pub listener: Arc<XdpListener>,
-    /// Its interface's name and index.
-    pub interface: (String, u32),
+    /// Its interfaces' names and indexes, in its order.
+    pub interfaces: Vec<(String, u32)>,
+}
+
+impl Watched {
+    fn names(&self) -> String {
+        let v: Vec<&str> = self.interfaces.iter().map(|(n, _)| n.as_str()).collect();
+        v.join(",")
+    }
+
+    fn ifindices(&self) -> Vec<u32> {
+        self.interfaces.iter().map(|(_, i)| *i).collect()
+    }
 }
 
 /// Keeps the XDP listeners' backend MACs equal to the neighbour table's entries on
@@ -258,6 +298,8 @@ pub struct MacResolver {
     watched: Vec<Watched>,
     /// (listener, backend IP) → what was last installed (`None`: unresolved).
     known: HashMap<(usize, IpAddr), Option<[u8; 6]>>,
+    /// (listener, backend IP) → the interface its entry was found on (by position).
+    ports: HashMap<(usize, IpAddr), u8>,
     /// When each unresolved backend was last probed.
     probed: HashMap<IpAddr, Instant>,
 }
@@ -274,12 +316,12 @@ impl MacResolver {
                 match m {
                     Some(m) => {
                         info!(listener = %w.listener.name(), backend = %b.name, address = %ip,
-                        mac = %fmt_mac(&m), interface = %w.interface.0, "backend MAC from the neighbour table")
+                        mac = %fmt_mac(&m), interface = %w.names(), "backend MAC from the neighbour table")
                     }
                     None => warn!(listener = %w.listener.name(), backend = %b.name, address = %ip,
-                        interface = %w.interface.0,
+                        interface = %w.names(),
                         "backend has no MAC in the neighbour table on {}: treated as down (no traffic) until it resolves (is it on the same L2 segment?)",
-                        w.interface.0),
+                        w.names()),
                 }
                 known.insert((i, ip), m);
             }
@@ -287,6 +329,7 @@ impl MacResolver {
         MacResolver {
             watched,
             known,
+            ports: HashMap::new(),
             probed: HashMap::new(),
         }
     }
@@ -314,24 +357,31 @@ impl MacResolver {
         for (i, w) in self.watched.iter().enumerate() {
             let backends = w.listener.backends();
             let ips: Vec<IpAddr> = backends.iter().map(|b| b.addr.ip()).collect();
-            let macs = macs_on(w.interface.1, &ips, &table);
+            let found = macs_on(&w.ifindices(), &ips, &table);
+            let macs: Vec<(IpAddr, [u8; 6])> = found.iter().map(|(ip, m, _)| (*ip, *m)).collect();
             let mut changed = false;
             for b in &backends {
                 let ip = b.addr.ip();
                 let now = macs.iter().find(|(a, _)| *a == ip).map(|(_, m)| *m);
+                let port = found.iter().find(|(a, _, _)| *a == ip).map(|f| f.2);
+                if let Some(k) = port {
+                    if self.ports.insert((i, ip), k).is_some_and(|old| old != k) {
+                        changed = true;
+                    }
+                }
                 let before = self.known.insert((i, ip), now);
                 if before != Some(now) {
                     changed = true;
                     match (before.flatten(), now) {
                         (_, Some(m)) => {
                             info!(listener = %w.listener.name(), backend = %b.name, address = %ip,
-                            mac = %fmt_mac(&m), interface = %w.interface.0, "backend MAC from the neighbour table")
+                            mac = %fmt_mac(&m), interface = %w.names(), "backend MAC from the neighbour table")
                         }
                         (_, None) => {
                             warn!(listener = %w.listener.name(), backend = %b.name, address = %ip,
-                            interface = %w.interface.0,
+                            interface = %w.names(),
                             "backend has no MAC in the neighbour table on {}: treated as down (no traffic) until it resolves",
-                            w.interface.0)
+                            w.names())
                         }
                     }
                 }
@@ -353,7 +403,8 @@ impl MacResolver {
             self.known
                 .retain(|(li, ip), _| *li != i || ip_set.contains(ip));
             if changed {
-                if let Err(e) = w.listener.set_backend_macs(macs) {
+                let (macs, ports) = split(found);
+                if let Err(e) = w.listener.set_backend_macs(macs, ports) {
                     warn!(listener = %w.listener.name(), error = %e, "cannot install backend MACs");
                 }
             }

@@ -841,6 +841,151 @@ fn direct_routing_over_ipv6() {
     assert_sessions_kept(&clients, &after);
 }
 
+/// One listener on two interfaces: veth0 on the bridge (the clients, b0 and b1) and
+/// veth1, a link of its own to b3, which holds FAR_IP there. Frames come in on veth0;
+/// those for b3 are redirected out of veth1 (`XDP_REDIRECT` through the program's
+/// device map) with veth1's MAC as their source. Every client keeps its session with
+/// one handshake, b3 takes its share, and b3's MAC comes from its neighbour entry on
+/// veth1.
+#[test]
+fn direct_routing_over_two_interfaces() {
+    TAG.set("2");
+    let Some(mut t) = topology("direct_routing_over_two_interfaces", &[]) else {
+        return;
+    };
+    let (lb_ns, b3_ns) = (ns_name("lb"), ns_name("b3"));
+    // FAR_IP moves from b3's loopback (behind a route via b3) to a link of its own.
+    let far = || -> Result<(), String> {
+        ip(&["-n", &lb_ns, "route", "del", &format!("{FAR_IP}/32")])?;
+        ip(&[
+            "-n",
+            &b3_ns,
+            "addr",
+            "del",
+            &format!("{FAR_IP}/32"),
+            "dev",
+            "lo",
+        ])?;
+        ip(&[
+            "link",
+            "add",
+            "name",
+            "veth1",
+            "netns",
+            &lb_ns,
+            "address",
+            "02:78:00:00:01:01",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth1",
+            "netns",
+            &b3_ns,
+            "address",
+            "02:78:00:00:01:13",
+        ])?;
+        ip(&["-n", &lb_ns, "addr", "add", "10.79.0.1/24", "dev", "veth1"])?;
+        ip(&[
+            "-n",
+            &b3_ns,
+            "addr",
+            "add",
+            &format!("{FAR_IP}/24"),
+            "dev",
+            "veth1",
+        ])?;
+        for ns in [&lb_ns, &b3_ns] {
+            ip(&["-n", ns, "link", "set", "veth1", "up"])?;
+            in_ns(ns, &["ethtool", "-K", "veth1", "tx", "off"])?;
+        }
+        // A veth takes redirected frames only if its peer polls with NAPI.
+        in_ns(&b3_ns, &["ethtool", "-K", "veth1", "gro", "on"])
+    };
+    far().expect("the second link");
+    let b3 = role(&b3_ns, "backend", &[("IDX", "3".into())]);
+    b3.expect("ready", Duration::from_secs(20));
+    // Pinned, in a bpf filesystem of this test's own: one link per interface.
+    let pins = t.dir.join("bpf");
+    std::fs::create_dir_all(&pins).unwrap();
+    run("mount", &["-t", "bpf", "bpf", &pins.display().to_string()]).expect("mount bpffs");
+    let unmount = Unmount(pins.clone());
+    let mut cfg = format!(
+        "[health]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\n\
+         [admin]\naddress = \"127.0.0.1:9684\"\n\n\
+         [[listener]]\nname = \"coaps\"\naddress = \"{VIP}:{PORT}\"\ncid_length = {CID_LEN}\n\
+         forwarding = \"xdp-dr\"\ninterface = [\"veth0\", \"veth1\"]\npin_dir = \"{}\"\n\n\
+           [listener.cid_format]\n  format = \"prefix\"\n  prefix_length = 1\n",
+        pins.display()
+    );
+    for (name, addr, sid) in [
+        ("b0", backend_addr(0).to_string(), "10"),
+        ("b1", backend_addr(1).to_string(), "11"),
+        ("far", format!("{FAR_IP}:{PORT}"), "13"),
+    ] {
+        cfg.push_str(&format!(
+            "\n  [[listener.backend]]\n  name = \"{name}\"\n  address = \"{addr}\"\n  server_id = \"{sid}\"\n"
+        ));
+    }
+    let path = t.dir.join("two.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let mut lb = start_balancer(&lb_ns, &path);
+    let st = wait_all_up(&lb_ns);
+    let clients = run_clients(&ns_name("c"));
+    let mut used = vec![t.backends.remove(0), t.backends.remove(0), b3];
+    let after = backend_stats(&mut used);
+    // kill -9, a restart that adopts both pinned links, and new clients again.
+    let _ = lb.child.kill();
+    let _ = lb.child.wait();
+    let pinned = ["link", "link-1"].map(|l| pins.join("coaps").join(l).exists());
+    let lb = start_balancer(&lb_ns, &path);
+    wait_all_up(&lb_ns);
+    let again = run_clients(&ns_name("c"));
+    let neigh = Command::new("ip")
+        .args(["-n", &lb_ns, "neigh", "show", "dev", "veth1"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    // Frames the program redirected out of veth1 (the veth's own count of them).
+    let redirected: u64 = Command::new("ip")
+        .args(["netns", "exec", &lb_ns, "ethtool", "-S", "veth1"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("tx_queue_0_xdp_xmit: "))
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    drop(lb);
+    let unpinned = !pins.join("coaps").exists();
+    drop(used);
+    drop(unmount);
+    drop(t);
+    eprintln!(
+        "two interfaces: {clients:?}; backends {after:?}\n{st}\nveth1 neighbours: {neigh}; redirected out of veth1: {redirected}; after kill -9 and a restart: {again:?}"
+    );
+    assert_eq!(
+        pinned,
+        [true, true],
+        "a pinned link per interface outlives kill -9"
+    );
+    assert!(unpinned, "a clean stop removes the pins");
+    assert_eq!(
+        (again.lost, again.failed_handshakes),
+        (0, 0),
+        "the restarted daemon adopts both links: {again:?}"
+    );
+    assert!(
+        neigh.contains(FAR_IP) && neigh.contains("02:78:00:00:01:13"),
+        "far's entry is on veth1: {neigh}"
+    );
+    assert!(
+        redirected > 0,
+        "frames for far left through veth1 (XDP_REDIRECT)"
+    );
+    assert_sessions_kept(&clients, &after);
+}
+
 /// The encrypted QUIC-LB format of `encrypted_cids_through_the_slow_path`: 1-octet
 /// server IDs 0x10.. (single-pass AES), 7-octet nonces: 9-octet CIDs.
 fn encrypted_format() -> cidlb_cidformat::QuicLbConfig {

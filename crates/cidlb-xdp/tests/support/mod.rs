@@ -97,6 +97,7 @@ pub fn listener_config(
         format,
         backends,
         backend_macs: macs,
+        backend_ports: Vec::new(),
         src_mac: LB_MAC,
         attach: None,
     }

@@ -884,9 +884,17 @@ fn xdp_dr_rejects_what_the_program_cannot_do() {
         &["required key is missing", "xdp-dr"],
     );
     check(
-        &xdp_listener("").replace("\"eth0\"", "[\"eth0\", \"eth1\"]"),
+        &xdp_listener("").replace("\"eth0\"", "[\"eth0\", \"eth1\", \"eth0\"]"),
         "listener[0].interface",
-        &["2 interfaces", "exactly one"],
+        &["eth0", "listed twice"],
+    );
+    check(
+        &xdp_listener("").replace(
+            "\"eth0\"",
+            "[\"e0\", \"e1\", \"e2\", \"e3\", \"e4\", \"e5\", \"e6\", \"e7\", \"e8\"]",
+        ),
+        "listener[0].interface",
+        &["9 interfaces", "1 to 8"],
     );
     check(
         &xdp_listener("").replace("\"eth0\"", "\"a/b\""),

@@ -992,15 +992,25 @@ impl Ctx<'_> {
             RawInterfaces::One(s) => vec![s.clone()],
             RawInterfaces::Many(v) => v.clone(),
         };
-        if interfaces.len() != 1 {
+        if interfaces.is_empty() || interfaces.len() > 8 {
             return Err(self.invalid(
                 &ipath,
                 raw_if,
                 format!(
-                    "{} interfaces: this version runs the program on exactly one interface per \
-                     listener",
+                    "{} interfaces: the program runs on 1 to 8 interfaces per listener",
                     interfaces.len()
                 ),
+            ));
+        }
+        if let Some(d) = interfaces
+            .iter()
+            .enumerate()
+            .find_map(|(k, i)| interfaces[..k].contains(i).then_some(i))
+        {
+            return Err(self.invalid(
+                &ipath,
+                raw_if,
+                format!("interface {} is listed twice", shown(d)),
             ));
         }
         for i in &interfaces {
