@@ -896,6 +896,24 @@ fn xdp_dr_rejects_what_the_program_cannot_do() {
         "listener[0].interface",
         &["9 interfaces", "1 to 8"],
     );
+    // Two xdp-dr listeners on one interface (the second on eth1 and eth0).
+    let two = xdp_listener("")
+        + &xdp_listener("name = \"second\"")
+            .replace("10.0.0.100:5684", "10.0.0.101:5684")
+            .replace("\"eth0\"", "[\"eth1\", \"eth0\"]");
+    check(
+        &two,
+        "listener[1].interface",
+        &[
+            "interface \"eth0\" is already used by listener[0]",
+            "one xdp-dr listener per interface",
+        ],
+    );
+    let apart = xdp_listener("")
+        + &xdp_listener("name = \"second\"")
+            .replace("10.0.0.100:5684", "10.0.0.101:5684")
+            .replace("\"eth0\"", "[\"eth1\", \"eth2\"]");
+    assert!(parse(&apart).is_ok(), "{:?}", parse(&apart).err());
     check(
         &xdp_listener("").replace("\"eth0\"", "\"a/b\""),
         "listener[0].interface",

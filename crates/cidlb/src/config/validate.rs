@@ -446,6 +446,31 @@ impl Ctx<'_> {
                     ));
                 }
             }
+            // One program per interface: two xdp-dr listeners cannot share one.
+            if let super::Forwarding::XdpDr(x) = &lc.forwarding {
+                let shared = listeners
+                    .iter()
+                    .enumerate()
+                    .find_map(|(j, o)| match &o.forwarding {
+                        super::Forwarding::XdpDr(ox) => ox
+                            .interfaces
+                            .iter()
+                            .find(|i| x.interfaces.contains(i))
+                            .map(|i| (j, i.clone())),
+                        super::Forwarding::Nat => None,
+                    });
+                if let Some((j, i)) = shared {
+                    let s = rl.interface.as_ref().expect("validated");
+                    return Err(self.invalid(
+                        &format!("{p}.interface"),
+                        s,
+                        format!(
+                            "interface {} is already used by listener[{j}] (one xdp-dr listener per interface: its program holds the interface)",
+                            shown(&i)
+                        ),
+                    ));
+                }
+            }
             if lc.backends.len() >= maglev_table_size {
                 let e = format!(
                     "{maglev_table_size} must be larger than the number of backends of listener {:?} ({}); pick a prime of at least {}",
