@@ -626,6 +626,37 @@ struct walk {
 	__u8 done;
 };
 
+#define CID_TRUNCATED (-2)
+
+/* The length of the CID at `off` in record `r` (`rest` bytes of the datagram from `r`):
+ * the listener's table by the CID's first octet (or `len_if_empty` where the datagram
+ * ends there). -1 with `w->err` set for an unknown or too long length, CID_TRUNCATED
+ * when the CID does not fit. One step of both header forms (DTLS 1.2 `tls12_cid`, the
+ * DTLS 1.3 unified header). */
+static __always_inline int cid_len_at(struct walk *w, const struct cidlb_config *cfg,
+				      const __u8 *r, __u32 rest, __u32 off, const void *end)
+{
+	__u32 n;
+	if (rest > off) {
+		if ((const void *)(r + off + 1) > end)
+			return CID_TRUNCATED;
+		n = cfg->cid_len[r[off]];
+	} else {
+		n = cfg->len_if_empty;
+	}
+	if (n == CIDLB_LEN_UNKNOWN) {
+		w->err = CIDLB_DROPPED_UNKNOWN_CID_LENGTH;
+		return -1;
+	}
+	if (n > CIDLB_MAX_CID_LEN) {
+		w->err = CIDLB_DROPPED_CID_TOO_LONG;
+		return -1;
+	}
+	if (rest < off + n)
+		return CID_TRUNCATED;
+	return (int)n;
+}
+
 /*
  * One record of the walk (cidlb-wire's `Records` and `inspect`), a bpf_loop callback so
  * that the verifier checks it once however many records a datagram has: returns 1 to
@@ -681,23 +712,12 @@ static long walk_record(__u64 index, void *arg)
 			//
 			// The CID sits between the sequence number and the length; its length
 			// is known only to the receiver.
-			if (rest > 11) {
-				if ((const void *)(r + 12) > end)
-					goto truncated;
-				n = cfg->cid_len[r[11]];
-			} else {
-				n = cfg->len_if_empty;
-			}
-			if (n == CIDLB_LEN_UNKNOWN) {
-				w->err = CIDLB_DROPPED_UNKNOWN_CID_LENGTH;
-				return 1;
-			}
-			if (n > CIDLB_MAX_CID_LEN) {
-				w->err = CIDLB_DROPPED_CID_TOO_LONG;
-				return 1;
-			}
-			if (rest < 11 + n)
+			int got = cid_len_at(w, cfg, r, rest, 11, end);
+			if (got == CID_TRUNCATED)
 				goto truncated;
+			if (got < 0)
+				return 1;
+			n = got;
 			has_cid = 1;
 			cid_at = pos + 11;
 			hdr = 11 + n;
@@ -735,23 +755,12 @@ static long walk_record(__u64 index, void *arg)
 		//# +-+-+-+-+-+-+-+-+
 		hdr = 1;
 		if (first & 0x10) {
-			if (rest > 1) {
-				if ((const void *)(r + 2) > end)
-					goto truncated;
-				n = cfg->cid_len[r[1]];
-			} else {
-				n = cfg->len_if_empty;
-			}
-			if (n == CIDLB_LEN_UNKNOWN) {
-				w->err = CIDLB_DROPPED_UNKNOWN_CID_LENGTH;
-				return 1;
-			}
-			if (n > CIDLB_MAX_CID_LEN) {
-				w->err = CIDLB_DROPPED_CID_TOO_LONG;
-				return 1;
-			}
-			if (rest < 1 + n)
+			int got = cid_len_at(w, cfg, r, rest, 1, end);
+			if (got == CID_TRUNCATED)
 				goto truncated;
+			if (got < 0)
+				return 1;
+			n = got;
 			has_cid = 1;
 			cid_at = pos + 1;
 			hdr = 1 + n;
