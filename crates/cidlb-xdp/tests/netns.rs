@@ -37,7 +37,7 @@ const LB_MAC: &str = "02:77:00:00:00:01";
 const CLIENT_MAC: &str = "02:77:00:00:00:02";
 const BACKEND_MACS: [&str; 2] = ["02:77:00:00:00:10", "02:77:00:00:00:11"];
 const BACKEND_IPS: [&str; 2] = ["10.77.0.10", "10.77.0.11"];
-use cidlb_test_netns::{in_ns, ip, neigh_permanent, Namespaces, Proc};
+use cidlb_test_netns::{dr_backend, ip, neigh_permanent, switch, Namespaces, Proc};
 
 const ROLE: &str = "CIDLB_NETNS_ROLE";
 
@@ -67,55 +67,22 @@ fn setup() -> Result<Namespaces, String> {
         ip(&["netns", "add", &n])?;
         ns.names.push(n);
     }
-    let sw = ns.name("sw");
-    ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
-    ip(&["-n", &sw, "link", "set", "br0", "up"])?;
-    let ends = [
-        ("lb", LB_MAC),
-        ("c", CLIENT_MAC),
-        ("b0", BACKEND_MACS[0]),
-        ("b1", BACKEND_MACS[1]),
-    ];
-    for (role, m) in ends {
-        let n = ns.name(role);
-        let peer = format!("sw-{role}");
-        ip(&[
-            "link", "add", "name", "veth0", "netns", &n, "address", m, "type", "veth", "peer",
-            "name", &peer, "netns", &sw,
-        ])?;
-        ip(&["-n", &sw, "link", "set", &peer, "master", "br0", "up"])?;
-        ip(&["-n", &n, "link", "set", "lo", "up"])?;
-        ip(&["-n", &n, "link", "set", "veth0", "up"])?;
-        // Frames leave every sender with finished checksums (a veth artefact: XDP_TX
-        // forwards a frame whose checksum offload was never completed).
-        in_ns(&n, &["ethtool", "-K", "veth0", "tx", "off"])?;
-    }
+    let names: Vec<String> = ["lb", "c", "b0", "b1"].iter().map(|r| ns.name(r)).collect();
+    switch(
+        &ns.name("sw"),
+        &[
+            (&names[0], "lb", LB_MAC),
+            (&names[1], "c", CLIENT_MAC),
+            (&names[2], "b0", BACKEND_MACS[0]),
+            (&names[3], "b1", BACKEND_MACS[1]),
+        ],
+    )?;
     let c = ns.name("c");
     ip(&["-n", &c, "addr", "add", "10.77.0.2/24", "dev", "veth0"])?;
     // The VIP is the balancer's: a router in front of it would resolve it so.
     neigh_permanent(&c, VIP, LB_MAC, "veth0")?;
     for (i, b) in ["b0", "b1"].iter().enumerate() {
-        let n = ns.name(b);
-        ip(&[
-            "-n",
-            &n,
-            "addr",
-            "add",
-            &format!("{}/24", BACKEND_IPS[i]),
-            "dev",
-            "veth0",
-        ])?;
-        ip(&["-n", &n, "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
-        // Direct routing: the backend holds the VIP but never answers ARP for it.
-        in_ns(
-            &n,
-            &[
-                "sysctl",
-                "-qw",
-                "net.ipv4.conf.all.arp_ignore=1",
-                "net.ipv4.conf.all.arp_announce=2",
-            ],
-        )?;
+        dr_backend(&ns.name(b), &format!("{}/24", BACKEND_IPS[i]), VIP)?;
     }
     Ok(ns)
 }

@@ -50,7 +50,8 @@ const ROLE: &str = "CIDLB_XDP_DR_ROLE";
 /// routes them); direct routing has no MAC for it, so it must show down (`no_mac`).
 const FAR_IP: &str = "10.79.0.5";
 use cidlb_test_netns::{
-    in_ns, ip, neigh_permanent, required, run, say_skip, Namespaces, Proc, REQUIRE,
+    dr_backend, in_ns, ip, neigh_permanent, required, run, say_skip, switch, Namespaces, Proc,
+    REQUIRE,
 };
 
 fn backend_ip(i: usize) -> String {
@@ -125,28 +126,18 @@ fn setup() -> Result<Namespaces, String> {
         ip(&["netns", "add", &n])?;
         ns.names.push(n);
     }
-    let sw = ns_name("sw");
-    ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
-    ip(&["-n", &sw, "link", "set", "br0", "up"])?;
     let mut ends = vec![
         ("lb".to_string(), LB_MAC.to_string()),
         ("c".into(), CLIENT_MAC.into()),
     ];
     ends.extend((0..BACKEND_NS).map(|i| (format!("b{i}"), backend_mac(i))));
-    for (role, m) in &ends {
-        let n = ns_name(role);
-        let peer = format!("sw-{role}");
-        ip(&[
-            "link", "add", "name", "veth0", "netns", &n, "address", m, "type", "veth", "peer",
-            "name", &peer, "netns", &sw,
-        ])?;
-        ip(&["-n", &sw, "link", "set", &peer, "master", "br0", "up"])?;
-        ip(&["-n", &n, "link", "set", "lo", "up"])?;
-        ip(&["-n", &n, "link", "set", "veth0", "up"])?;
-        // Frames leave every sender with finished checksums (a veth artefact: XDP_TX
-        // forwards a frame whose checksum offload was never completed).
-        in_ns(&n, &["ethtool", "-K", "veth0", "tx", "off"])?;
-    }
+    let names: Vec<String> = ends.iter().map(|(r, _)| ns_name(r)).collect();
+    let ends: Vec<(&str, &str, &str)> = ends
+        .iter()
+        .zip(&names)
+        .map(|((r, m), n)| (n.as_str(), r.as_str(), m.as_str()))
+        .collect();
+    switch(&ns_name("sw"), &ends)?;
     let lb = ns_name("lb");
     ip(&[
         "-n",
@@ -190,26 +181,10 @@ fn setup() -> Result<Namespaces, String> {
         "lo",
     ])?;
     for i in 0..BACKEND_NS {
-        let n = ns_name(&format!("b{i}"));
-        ip(&[
-            "-n",
-            &n,
-            "addr",
-            "add",
+        dr_backend(
+            &ns_name(&format!("b{i}")),
             &format!("{}/24", backend_ip(i)),
-            "dev",
-            "veth0",
-        ])?;
-        ip(&["-n", &n, "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
-        // Direct routing: the backend holds the VIP but never answers ARP for it.
-        in_ns(
-            &n,
-            &[
-                "sysctl",
-                "-qw",
-                "net.ipv4.conf.all.arp_ignore=1",
-                "net.ipv4.conf.all.arp_announce=2",
-            ],
+            VIP,
         )?;
     }
     Ok(ns)

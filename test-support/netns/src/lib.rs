@@ -62,6 +62,45 @@ pub fn neigh_permanent(ns: &str, ip_addr: &str, mac: &str, dev: &str) -> Result<
     ])
 }
 
+/// A switch: bridge `br0` in namespace `sw`, and for each `(namespace, role, mac)` of
+/// `ends` a veth pair, `veth0` (with `mac`) in the namespace and `sw-ROLE` on the
+/// bridge, all up (and the namespaces' loopbacks). Every sender's veth0 has transmit
+/// checksum offload off: a frame that XDP sends on (`XDP_TX`) must carry a finished
+/// checksum.
+pub fn switch(sw: &str, ends: &[(&str, &str, &str)]) -> Result<(), String> {
+    ip(&["-n", sw, "link", "add", "br0", "type", "bridge"])?;
+    ip(&["-n", sw, "link", "set", "br0", "up"])?;
+    for (n, role, mac) in ends {
+        let peer = format!("sw-{role}");
+        ip(&[
+            "link", "add", "name", "veth0", "netns", n, "address", mac, "type", "veth", "peer",
+            "name", &peer, "netns", sw,
+        ])?;
+        ip(&["-n", sw, "link", "set", &peer, "master", "br0", "up"])?;
+        ip(&["-n", n, "link", "set", "lo", "up"])?;
+        ip(&["-n", n, "link", "set", "veth0", "up"])?;
+        in_ns(n, &["ethtool", "-K", "veth0", "tx", "off"])?;
+    }
+    Ok(())
+}
+
+/// A direct-routing backend in namespace `ns`: its own address `own` (with prefix
+/// length) on veth0, and the virtual address `vip` on its loopback, never answered for
+/// in ARP (`arp_ignore=1`, `arp_announce=2`).
+pub fn dr_backend(ns: &str, own: &str, vip: &str) -> Result<(), String> {
+    ip(&["-n", ns, "addr", "add", own, "dev", "veth0"])?;
+    ip(&["-n", ns, "addr", "add", &format!("{vip}/32"), "dev", "lo"])?;
+    in_ns(
+        ns,
+        &[
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.arp_ignore=1",
+            "net.ipv4.conf.all.arp_announce=2",
+        ],
+    )
+}
+
 /// `ip netns exec NS CMD...`.
 pub fn in_ns(ns: &str, cmd: &[&str]) -> Result<(), String> {
     let mut args = vec!["netns", "exec", ns];
