@@ -34,7 +34,7 @@
 
 use std::ffi::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use cidlb_cidformat::{CidGenerator, GeneratorError, PrefixFormat, QuicLbConfig, QuicLbParams};
 
@@ -81,6 +81,36 @@ pub struct cidlb_quic_lb_config {
 /// An opaque generator of routable CIDs for one server ID.
 pub struct cidlb_cidgen {
     inner: Mutex<CidGenerator>,
+}
+
+/// The generator behind `generator`, locked; `None` for NULL.
+///
+/// # Safety
+/// `generator` must be NULL or come from `publish` and not be freed, for `'a`.
+unsafe fn locked<'a>(generator: *const cidlb_cidgen) -> Option<MutexGuard<'a, CidGenerator>> {
+    // SAFETY: non-NULL (checked by `as_ref`), created by `publish` and not freed
+    // (caller's guarantee); only shared access is taken, and the mutex serialises
+    // mutation.
+    let g = unsafe { generator.as_ref() }?;
+    Some(g.inner.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// Copies `bytes` to `out` (capacity `out_cap`) and their length to `*out_len`:
+/// [`CIDLB_OK`], or [`CIDLB_ERR_BUFFER_TOO_SMALL`] with nothing written.
+///
+/// # Safety
+/// `out` must point to `out_cap` writable octets that do not overlap `bytes`;
+/// `out_len` must be valid for a write.
+unsafe fn write_out(bytes: &[u8], out: *mut u8, out_cap: usize, out_len: *mut usize) -> c_int {
+    if out_cap < bytes.len() {
+        return CIDLB_ERR_BUFFER_TOO_SMALL;
+    }
+    // SAFETY: `out` has `out_cap >= bytes.len()` writable octets and does not overlap
+    // `bytes` (caller's guarantee, length checked above).
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out, bytes.len()) };
+    // SAFETY: valid for a write (caller's guarantee).
+    unsafe { out_len.write(bytes.len()) };
+    CIDLB_OK
 }
 
 fn status(e: &GeneratorError) -> c_int {
@@ -217,25 +247,20 @@ pub unsafe extern "C" fn cidlb_cidgen_next(
     out_len: *mut usize,
 ) -> c_int {
     guard(|| {
-        if generator.is_null() || out.is_null() || out_len.is_null() {
+        if out.is_null() || out_len.is_null() {
             return CIDLB_ERR_NULL;
         }
-        // SAFETY: non-NULL, created by `publish` and not freed (caller's guarantee);
-        // only shared access is taken, and the mutex serialises mutation.
-        let g = unsafe { &*generator };
-        let mut g = g.inner.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: see `locked` (caller's guarantee).
+        let Some(mut g) = (unsafe { locked(generator) }) else {
+            return CIDLB_ERR_NULL;
+        };
         if out_cap < g.cid_len() {
             return CIDLB_ERR_BUFFER_TOO_SMALL;
         }
         match g.next_cid() {
-            Ok(cid) => {
-                // SAFETY: `out` has `out_cap >= cid.len()` writable octets (caller's
-                // guarantee, length checked above) and cannot overlap the local `cid`.
-                unsafe { std::ptr::copy_nonoverlapping(cid.as_ptr(), out, cid.len()) };
-                // SAFETY: non-NULL and writable (caller's guarantee).
-                unsafe { out_len.write(cid.len()) };
-                CIDLB_OK
-            }
+            // SAFETY: `out` and `out_len` as the caller guarantees; the local `cid`
+            // cannot overlap `out`.
+            Ok(cid) => unsafe { write_out(&cid, out, out_cap, out_len) },
             Err(e) => status(&e),
         }
     })
@@ -249,13 +274,8 @@ pub unsafe extern "C" fn cidlb_cidgen_next(
 /// freed.
 #[no_mangle]
 pub unsafe extern "C" fn cidlb_cidgen_cid_len(generator: *const cidlb_cidgen) -> usize {
-    if generator.is_null() {
-        return 0;
-    }
-    // SAFETY: non-NULL and live (caller's guarantee); shared access only.
-    let g = unsafe { &*generator };
-    let g = g.inner.lock().unwrap_or_else(|p| p.into_inner());
-    g.cid_len()
+    // SAFETY: see `locked` (caller's guarantee).
+    unsafe { locked(generator) }.map_or(0, |g| g.cid_len())
 }
 
 /// Writes the generator's counter (QUIC-LB: the next nonce, `nonce_length` octets) into
@@ -277,21 +297,16 @@ pub unsafe extern "C" fn cidlb_cidgen_counter(
     out_len: *mut usize,
 ) -> c_int {
     guard(|| {
-        if generator.is_null() || out.is_null() || out_len.is_null() {
+        if out.is_null() || out_len.is_null() {
             return CIDLB_ERR_NULL;
         }
-        // SAFETY: non-NULL and live (caller's guarantee); shared access only.
-        let g = unsafe { &*generator };
-        let counter = g.inner.lock().unwrap_or_else(|p| p.into_inner()).counter();
-        if out_cap < counter.len() {
-            return CIDLB_ERR_BUFFER_TOO_SMALL;
-        }
-        // SAFETY: `out` has `out_cap >= counter.len()` writable octets (caller's
-        // guarantee, length checked above) and cannot overlap the local `counter`.
-        unsafe { std::ptr::copy_nonoverlapping(counter.as_ptr(), out, counter.len()) };
-        // SAFETY: non-NULL and writable (caller's guarantee).
-        unsafe { out_len.write(counter.len()) };
-        CIDLB_OK
+        // SAFETY: see `locked` (caller's guarantee).
+        let Some(counter) = (unsafe { locked(generator) }).map(|g| g.counter()) else {
+            return CIDLB_ERR_NULL;
+        };
+        // SAFETY: `out` and `out_len` as the caller guarantees; the local `counter`
+        // cannot overlap `out`.
+        unsafe { write_out(&counter, out, out_cap, out_len) }
     })
 }
 
@@ -328,10 +343,10 @@ pub unsafe extern "C" fn cidlb_cidgen_resume(
         // SAFETY: non-NULL, and the caller guarantees `counter_len` readable octets that
         // stay valid for this call.
         let saved = unsafe { std::slice::from_raw_parts(counter, counter_len) };
-        // SAFETY: non-NULL, created by `publish` and not freed (caller's guarantee);
-        // only shared access is taken, and the mutex serialises mutation.
-        let g = unsafe { &*generator };
-        let mut g = g.inner.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: see `locked` (caller's guarantee; non-NULL, checked above).
+        let Some(mut g) = (unsafe { locked(generator) }) else {
+            return CIDLB_ERR_NULL;
+        };
         match g.resume(saved, u128::from(issued)) {
             Ok(()) => CIDLB_OK,
             Err(e) => status(&e),
@@ -347,13 +362,8 @@ pub unsafe extern "C" fn cidlb_cidgen_resume(
 /// freed.
 #[no_mangle]
 pub unsafe extern "C" fn cidlb_cidgen_issued(generator: *const cidlb_cidgen) -> u64 {
-    if generator.is_null() {
-        return 0;
-    }
-    // SAFETY: non-NULL and live (caller's guarantee); shared access only.
-    let g = unsafe { &*generator };
-    let issued = g.inner.lock().unwrap_or_else(|p| p.into_inner()).issued();
-    u64::try_from(issued).unwrap_or(u64::MAX)
+    // SAFETY: see `locked` (caller's guarantee).
+    unsafe { locked(generator) }.map_or(0, |g| u64::try_from(g.issued()).unwrap_or(u64::MAX))
 }
 
 /// CIDs the generator can still issue before [`CIDLB_ERR_EXHAUSTED`]: a server rolls out
@@ -366,19 +376,12 @@ pub unsafe extern "C" fn cidlb_cidgen_issued(generator: *const cidlb_cidgen) -> 
 /// freed.
 #[no_mangle]
 pub unsafe extern "C" fn cidlb_cidgen_remaining(generator: *const cidlb_cidgen) -> u64 {
-    if generator.is_null() {
-        return 0;
-    }
-    // SAFETY: non-NULL and live (caller's guarantee); shared access only.
-    let g = unsafe { &*generator };
-    let remaining = g
-        .inner
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remaining();
-    remaining
-        .and_then(|r| u64::try_from(r).ok())
-        .unwrap_or(CIDLB_REMAINING_UNLIMITED)
+    // SAFETY: see `locked` (caller's guarantee).
+    unsafe { locked(generator) }.map_or(0, |g| {
+        g.remaining()
+            .and_then(|r| u64::try_from(r).ok())
+            .unwrap_or(CIDLB_REMAINING_UNLIMITED)
+    })
 }
 
 /// Frees a generator. NULL is accepted and ignored.

@@ -782,21 +782,7 @@ impl XdpListener {
     /// Runs the program once on `frame` through `BPF_PROG_TEST_RUN` (the maps are the
     /// live ones: the run routes, counts and seeds as a real frame would).
     pub fn test_run(&self, frame: &[u8]) -> Result<TestRunOutput, XdpError> {
-        let g = self.lock();
-        let prog: &Xdp = g
-            .ebpf
-            .program(PROG_NAME)
-            .expect("loaded")
-            .try_into()
-            .expect("an XDP program");
-        let mut out = vec![0u8; frame.len() + 256];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })
-            .map_err(|e| XdpError::Load(format!("BPF_PROG_TEST_RUN: {}", error_chain(&e))))?;
+        let (r, mut out) = self.run_program(frame, 1)?;
         out.truncate(r.data_size_out as usize);
         Ok(TestRunOutput {
             action: r.return_value,
@@ -807,6 +793,16 @@ impl XdpListener {
     /// Runs the program `repeat` times on `frame` in the kernel and returns the mean
     /// time per run (the kernel's own measurement; for benchmarks).
     pub fn bench_run(&self, frame: &[u8], repeat: u32) -> Result<Duration, XdpError> {
+        self.run_program(frame, repeat).map(|(r, _)| r.duration)
+    }
+
+    /// `BPF_PROG_TEST_RUN` of the program on `frame`, `repeat` times: the kernel's
+    /// result and the output buffer (the frame as the last run left it).
+    fn run_program(
+        &self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(aya::programs::TestRunResult, Vec<u8>), XdpError> {
         let g = self.lock();
         let prog: &Xdp = g
             .ebpf
@@ -823,7 +819,7 @@ impl XdpListener {
                 ..TestRunOptions::default()
             })
             .map_err(|e| XdpError::Load(format!("BPF_PROG_TEST_RUN: {}", error_chain(&e))))?;
-        Ok(r.duration)
+        Ok((r, out))
     }
 
     /// Fills the tables for benchmarks and capacity tests: `n` seeded bindings for the

@@ -157,7 +157,8 @@ families! {
         Info: Gauge = "cidlb_backend_info",
         /// 1 while health checks pass (or are off), 0 while the backend is failing them.
         Up: Gauge = "cidlb_backend_up",
-        /// 1 for the state the router applies (up, draining, down).
+        /// 1 for the state the data plane applies (up, draining, down; down too where it
+        /// cannot reach the backend, e.g. xdp-dr without its MAC).
         State: Gauge = "cidlb_backend_state",
         /// 1 for the operator's state (up, draining, down).
         AdminState: Gauge = "cidlb_backend_admin_state",
