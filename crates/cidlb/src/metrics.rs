@@ -280,15 +280,15 @@ impl ListenerFamily {
                     e.sample(&[("listener", name), ("event", ev.into())], c.event(ev));
                 }
             }
-            ListenerFamily::Flows => e.sample(&[("listener", name)], l.flows),
-            ListenerFamily::Bindings => e.sample(&[("listener", name)], l.bindings),
-            ListenerFamily::FlowsMax => e.sample(&[("listener", name)], l.max_flows),
-            ListenerFamily::BindingsMax => e.sample(&[("listener", name)], l.max_bindings),
+            ListenerFamily::Flows => e.sample(&[("listener", name)], l.tables.flows),
+            ListenerFamily::Bindings => e.sample(&[("listener", name)], l.tables.bindings),
+            ListenerFamily::FlowsMax => e.sample(&[("listener", name)], l.tables.max_flows),
+            ListenerFamily::BindingsMax => e.sample(&[("listener", name)], l.tables.max_bindings),
             ListenerFamily::TableBytes => {
                 for (table, n) in [
-                    ("flows", l.flow_bytes),
-                    ("bindings", l.binding_bytes),
-                    ("sources", l.source_bytes),
+                    ("flows", l.tables.flow_bytes),
+                    ("bindings", l.tables.binding_bytes),
+                    ("sources", l.tables.source_bytes),
                 ] {
                     e.sample(&[("listener", name), ("table", table)], n);
                 }
@@ -615,15 +615,17 @@ mod tests {
                 routing: Default::default(),
                 cid_length: Some(8),
                 counters,
-                flows: next() as usize,
-                bindings: next() as usize,
-                max_flows: next() as usize,
-                max_bindings: next() as usize,
-                flow_idle: Duration::from_secs(600),
-                binding_idle: Duration::from_secs(86400),
-                flow_bytes: next() as usize,
-                binding_bytes: next() as usize,
-                source_bytes: next() as usize,
+                tables: cidlb_core::plane::TableSizes {
+                    flows: next() as usize,
+                    bindings: next() as usize,
+                    max_flows: next() as usize,
+                    max_bindings: next() as usize,
+                    flow_idle: Duration::from_secs(600),
+                    binding_idle: Duration::from_secs(86400),
+                    flow_bytes: next() as usize,
+                    binding_bytes: next() as usize,
+                    source_bytes: next() as usize,
+                },
                 stats,
                 backends: Vec::new(),
             };

@@ -336,8 +336,8 @@ pub fn run_with(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
             routed = l.counters.total_routed(),
             dropped = l.counters.total_dropped(),
             replies = l.stat("reply_datagrams").unwrap_or(0),
-            flows = l.flows,
-            bindings = l.bindings,
+            flows = l.tables.flows,
+            bindings = l.tables.bindings,
             "final counters"
         );
     }

@@ -251,7 +251,7 @@ fn a_drain_survives_reloads_that_do_not_touch_that_backend() {
     let b = &snap.listeners[0].backends[1];
     assert_eq!(b.admin, BackendState::Draining);
     assert_eq!(snap.listeners[0].backends[0].weight, 3);
-    assert_eq!(snap.listeners[0].flow_idle, Duration::from_secs(300));
+    assert_eq!(snap.listeners[0].tables.flow_idle, Duration::from_secs(300));
     let r = d.plane().listeners()[0].router_config().flow_idle;
     assert_eq!(
         r,

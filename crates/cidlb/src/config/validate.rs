@@ -1084,6 +1084,22 @@ impl Ctx<'_> {
         }))
     }
 
+    /// A backend's `weight` (default 1) and `state` (default up).
+    fn weight_and_state(&self, p: &str, rb: &RawBackend) -> R<(u32, BackendState)> {
+        let weight = self.int(
+            &format!("{p}.weight"),
+            &rb.weight,
+            0..=i64::from(MAX_WEIGHT),
+            1,
+        )? as u32;
+        let state = match rb.state.as_ref().map(|s| *s.get_ref()) {
+            None | Some(RawState::Up) => BackendState::Up,
+            Some(RawState::Draining) => BackendState::Draining,
+            Some(RawState::Down) => BackendState::Down,
+        };
+        Ok((weight, state))
+    }
+
     fn backend(&self, p: &str, rb: &RawBackend) -> R<BackendConfig> {
         let apath = format!("{p}.address");
         let (address, dns) = match &rb.address {
@@ -1127,17 +1143,7 @@ impl Ctx<'_> {
                 Some(s) => self.name(&format!("{p}.name"), s)?,
                 None => format!("{}:{}", d.host, d.port),
             };
-            let weight = self.int(
-                &format!("{p}.weight"),
-                &rb.weight,
-                0..=i64::from(MAX_WEIGHT),
-                1,
-            )? as u32;
-            let state = match rb.state.as_ref().map(|s| *s.get_ref()) {
-                None | Some(RawState::Up) => BackendState::Up,
-                Some(RawState::Draining) => BackendState::Draining,
-                Some(RawState::Down) => BackendState::Down,
-            };
+            let (weight, state) = self.weight_and_state(p, rb)?;
             return Ok(BackendConfig {
                 name,
                 address,
@@ -1164,17 +1170,7 @@ impl Ctx<'_> {
             Some(s) => self.name(&format!("{p}.name"), s)?,
             None => address.to_string(),
         };
-        let weight = self.int(
-            &format!("{p}.weight"),
-            &rb.weight,
-            0..=i64::from(MAX_WEIGHT),
-            1,
-        )? as u32;
-        let state = match rb.state.as_ref().map(|s| *s.get_ref()) {
-            None | Some(RawState::Up) => BackendState::Up,
-            Some(RawState::Draining) => BackendState::Draining,
-            Some(RawState::Down) => BackendState::Down,
-        };
+        let (weight, state) = self.weight_and_state(p, rb)?;
         Ok(BackendConfig {
             name,
             address,

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use cidlb_core::plane::{StatInfo, Traffic};
+use cidlb_core::plane::{StatInfo, TableSizes, Traffic};
 use cidlb_core::{BackendId, BackendState, Counters};
 use cidlb_net::health::ProbeResult;
 
@@ -45,24 +45,8 @@ pub struct ListenerSnapshot {
     pub cid_length: Option<usize>,
     /// Router counters.
     pub counters: Counters,
-    /// Flows stored.
-    pub flows: usize,
-    /// Bindings stored.
-    pub bindings: usize,
-    /// Flow table bound.
-    pub max_flows: usize,
-    /// Binding table bound.
-    pub max_bindings: usize,
-    /// Flow idle timeout.
-    pub flow_idle: Duration,
-    /// Binding idle timeout.
-    pub binding_idle: Duration,
-    /// Bytes allocated by the flow table.
-    pub flow_bytes: usize,
-    /// Bytes allocated by the binding table.
-    pub binding_bytes: usize,
-    /// Bytes allocated by the per-source new-flow limiter's table.
-    pub source_bytes: usize,
+    /// The plane's routing tables: sizes, bounds, timeouts, memory.
+    pub tables: TableSizes,
     /// The plane's own counters, as it declares them.
     pub stats: Vec<(StatInfo, u64)>,
     /// The backends, in configuration order.
@@ -146,15 +130,7 @@ impl Daemon {
                     routing: lcfg.routing,
                     cid_length: lcfg.cid_length,
                     counters: p.counters,
-                    flows: t.flows,
-                    bindings: t.bindings,
-                    max_flows: t.max_flows,
-                    max_bindings: t.max_bindings,
-                    flow_idle: t.flow_idle,
-                    binding_idle: t.binding_idle,
-                    flow_bytes: t.flow_bytes,
-                    binding_bytes: t.binding_bytes,
-                    source_bytes: t.source_bytes,
+                    tables: t,
                     stats: p.stats,
                     backends: lc
                         .backends

@@ -23,8 +23,8 @@ impl Daemon {
                     address: l.address.to_string(),
                     routing: l.routing.to_string(),
                     cid_length: l.cid_length,
-                    flows: l.flows,
-                    bindings: l.bindings,
+                    flows: l.tables.flows,
+                    bindings: l.tables.bindings,
                     backends: l.backends.into_iter().map(BackendView::from).collect(),
                 })
                 .collect(),
@@ -55,18 +55,18 @@ impl Daemon {
                 .into_iter()
                 .map(|l| ListenerTables {
                     flows: TableView {
-                        entries: l.flows,
-                        capacity: l.max_flows,
-                        idle_timeout_secs: l.flow_idle.as_secs(),
-                        allocated_bytes: l.flow_bytes,
+                        entries: l.tables.flows,
+                        capacity: l.tables.max_flows,
+                        idle_timeout_secs: l.tables.flow_idle.as_secs(),
+                        allocated_bytes: l.tables.flow_bytes,
                         expired: l.counters.event(Event::FlowExpired),
                         evicted: l.counters.event(Event::FlowEvicted),
                     },
                     bindings: TableView {
-                        entries: l.bindings,
-                        capacity: l.max_bindings,
-                        idle_timeout_secs: l.binding_idle.as_secs(),
-                        allocated_bytes: l.binding_bytes,
+                        entries: l.tables.bindings,
+                        capacity: l.tables.max_bindings,
+                        idle_timeout_secs: l.tables.binding_idle.as_secs(),
+                        allocated_bytes: l.tables.binding_bytes,
                         expired: l.counters.event(Event::BindingExpired),
                         evicted: l.counters.event(Event::BindingEvicted),
                     },
