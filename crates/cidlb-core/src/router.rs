@@ -262,6 +262,18 @@ pub struct BindingView {
     pub idle_secs: u32,
 }
 
+impl From<BindingView> for BindingFacts {
+    /// What the decision needs of a binding an explanation shows.
+    fn from(v: BindingView) -> Self {
+        BindingFacts {
+            backend: v.binding.backend,
+            source: v.binding.source,
+            serves: v.serves,
+            exists: v.exists,
+        }
+    }
+}
+
 /// A flow as an explanation shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowView {
@@ -1470,12 +1482,7 @@ impl<'r, 'c> Peek<'r, 'c> {
 
 impl Lookups for Peek<'_, '_> {
     fn binding(&mut self) -> Option<BindingFacts> {
-        self.binding_view().map(|v| BindingFacts {
-            backend: v.binding.backend,
-            source: v.binding.source,
-            serves: v.serves,
-            exists: v.exists,
-        })
+        self.binding_view().map(BindingFacts::from)
     }
 
     fn decode(&mut self) -> Decoded {

@@ -1600,12 +1600,7 @@ fn source(s: u8) -> BindingSource {
 
 impl Lookups for MapView<'_> {
     fn binding(&mut self) -> Option<BindingFacts> {
-        self.binding_view().map(|v| BindingFacts {
-            backend: v.binding.backend,
-            source: v.binding.source,
-            serves: v.serves,
-            exists: v.exists,
-        })
+        self.binding_view().map(BindingFacts::from)
     }
 
     fn decode(&mut self) -> Decoded {

@@ -9,15 +9,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cidlb_cidformat::{PrefixFormat, QuicLbConfig};
 use cidlb_core::plane::{DataPlane, ListenerPlane};
 use cidlb_net::{ListenerSpec, NatPlane};
 use cidlb_xdp::{Attach, XdpCidFormat, XdpListener, XdpListenerConfig, XdpMode, XdpPlane};
 use tracing::{info, warn};
 
-use crate::config::{
-    CidFormatConfig, ListenerConfig, RoutingMode, ServerIdConfig, XdpAttachMode, XdpDr,
-};
+use crate::config::{ListenerConfig, RoutingMode, XdpAttachMode, XdpDr};
 use crate::health::StopSignal;
 use crate::neigh::{self, fmt_mac, Neighbour};
 
@@ -30,44 +27,20 @@ pub const MAC_RETRY: Duration = Duration::from_millis(100);
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// The listener's CID format as the program decodes it (`None` without a format, or
-/// with `routing = "address"`, where CIDs are not read).
+/// with `routing = "address"`, where CIDs are not read): the core's `FormatSet` of the
+/// listener (`ListenerConfig::format_set`, server ID maps included), as the program's
+/// tables describe it.
 pub fn xdp_format(l: &ListenerConfig) -> Result<Option<XdpCidFormat>, String> {
-    if l.routing != RoutingMode::Cid {
+    if l.routing != RoutingMode::Cid || l.cid_format.is_none() {
         return Ok(None);
     }
-    let bad = |e: &dyn std::fmt::Display| format!("listener {:?}: cid_format: {e}", l.name);
-    match &l.cid_format {
-        None => Ok(None),
-        Some(CidFormatConfig::Prefix { prefix_length }) => Ok(Some(XdpCidFormat::prefix(
-            PrefixFormat::new(*prefix_length).map_err(|e| bad(&e))?,
-        ))),
-        Some(CidFormatConfig::QuicLb(params)) => {
-            let configs = params
-                .iter()
-                .map(|p| QuicLbConfig::new(*p))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| bad(&e))?;
-            let per_rotation = l
-                .backends
-                .iter()
-                .any(|b| matches!(b.server_id, Some(ServerIdConfig::PerRotation(_))));
-            let mut maps = Vec::new();
-            if per_rotation {
-                for p in params {
-                    let map = l
-                        .backends
-                        .iter()
-                        .filter_map(|b| b.server_id.as_ref())
-                        .filter_map(|s| Some((s.for_rotation(Some(p.rotation))?, s.routing_id())))
-                        .collect();
-                    maps.push((p.rotation, map));
-                }
-            }
-            Ok(Some(
-                XdpCidFormat::quic_lb(configs, maps).map_err(|e| bad(&e))?,
-            ))
-        }
-    }
+    let set = l.format_set().ok_or_else(|| {
+        format!(
+            "listener {:?}: cid_format does not make a CID format (cidlb check-config says why)",
+            l.name
+        )
+    })?;
+    Ok(Some(XdpCidFormat::from_set(&set)))
 }
 
 /// The MACs of `ips` among `table`'s entries on the listener's interfaces (`ifindices`,

@@ -355,8 +355,10 @@ fn describe_settings(old: &Config, new: &Config) -> Vec<String> {
 
 /// Whether `l`'s CID format has an encrypted QUIC-LB configuration.
 fn has_encrypted(l: &ListenerConfig) -> bool {
-    matches!(&l.cid_format, Some(crate::config::CidFormatConfig::QuicLb(params))
-        if params.iter().any(|p| p.key.is_some()))
+    l.format_set().is_some_and(|set| {
+        set.configs()
+            .any(cidlb_cidformat::QuicLbConfig::is_encrypted)
+    })
 }
 
 #[cfg(test)]
