@@ -6,7 +6,6 @@ mod common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{Balancer, TempDir};
@@ -19,15 +18,7 @@ fn free_tcp_port() -> u16 {
         .port()
 }
 
-fn cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cidlb"))
-        .args(args)
-        .output()
-        .expect("cidlb runs");
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
-}
+use common::cidlb_cli as cli;
 
 fn write_config(path: &Path, admin: u16, backends: &[SocketAddr], listen: &str) {
     let mut t = format!(

@@ -54,16 +54,7 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-/// `cidlb ARGS`: (exit code, stdout + stderr).
-fn cidlb(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cidlb"))
-        .args(args)
-        .output()
-        .expect("cidlb runs");
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
-}
+use common::cidlb_cli as cidlb;
 
 #[test]
 fn a_spoofed_source_flood_keeps_upstream_sockets_within_max_flows() {

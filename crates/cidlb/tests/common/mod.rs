@@ -142,3 +142,14 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// `cidlb ARGS`: its exit code (-1 when killed) and its stdout followed by its stderr.
+pub fn cidlb_cli(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cidlb"))
+        .args(args)
+        .output()
+        .expect("cidlb runs");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
