@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cidlb::control::{BackendView, BackendsView};
 use cidlb_cidformat::{hex_string, CidGenerator, PrefixFormat};
@@ -75,13 +75,8 @@ fn healthy(admin: SocketAddr, name: &str) -> bool {
 }
 
 /// Polls `cond` until it holds, or panics after [`DEADLINE`] saying `what`.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < DEADLINE, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    t0.elapsed()
+fn wait_until(what: &str, cond: impl FnMut() -> bool) -> Duration {
+    common::wait_until(what, DEADLINE, cond)
 }
 
 /// The backend a CID-less datagram from `client` would open a flow to (Maglev on the

@@ -375,12 +375,9 @@ fn metric(text: &str, name: &str, labels: &str) -> u64 {
         .map_or(0, |v| v.trim().parse::<f64>().unwrap_or(0.0) as u64)
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < DEADLINE, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Polls `cond` until it holds, or panics after [`DEADLINE`] saying `what`.
+fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    common::wait_until(what, DEADLINE, cond);
 }
 
 // ------------------------------------------------------------- peers

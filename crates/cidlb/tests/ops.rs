@@ -11,7 +11,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cidlb::control::{BackendView, BackendsView};
 use cidlb_test_mbedtls::{ClientConfig, DtlsClient, DtlsServer, ServerConfig};
@@ -120,13 +120,8 @@ fn backend(admin: SocketAddr, name: &str) -> BackendView {
 }
 
 /// Polls `cond` until it holds, or panics after [`DEADLINE`] saying `what`.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < DEADLINE, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    t0.elapsed()
+fn wait_until(what: &str, cond: impl FnMut() -> bool) -> Duration {
+    common::wait_until(what, DEADLINE, cond)
 }
 
 fn all_healthy(admin: SocketAddr) -> bool {

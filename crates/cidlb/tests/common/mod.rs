@@ -153,3 +153,14 @@ pub fn cidlb_cli(args: &[&str]) -> (i32, String) {
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
 }
+
+/// Polls `cond` every 50 ms until it holds, or panics after `deadline` saying `what`;
+/// returns how long it took.
+pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let t0 = std::time::Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t0.elapsed()
+}
