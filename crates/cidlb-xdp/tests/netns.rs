@@ -25,7 +25,6 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::sync::mpsc;
@@ -37,7 +36,7 @@ const LB_MAC: &str = "02:77:00:00:00:01";
 const CLIENT_MAC: &str = "02:77:00:00:00:02";
 const BACKEND_MACS: [&str; 2] = ["02:77:00:00:00:10", "02:77:00:00:00:11"];
 const BACKEND_IPS: [&str; 2] = ["10.77.0.10", "10.77.0.11"];
-use cidlb_test_netns::{dr_backend, ip, neigh_permanent, switch, Namespaces, Proc};
+use cidlb_test_netns::{dr_backend, ip, neigh_permanent, say, switch, Namespaces, Proc};
 
 const ROLE: &str = "CIDLB_NETNS_ROLE";
 
@@ -379,11 +378,6 @@ fn netns_role() {
             let _ = tx.send(());
         });
         rx
-    };
-    let say = |s: &str| {
-        let mut o = std::io::stdout().lock();
-        let _ = writeln!(o, "{s}");
-        let _ = o.flush();
     };
     // libtest has written "test netns_role ... " without a newline: end that line.
     say("");

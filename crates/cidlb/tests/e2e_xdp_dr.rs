@@ -50,7 +50,7 @@ const ROLE: &str = "CIDLB_XDP_DR_ROLE";
 /// routes them); direct routing has no MAC for it, so it must show down (`no_mac`).
 const FAR_IP: &str = "10.79.0.5";
 use cidlb_test_netns::{
-    dr_backend, in_ns, ip, neigh_permanent, required, run, say_skip, switch, Namespaces, Proc,
+    dr_backend, in_ns, ip, neigh_permanent, required, run, say, say_skip, switch, Namespaces, Proc,
     REQUIRE,
 };
 
@@ -1560,11 +1560,6 @@ fn bench_million_bindings() {
 fn xdp_dr_role() {
     let Ok(role) = std::env::var(ROLE) else {
         return;
-    };
-    let say = |s: &str| {
-        let mut o = std::io::stdout().lock();
-        let _ = writeln!(o, "{s}");
-        let _ = o.flush();
     };
     // libtest has written "test xdp_dr_role ... " without a newline: end that line.
     say("");

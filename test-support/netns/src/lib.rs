@@ -39,6 +39,15 @@ pub fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// A role's line to the test that runs it ([`Proc`] reads its stdout line by line):
+/// written and flushed at once.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}");
+    let _ = o.flush();
+}
+
 /// `ip ARGS`.
 pub fn ip(args: &[&str]) -> Result<(), String> {
     run("ip", args)
